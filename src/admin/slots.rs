@@ -1,10 +1,12 @@
 //! The admin listener's connection slots: 64 in all, 16 per client address, the longest stalled evicted for a newcomer.
 //!
 //! At its address's 16, a newcomer evicts the longest stalled of that
-//! address's own, and is refused only when none of them may be: kubelet
-//! probes a pod from the node's address, which the node's agents and
-//! hostNetwork pods share, and their idle keep-alive connections had every
-//! probe closed unanswered.
+//! address's own, or else, at once, the one whose run of requests without
+//! a token has lasted [`RUN`] longest, and is refused only when none of
+//! them may be: kubelet probes a pod from the node's address, which the
+//! node's agents and hostNetwork pods share, and their idle keep-alive
+//! connections had every probe closed unanswered (their busy runs, every
+//! probe in their busy part).
 //!
 //! A connection's time counts from its slot, not its accept, and it is not
 //! evicted before its first request begins until a read of it has found
@@ -197,7 +199,8 @@ impl Slots {
     /// A slot for a connection from `ip`, evicting the connection that has
     /// waited on its client longest while every slot is taken (waiting
     /// while none may be evicted), or, while `ip` holds
-    /// [`MAX_CONNECTIONS_PER_CLIENT`] already, the one of its own that has.
+    /// [`MAX_CONNECTIONS_PER_CLIENT`] already, the one of its own that has
+    /// (or else whose run without a token has lasted [`RUN`], at once).
     /// `None`: `ip` holds that many and none of them may be evicted, nor
     /// is spared as not read yet ([`Conn::spared`]): the connection is
     /// refused.
@@ -243,9 +246,17 @@ impl Slots {
                         "its client address holds 16 already, and it waited on its client longest";
                     let own = |c: &Conn| c.peer.ip().to_canonical() == ip;
                     // One just given its slot whose task has not read it
-                    // yet: looked at again once it has.
+                    // yet: looked at again once it has. Else a run without
+                    // a token of [`RUN`] makes room at once, as for a
+                    // newcomer that waited: it does not wait (the accept
+                    // loop, serial, would hold every other newcomer with
+                    // it), and kubelet's probe, from an address whose 16
+                    // each served such runs a little under [`STALLED`] at
+                    // a time, was closed whenever it came in their busy
+                    // part.
                     if !state.make_room(own, why, impatient)
                         && !state.open.values().any(|c| own(c) && c.spared())
+                        && !state.make_room(own, why, true)
                     {
                         if stuck {
                             state.held_done = Some(Instant::now());

@@ -10,17 +10,27 @@ use tokio::task::JoinHandle;
 use crate::common::*;
 use crate::support::*;
 
-/// A client from `from` that pipelines `GET /api/v1/certs` without end and
-/// never reads: its answers fill its small receive window and hotproxy's
-/// send buffer, and hotproxy's writes to it stall. Returned once the
-/// first answer bytes have arrived (the connection holds an admin slot
-/// and was served); the task writes on until aborted.
-async fn stalled_client(from: &str, api: SocketAddr) -> (OwnedReadHalf, JoinHandle<()>) {
+/// A TCP socket bound to `from`, with a small receive buffer (so that
+/// few answers fill it; the kernel rounds it up).
+fn socket_from(from: &str) -> tokio::net::TcpSocket {
     let s = tokio::net::TcpSocket::new_v4().unwrap();
     s.bind(format!("{from}:0").parse().unwrap()).unwrap();
-    // Small, so that few answers fill it (the kernel rounds it up).
     s.set_recv_buffer_size(4096).unwrap();
-    let tcp = s.connect(api).await.unwrap();
+    s
+}
+
+/// A client on `socket` (bound to its address, its receive buffer small)
+/// that pipelines `GET /api/v1/certs` without end and never reads: its
+/// answers fill its small receive window and hotproxy's send buffer, and
+/// hotproxy's writes to it stall. Returned once the first answer bytes
+/// have arrived (the connection holds an admin slot and was served); the
+/// task writes on until aborted.
+async fn stalled_client(
+    socket: tokio::net::TcpSocket,
+    api: SocketAddr,
+) -> (OwnedReadHalf, JoinHandle<()>) {
+    let from = socket.local_addr().unwrap();
+    let tcp = socket.connect(api).await.unwrap();
     let (mut read, mut write) = tcp.into_split();
     let batch = format!("GET /api/v1/certs HTTP/1.1\r\nHost: {api}\r\n\r\n").repeat(64);
     let writer = tokio::spawn(async move {
@@ -67,7 +77,7 @@ async fn probes_are_answered_while_stalled_clients_hold_every_admin_slot() {
     let mut held = Vec::new();
     for pod in ["127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14"] {
         for _ in 0..hotproxy::admin::MAX_CONNECTIONS_PER_CLIENT {
-            held.push(stalled_client(pod, a.api).await);
+            held.push(stalled_client(socket_from(pod), a.api).await);
         }
     }
     assert_eq!(held.len(), hotproxy::admin::MAX_CONNECTIONS);
@@ -177,6 +187,54 @@ fn socket_in(ns: &std::fs::File, from: &str) -> tokio::net::TcpSocket {
     tokio::net::TcpSocket::from_std_stream(s.into())
 }
 
+/// The admin listener of a proxy started in a network namespace of its
+/// own where send buffers have a network's size ([`NETWORK_BUFFERS`]),
+/// and the namespace, to make its clients' sockets in ([`socket_in`]).
+struct NetnsAdmin {
+    _s: Scene,
+    _p: Proxy,
+    api: SocketAddr,
+    ns: std::fs::File,
+}
+
+impl NetnsAdmin {
+    /// With one worker thread (a small pod's): the accept loop looks at
+    /// the connections between their tasks' polls, never within one (with
+    /// several, a look may find one between two pipelined requests, by
+    /// chance, and take it for idle). `None` when not root (a network
+    /// namespace needs it): `case` is skipped, but not in CI, which runs as
+    /// root, where a skipped case would be a test that cannot fail.
+    async fn start(case: &str) -> Option<NetnsAdmin> {
+        if !is_root() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{case} needs root (a network namespace) and CI must run it"
+            );
+            eprintln!("{case} skipped: a network namespace needs root");
+            return None;
+        }
+        let s = Scene::new();
+        let ca = TestCa::new("ca");
+        s.pair("pki/edge", &ca.server_pair(&["localhost"]));
+        write(&s.path("editor.token"), EDITOR);
+        let cfg = s.admin_config(
+            "{ events: false, poll_interval: 1h }",
+            "[{ role: editor, token_file: editor.token }]",
+            "pki/edge",
+            "runtime: { worker_threads: 1 }",
+        );
+        let mut p = Proxy::start_in_netns(&cfg, NETWORK_BUFFERS);
+        let api = p.admin_addr().await;
+        let ns = std::fs::File::open(format!("/proc/{}/ns/net", p.pid())).unwrap();
+        Some(NetnsAdmin {
+            _s: s,
+            _p: p,
+            api,
+            ns,
+        })
+    }
+}
+
 /// A client from `from` (in `ns`) that pipelines `GET /metrics` back to
 /// back without end, never waiting for an answer, and reads [`SLOW_READ`]
 /// bytes of the answers every [`SLOW_PACE`]: hotproxy's writes to it
@@ -239,40 +297,16 @@ async fn slow_pipelining_client(
 /// room. Run where send buffers have a network's size ([`NETWORK_BUFFERS`]).
 #[tokio::test]
 async fn probes_are_answered_while_slow_pipelining_readers_hold_every_admin_slot() {
-    if !is_root() {
-        // CI runs as root: there, a skipped case would be a test that
-        // cannot fail.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the slow pipelining readers case needs root (a network namespace) and CI must run it"
-        );
-        eprintln!("slow pipelining readers case skipped: a network namespace needs root");
+    let Some(admin) = NetnsAdmin::start("the slow pipelining readers case").await else {
         return;
-    }
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    s.pair("pki/edge", &ca.server_pair(&["localhost"]));
-    write(&s.path("editor.token"), EDITOR);
-    let cfg = s.admin_config(
-        "{ events: false, poll_interval: 1h }",
-        "[{ role: editor, token_file: editor.token }]",
-        "pki/edge",
-        // One thread (a small pod's): the accept loop looks at the
-        // connections between their tasks' polls, never within one (with
-        // several, a look may find one between two pipelined requests, by
-        // chance, and take it for idle: the probe then waits on that
-        // chance).
-        "runtime: { worker_threads: 1 }",
-    );
-    let mut p = Proxy::start_in_netns(&cfg, NETWORK_BUFFERS);
-    let api = p.admin_addr().await;
-    let ns = std::fs::File::open(format!("/proc/{}/ns/net", p.pid())).unwrap();
+    };
+    let (api, ns) = (admin.api, &admin.ns);
     let (steady, mut steadied) = tokio::sync::mpsc::unbounded_channel();
     let (closed, mut evicted) = tokio::sync::mpsc::unbounded_channel();
     let mut held = Vec::new();
     for pod in ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"] {
         for _ in 0..hotproxy::admin::MAX_CONNECTIONS_PER_CLIENT {
-            let client = slow_pipelining_client(&ns, pod, api, steady.clone(), closed.clone());
+            let client = slow_pipelining_client(ns, pod, api, steady.clone(), closed.clone());
             held.push(client.await);
         }
     }
@@ -283,7 +317,7 @@ async fn probes_are_answered_while_slow_pipelining_readers_hold_every_admin_slot
     for _ in 0..hotproxy::admin::MAX_CONNECTIONS {
         within_deadline("every slow reader's second read", steadied.recv()).await;
     }
-    let mut probe = socket_in(&ns, "127.0.0.6").connect(api).await.unwrap();
+    let mut probe = socket_in(ns, "127.0.0.6").connect(api).await.unwrap();
     let req = format!("GET /healthz HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n");
     probe.write_all(req.as_bytes()).await.unwrap();
     let mut reply = Vec::new();
@@ -462,5 +496,53 @@ async fn a_probe_is_answered_while_its_own_address_keeps_opening_silent_connecti
             reply.starts_with("HTTP/1.1 200"),
             "round {round}: the probe from an address opening silent connections: {reply:?}"
         );
+    }
+}
+
+/// How long a run of requests without a token must have lasted before it
+/// may make room for a newcomer (`RUN`, src/admin/slots.rs).
+const RUN: Duration = Duration::from_secs(1);
+
+/// kubelet's probe from the node's address, whose 16 connections are the
+/// node's agents serving requests without a token back to back (busy a
+/// little under 5 s at a time, then resting): in their busy part none had
+/// a write stopped for 5 s nor waited for a request, so none could be
+/// evicted, and the probe, the address's 17th, was closed at once (a
+/// failed liveness probe; three, and kubelet restarts the pod). The rule
+/// that lets a run without a token of a second make room applied only
+/// when all 64 slots were taken. It now applies to an address's own too,
+/// at once (the accept loop, serial, would hold every other newcomer
+/// while a 17th waited), when none of them may be evicted otherwise.
+/// Here the 16 pipeline API requests without a token and do not read,
+/// where send buffers have a network's size ([`NETWORK_BUFFERS`]):
+/// hotproxy's writes to them block within their first few hundred
+/// answers (on loopback's, they moved for seconds, and a look could find
+/// one between two answers and take it for idle), for less than 5 s when
+/// the probe comes, once their runs have lasted a second.
+#[tokio::test]
+async fn a_probe_is_answered_while_its_own_address_holds_16_busy_runs_without_a_token() {
+    let Some(admin) = NetnsAdmin::start("the busy runs case").await else {
+        return;
+    };
+    let (api, ns) = (admin.api, &admin.ns);
+    let node = "127.0.0.32";
+    let mut busy = Vec::new();
+    for _ in 0..hotproxy::admin::MAX_CONNECTIONS_PER_CLIENT {
+        busy.push(stalled_client(socket_in(ns, node), api).await);
+    }
+    // Every run began before its first answer came.
+    tokio::time::sleep(RUN).await;
+    let mut probe = socket_in(ns, node).connect(api).await.unwrap();
+    let req = format!("GET /healthz HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n");
+    probe.write_all(req.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    let _ = within_deadline("the probe's answer or close", probe.read_to_end(&mut reply)).await;
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(
+        reply.starts_with("HTTP/1.1 200"),
+        "/healthz from an address whose 16 serve requests without a token: {reply:?}"
+    );
+    for (_, writer) in &busy {
+        writer.abort();
     }
 }
