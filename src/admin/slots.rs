@@ -34,7 +34,8 @@
 //! back, or one that drained its answers every few seconds and sent the
 //! next batch at once was evictable only within that round trip), or for
 //! [`RUN`] once the newcomer has waited [`IMPATIENT`], counted from the
-//! first of those held back one after another (clients busy 4.5 s of
+//! first of those held back one after another, and only when none has
+//! waited on its client otherwise (clients busy 4.5 s of
 //! every 5 kept probes waiting most of the time; the accept loop, serial,
 //! had each queued newcomer wait its own quarter of a second). A request being
 //! served whose writes move is never evicted otherwise, so only a client
@@ -94,7 +95,8 @@ const IMPATIENT: Duration = Duration::from_millis(250);
 /// requests and read steadily for a little under [`STALLED`], then drain
 /// them and rest [`REST`] (a run of their own each time), had probes
 /// landing in their busy part wait until the rest, most of it. Only a full
-/// table, a newcomer waiting, cuts a run this short.
+/// table, a newcomer waiting, or a 17th from the run's own address cuts a
+/// run this short, and only when no other connection may make room.
 const RUN: Duration = Duration::from_secs(1);
 
 /// How long a connection whose first request has not begun is spared at
@@ -291,16 +293,25 @@ impl State {
     /// those `among` picks, unless one of them is being evicted already
     /// (one newcomer at a time, so one eviction at a time: the connection
     /// evicted for it frees its slot at once). `impatient`: the newcomer
-    /// has waited [`IMPATIENT`]. Whether one of them is being evicted now.
+    /// has waited [`IMPATIENT`], and a run without a token of [`RUN`] may
+    /// make room, but only when no other connection may: it began before
+    /// the last request of a connection idle since, and a newcomer queued
+    /// behind an impatient one cut a `/metrics` scrape mid-body while
+    /// idle connections were there to take. Whether one of them is being
+    /// evicted now.
     fn make_room(&self, among: impl Fn(&Conn) -> bool, why: &str, impatient: bool) -> bool {
         let theirs = self.open.values().filter(|c| among(c));
         if theirs.clone().any(|c| c.evicted.load(Ordering::SeqCst)) {
             return true;
         }
         let now = Instant::now();
-        let victim = theirs
-            .filter_map(|c| c.waiting_since(now, impatient).map(|since| (since, c)))
-            .min_by_key(|(since, _)| *since);
+        let oldest = |impatient| {
+            theirs
+                .clone()
+                .filter_map(|c| c.waiting_since(now, impatient).map(|since| (since, c)))
+                .min_by_key(|(since, _)| *since)
+        };
+        let victim = oldest(false).or_else(|| impatient.then(|| oldest(true)).flatten());
         let Some((since, victim)) = victim else {
             return false;
         };

@@ -14,14 +14,23 @@ const LONG: Duration = Duration::from_secs(60);
 async fn accept_as_the_admin(
     listener: &tokio::net::TcpListener,
 ) -> (Arc<Slots>, SocketAddr, Arc<Conn>, ClientIo<SlotIo>) {
-    let (stream, peer) = listener.accept().await.unwrap();
     let slots = Arc::new(Slots::default());
+    let (peer, conn, io) = accept_into(listener, &slots).await;
+    (slots, peer, conn, io)
+}
+
+/// As [`accept_as_the_admin`], in a slot of `slots`.
+async fn accept_into(
+    listener: &tokio::net::TcpListener,
+    slots: &Arc<Slots>,
+) -> (SocketAddr, Arc<Conn>, ClientIo<SlotIo>) {
+    let (stream, peer) = listener.accept().await.unwrap();
     let slot = slots.take(peer).await.unwrap();
     let conn = slot.conn().clone();
     let activity = conn.activity().clone();
     let io = SlotIo::new(stream, conn.clone());
     let io = ClientIo::new(Box::new(io), activity, true, LONG, Box::new(slot));
-    (slots, peer, conn, io)
+    (peer, conn, io)
 }
 
 /// `svc` serving `io` (HTTP/1.1) as the admin listener serves a
@@ -307,35 +316,8 @@ impl hyper::body::Body for Endless {
 /// lasted [`STALLED`] (nothing else could make it evictable).
 #[tokio::test]
 async fn a_newcomer_that_waited_takes_the_slot_of_a_run_without_a_token() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (reading, mut read) = tokio::sync::mpsc::unbounded_channel();
-    let client = tokio::spawn(async move {
-        let mut tcp = TcpStream::connect(addr).await.unwrap();
-        let req = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n";
-        tcp.write_all(req).await.unwrap();
-        let mut buf = vec![0u8; 64 * 1024];
-        while let Ok(1..) = tcp.read(&mut buf).await {
-            let _ = reading.send(());
-        }
-    });
-    let (slots, from, conn, io) = accept_as_the_admin(&listener).await;
-    let activity = conn.activity().clone();
-    let svc = {
-        let (activity, conn) = (activity.clone(), conn.clone());
-        hyper::service::service_fn(move |_req| {
-            conn.request(false);
-            let in_flight = activity.begin(false);
-            async move {
-                let body = crate::proxy::conn::TrackedBody::new(Endless, in_flight);
-                Ok::<_, std::convert::Infallible>(hyper::Response::new(body))
-            }
-        })
-    };
-    let serving = serve_as_the_admin(io, svc, from, activity);
-    // Its answer is being read: the run has begun.
-    read.recv().await.expect("the answer's first bytes");
+    let slots = Arc::new(Slots::default());
+    let (conn, serving, client) = an_endless_scrape(&slots).await;
     let mut busy = Vec::new();
     for n in 1..MAX_CONNECTIONS {
         let slot = slots.take(peer(n)).await.unwrap();
@@ -354,6 +336,49 @@ async fn a_newcomer_that_waited_takes_the_slot_of_a_run_without_a_token() {
     );
     serving.abort();
     client.abort();
+}
+
+/// A client without a token whose `GET /metrics` answer never ends, read
+/// at speed, served in a slot of `slots` as the admin listener serves
+/// (its driver, its streams, its service's bookkeeping): its `Conn`, and
+/// the tasks serving and reading it, once the answer's first bytes have
+/// been read (its run has begun).
+async fn an_endless_scrape(
+    slots: &Arc<Slots>,
+) -> (
+    Arc<Conn>,
+    tokio::task::JoinHandle<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (reading, mut read) = tokio::sync::mpsc::unbounded_channel();
+    let client = tokio::spawn(async move {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let req = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n";
+        tcp.write_all(req).await.unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(1..) = tcp.read(&mut buf).await {
+            let _ = reading.send(());
+        }
+    });
+    let (from, conn, io) = accept_into(&listener, slots).await;
+    let activity = conn.activity().clone();
+    let svc = {
+        let (activity, conn) = (activity.clone(), conn.clone());
+        hyper::service::service_fn(move |_req| {
+            conn.request(false);
+            let in_flight = activity.begin(false);
+            async move {
+                let body = crate::proxy::conn::TrackedBody::new(Endless, in_flight);
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(body))
+            }
+        })
+    };
+    let serving = serve_as_the_admin(io, svc, from, activity);
+    read.recv().await.expect("the answer's first bytes");
+    (conn, serving, client)
 }
 
 /// Wakes counted: whether a future polled by hand was woken.
@@ -499,4 +524,58 @@ async fn newcomers_evicting_idle_connections_at_once_cut_no_run() {
         tokio::time::sleep(BEHIND / 2).await;
     }
     drop(in_flight);
+}
+
+/// A newcomer queued behind one held back (impatient at once) found a
+/// keep-alive connection idle and a `/metrics` scrape whose run without
+/// a token had lasted a second, mid-body: it cut the scrape, whose run
+/// began before the idle connection's last request ended. A run that
+/// short makes room only when nothing idle (or stalled) can: the idle
+/// connection is evicted, the scrape goes on. The scrape is served over
+/// real sockets; the other 63 slots hold token holders' requests, one of
+/// which ends to leave its connection idle; the newcomers are polled by
+/// hand.
+#[tokio::test]
+async fn an_impatient_newcomer_takes_an_idle_connection_before_a_run() {
+    let slots = Arc::new(Slots::default());
+    let (scrape, serving, client) = an_endless_scrape(&slots).await;
+    let mut busy = Vec::new();
+    for n in 1..MAX_CONNECTIONS {
+        let slot = slots.take(peer(n)).await.unwrap();
+        slot.conn().request(true);
+        let in_flight = slot.conn().activity().begin(false);
+        busy.push((slot, in_flight));
+    }
+    let run = scrape.began + Duration::from_millis(scrape.run_ms.load(Ordering::SeqCst));
+    tokio::time::sleep_until((run + RUN).into()).await;
+    let noop = Waker::noop();
+    let mut cx = Context::from_waker(noop);
+    // Every slot is being served: the first newcomer, not impatient yet,
+    // is held back.
+    let first = slots.take(peer(MAX_CONNECTIONS));
+    let mut first = std::pin::pin!(first);
+    assert!(first.as_mut().poll(&mut cx).is_pending());
+    let arrived = Instant::now();
+    // A request ends and its connection closes: the first has its slot,
+    // having waited a quarter of a second.
+    drop(busy.pop());
+    tokio::time::sleep_until((arrived + IMPATIENT).into()).await;
+    let Poll::Ready(Some(_first)) = first.as_mut().poll(&mut cx) else {
+        panic!("the first newcomer had no slot once one was given back");
+    };
+    // Another's request ends: its connection is idle.
+    let (idle, in_flight) = busy.pop().unwrap();
+    drop(in_flight);
+    // The next, queued behind the first, is impatient at once.
+    let next = slots.take(peer(MAX_CONNECTIONS + 1));
+    let mut next = std::pin::pin!(next);
+    let _ = next.as_mut().poll(&mut cx);
+    assert!(
+        !scrape.evicted.load(Ordering::SeqCst),
+        "a scrape mid-body was cut while an idle connection was there to take"
+    );
+    assert!(idle.conn().evicted.load(Ordering::SeqCst));
+    drop(idle);
+    serving.abort();
+    client.abort();
 }
