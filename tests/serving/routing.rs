@@ -385,3 +385,52 @@ async fn the_access_log_holds_the_path_as_sent() {
     assert!(text.contains(r#""GET /raw/%2e/y HTTP/2.0" 200 "#), "{text}");
     assert_eq!(w.backend.requests.load(SeqCst), 2);
 }
+
+/// A route every request of which an earlier route of the same host takes
+/// (here a guarded `/admin/` route listed after the catch-all) never
+/// applies its `allow_from`: `check` passed it and a reload applied it,
+/// opening `/admin/` to everyone. Now `check` refuses it, naming both
+/// routes, and a reload to it is rejected while the old routes serve.
+#[tokio::test]
+async fn a_route_an_earlier_one_takes_every_request_of_is_refused() {
+    let w = world().await;
+    let guard = "{ path_prefix: /admin/, upstream: plain, allow_from: [10.0.0.0/8] }";
+    let config = |routes: &str| {
+        format!(
+            "watch: {{ debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }}\n\
+             admin: {{ bind: \"127.0.0.1:0\" }}\nlisteners:\n{}\nupstreams:{}\n",
+            listener_yaml("public", "127.0.0.1:0", routes),
+            plain_upstream(&w)
+        )
+    };
+    let cfg = w
+        .scene
+        .config(&config(&format!("[{guard}, {{ upstream: plain }}]")));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    assert_eq!(
+        get_status(&w, addr, "a.example.com", "/admin/x").await.0,
+        "403"
+    );
+
+    let shadowed = config(&format!("[{{ upstream: plain }}, {guard}]"));
+    let want = "listeners[0].routes[1]: listeners[0].routes[0], listed before it, \
+                takes every request it matches";
+    let file = w.scene.path("shadowed.yaml");
+    write(&file, &shadowed);
+    let (code, out, err) = run_cli(&["check", "--config", file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains(want), "{err}");
+
+    write(&cfg, &shadowed);
+    p.wait_log("rejected", |v| {
+        v["message"] == "configuration rejected; the running configuration stays"
+            && v["error"].as_str().is_some_and(|e| e.contains(want))
+    })
+    .await;
+    assert_eq!(
+        get_status(&w, addr, "a.example.com", "/admin/x").await.0,
+        "403"
+    );
+    assert_eq!(get_status(&w, addr, "a.example.com", "/x").await.0, "200");
+}

@@ -1,7 +1,10 @@
-//! Route hosts, path prefixes and `server_names` as the router and SNI compare them, refused where no request could match.
+//! Route hosts, path prefixes and `server_names` as the router and SNI compare them, refused where no request could match (routes an earlier one shadows too).
+
+use std::collections::HashMap;
 
 use super::shown;
 use crate::config::bare::WILDCARD;
+use crate::proxy::path::decoded;
 
 /// Why no request could match `prefix`: routes see a request's path
 /// normalised ([`crate::proxy::path::normalise`]: `%61` decoded, runs of
@@ -31,6 +34,42 @@ pub(super) fn unroutable_prefix(prefix: &str) -> Option<String> {
             shown(&n)
         )),
         Ok(_) => None,
+    }
+}
+
+/// The routes of a listener looked at so far, for [`Reachable::taken_by`]:
+/// by host as [`route_host`] stores it (`None`: no host), each path prefix
+/// percent-decoded as the router compares it (empty: no prefix) with the
+/// position of the first route of that host and prefix.
+#[derive(Default)]
+pub(super) struct Reachable(HashMap<Option<String>, HashMap<Vec<u8>, usize>>);
+
+impl Reachable {
+    /// The position of an earlier route that takes every request route
+    /// `at` (of `host` and `prefix`, both valid) would match, if one does;
+    /// else `at` is noted for the routes after it. The router tries the
+    /// routes of one host (exact, wildcard or none) in order, and a prefix
+    /// matches a path that starts with it, so an earlier route of the same
+    /// host whose prefix starts this one's (or that has none) answers
+    /// first: this route's upstream, `allow` and `allow_from` would never
+    /// apply. `/v1/` after `/v1` is taken; `/v1` after `/v1/` is not (it
+    /// still gets `/v1` and `/v1beta`). A route matches on nothing else.
+    pub(super) fn taken_by(
+        &mut self,
+        at: usize,
+        host: Option<&str>,
+        prefix: Option<&str>,
+    ) -> Option<usize> {
+        let prefix = prefix.map_or_else(Vec::new, |p| decoded(p).into_owned());
+        let seen = self.0.entry(host.map(str::to_owned)).or_default();
+        // Each of the prefix's own prefixes, the empty one (no prefix) too.
+        let first = (0..=prefix.len())
+            .filter_map(|end| seen.get(&prefix[..end]).copied())
+            .min();
+        if first.is_none() {
+            seen.insert(prefix, at);
+        }
+        first
     }
 }
 
@@ -167,6 +206,72 @@ mod tests {
             m.contains("listeners[0].routes[2].path_prefix") && m.contains("\"/admin/\""),
             "{m}"
         );
+    }
+
+    /// A route an earlier route of the same host takes every request of
+    /// is refused, naming both by place; one that still gets a request
+    /// (another host level, a prefix the earlier one's does not start)
+    /// is not.
+    #[test]
+    fn routes_an_earlier_one_shadows() {
+        let taken = |routes: &[(Option<&str>, Option<&str>)]| {
+            let mut r = super::Reachable::default();
+            let all: Vec<_> = routes
+                .iter()
+                .enumerate()
+                .map(|(at, (h, p))| r.taken_by(at, *h, *p))
+                .collect();
+            all
+        };
+        let a = Some("a.example");
+        let w = Some("*.example");
+        for (routes, want) in [
+            (
+                vec![(None, None), (None, Some("/admin/"))],
+                vec![None, Some(0)],
+            ),
+            (vec![(None, None), (None, None)], vec![None, Some(0)]),
+            (
+                vec![(a, Some("/v1")), (a, Some("/v1/"))],
+                vec![None, Some(0)],
+            ),
+            (
+                vec![(a, Some("/api")), (a, Some("/apix"))],
+                vec![None, Some(0)],
+            ),
+            (vec![(a, Some("/v1/")), (a, Some("/v1"))], vec![None, None]),
+            (vec![(a, Some("/v1/")), (a, None)], vec![None, None]),
+            (
+                vec![(a, Some("/@x/")), (a, Some("/%40x/y"))],
+                vec![None, Some(0)],
+            ),
+            (vec![(w, None), (a, Some("/x"))], vec![None, None]),
+            (
+                vec![(None, None), (w, None), (a, None)],
+                vec![None, None, None],
+            ),
+            (
+                vec![(a, Some("/a/b")), (a, Some("/a")), (a, Some("/a/b/c"))],
+                vec![None, None, Some(0)],
+            ),
+            (
+                vec![(a, Some("/a/b")), (a, Some("/a")), (a, Some("/a/c"))],
+                vec![None, None, Some(1)],
+            ),
+        ] {
+            assert_eq!(taken(&routes), want, "{routes:?}");
+        }
+        let cfg = MINIMAL.replace(
+            "routes: [{ upstream: api }]",
+            "routes: [{ upstream: api, host: a.example.com, path_prefix: /v1/ }, { upstream: api, host: A.example.com., path_prefix: /v1/x }, { upstream: api, host: a.example.com, path_prefix: /v1 }, { upstream: api }]",
+        );
+        let m = messages(&parse_str(&cfg).unwrap_err());
+        assert!(
+            m.contains("listeners[0].routes[1]: listeners[0].routes[0], listed before it, takes every request it matches")
+                && m.contains("list it before listeners[0].routes[0]"),
+            "{m}"
+        );
+        assert!(!m.contains("routes[2]") && !m.contains("routes[3]"), "{m}");
     }
 
     /// A pair's `server_names` are compared as SNI is: a final `.` and

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::hosts::{route_host, server_name, unroutable_prefix};
+use super::hosts::{Reachable, route_host, server_name, unroutable_prefix};
 use super::{
     BODY_READ_TIMEOUT_FLOOR, HEADER_READ_TIMEOUT_FLOOR, Named, Resolver, SEND_TIMEOUT_FLOOR,
     TUNNEL_IDLE_TIMEOUT_FLOOR, shown,
@@ -147,6 +147,7 @@ impl Resolver {
         }
         let verifies = verifies_somewhere(&client_auth, &certs);
         let mut routes = Vec::new();
+        let mut reachable = Reachable::default();
         for (j, r) in l.routes.iter().enumerate() {
             let rat = format!("{at}.routes[{j}]");
             super::looked_at(1);
@@ -156,13 +157,16 @@ impl Resolver {
                     format!("no upstream named {}", shown(&r.upstream)),
                 );
             }
+            let mut matchable = true;
             if let Some(p) = &r.path_prefix {
                 if !p.starts_with('/') {
+                    matchable = false;
                     self.problem(
                         format!("{rat}.path_prefix"),
                         format!("{} must start with /", shown(p)),
                     );
                 } else if let Some(why) = unroutable_prefix(p) {
+                    matchable = false;
                     self.problem(format!("{rat}.path_prefix"), why);
                 }
             }
@@ -170,10 +174,25 @@ impl Resolver {
                 let hat = format!("{rat}.host");
                 let h = self.string(&hat, h);
                 route_host(&h).unwrap_or_else(|why| {
+                    matchable = false;
                     self.problem(hat, why);
                     h.to_ascii_lowercase()
                 })
             });
+            // By place alone: a host or prefix may be a `${NAME}` value.
+            if matchable
+                && let Some(e) = reachable.taken_by(j, host.as_deref(), r.path_prefix.as_deref())
+            {
+                self.problem(
+                    rat.clone(),
+                    format!(
+                        "{at}.routes[{e}], listed before it, takes every request it matches \
+                         (the same host, or none for both, and no path_prefix or one this \
+                         route's starts with): its upstream and rules never apply; list it \
+                         before {at}.routes[{e}] (the more specific route first), or remove it"
+                    ),
+                );
+            }
             let allow = self.allow(&format!("{rat}.allow"), r.allow.as_ref());
             if allow.is_some() && !verifies {
                 // No client would ever match: every request would get 403.
