@@ -24,7 +24,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve until SIGTERM/SIGINT; SIGHUP re-reads the configuration and every file.
+    /// Serve until SIGTERM/SIGINT/SIGQUIT; SIGHUP re-reads the configuration and every file.
     Run {
         /// The configuration file [default: $HOTPROXY_CONFIG, else config.yaml]
         #[arg(long, value_name = "PATH")]

@@ -13,7 +13,7 @@ use crate::config::{self, Config};
 use crate::proxy::drain::Drain;
 use crate::reload::{self, Command};
 
-/// Load the configuration and serve it until SIGTERM/SIGINT.
+/// Load the configuration and serve it until SIGTERM/SIGINT/SIGQUIT.
 pub fn run(config_path: &Path) -> ExitCode {
     let config = match config::load(config_path) {
         Ok(c) => c,
@@ -87,11 +87,17 @@ pub async fn serve_then(config: Config, ready: impl FnOnce()) -> ExitCode {
     // Signals first: the reloader logs "listening" as it starts, and a SIGHUP
     // sent on seeing that line must find a handler, not the default action
     // (which would kill the process).
-    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
+    // SIGQUIT is nginx's graceful shutdown (systemd units written for
+    // nginx send it): it drains as SIGTERM does. SIGUSR2 (nginx's binary
+    // upgrade) is said and ignored. Unhandled, either killed the process
+    // (SIGQUIT with a core dump), cutting the requests in flight.
+    let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut hup), Ok(mut usr1), Ok(mut usr2)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
         signal(SignalKind::hangup()),
         signal(SignalKind::user_defined1()),
+        signal(SignalKind::user_defined2()),
     ) else {
         crate::errln!("cannot install signal handlers");
         return ExitCode::FAILURE;
@@ -132,6 +138,7 @@ pub async fn serve_then(config: Config, ready: impl FnOnce()) -> ExitCode {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = quit.recv() => break,
             _ = hup.recv() => {
                 handle.send(Command::ReloadAll);
                 // The admin token files too: SIGHUP re-reads every file.
@@ -143,6 +150,7 @@ pub async fn serve_then(config: Config, ready: impl FnOnce()) -> ExitCode {
             }
             // logrotate: the access log is reopened at its configured path.
             _ = usr1.recv() => crate::access_log::reopen(),
+            _ = usr2.recv() => usr2_ignored(),
         }
     }
     info!(
@@ -152,7 +160,7 @@ pub async fn serve_then(config: Config, ready: impl FnOnce()) -> ExitCode {
     );
     let _ = shutdown_tx.send(true);
     handle.send(Command::Call(Box::new(|r| r.release_sockets())));
-    // A second SIGTERM/SIGINT ends the drain at once (Caddy, Envoy): an
+    // A second SIGTERM/SIGINT/SIGQUIT ends the drain at once (Caddy, Envoy): an
     // operator's second Ctrl-C must not wait out the whole grace. What is
     // cut then is cut as when the grace ends: by `finish`, each request
     // with its access-log line. SIGHUP and SIGUSR1 are still answered
@@ -178,10 +186,12 @@ pub async fn serve_then(config: Config, ready: impl FnOnce()) -> ExitCode {
             }
             _ = term.recv() => break second_signal(&drain),
             _ = int.recv() => break second_signal(&drain),
+            _ = quit.recv() => break second_signal(&drain),
             // The admin API refuses every call now: its token files are
             // not re-read.
             _ = hup.recv() => handle.send(Command::ReloadAll),
             _ = usr1.recv() => crate::access_log::reopen(),
+            _ = usr2.recv() => usr2_ignored(),
         }
     }
     handle.send(Command::Stop);
@@ -195,4 +205,10 @@ fn second_signal(drain: &Drain) {
         open_connections = drain.open(),
         "second termination signal; closing remaining connections now"
     );
+}
+
+/// SIGUSR2: nginx's binary upgrade, which hotproxy does not do; said, not
+/// acted on (its default action killed the process).
+fn usr2_ignored() {
+    warn!("SIGUSR2: not used by hotproxy; ignored");
 }

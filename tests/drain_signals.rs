@@ -1,5 +1,6 @@
 //! The shutdown drain on the real process: SIGHUP and SIGUSR1 still answered, and the
-//! connections with no request yet closed at once, not waited for.
+//! connections with no request yet closed at once, not waited for; SIGQUIT drains as
+//! SIGTERM does, SIGUSR2 is ignored.
 
 mod support;
 
@@ -506,4 +507,81 @@ async fn the_admin_clients_whose_request_has_not_come_do_not_hold_the_exit() {
             "the admin client {peer} was not left its request at shutdown: {logs:#?}"
         );
     }
+}
+
+/// SIGQUIT drains as SIGTERM does (nginx's graceful shutdown, which
+/// systemd units written for nginx send as `KillSignal=SIGQUIT`): a
+/// request in flight at the signal, held at the backend until the test
+/// lets it go after the shutdown has begun, is answered `200` with its
+/// access-log line, and the process exits 0. SIGQUIT had no handler: its
+/// default action killed the process with a core dump, the request cut
+/// with no line.
+#[tokio::test]
+async fn sigquit_drains_as_sigterm_does() {
+    let (s, ca, backend) = scene_with_backend("echo").await;
+    let cfg = s.one_upstream_config("echo", backend.addr, &[]);
+    let log = s.path("access.log");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let logged = format!("access_log: {{ path: {}, format: json }}\n", log.display());
+    write(&cfg, &(logged + &text));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+
+    // Held at the backend until a second `/burst/2` comes (the test's own).
+    let client = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    let held =
+        tokio::spawn(async move { get(addr, "localhost", client, false, "/burst/2", &[]).await });
+    wait_until(WAIT, "the request is at the backend", || async {
+        backend.requests_for("/burst/2") == 1
+    })
+    .await;
+    p.signal("QUIT");
+    p.wait_log("shutdown began", |v| {
+        v["message"] == "shutting down: no new connections, draining open ones"
+    })
+    .await;
+    assert!(!held.is_finished(), "the request ended before its release");
+
+    // Straight to the backend: the burst gathers, the held request is answered.
+    let backend_ca = std::fs::read_to_string(s.path("backend-ca.crt")).unwrap();
+    let direct = client_config(&backend_ca, None, &[b"http/1.1"]);
+    let release = get(
+        backend.addr,
+        "backend.local",
+        direct,
+        false,
+        "/burst/2",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(release.status, 200, "{}", release.body);
+    let r = held.await.unwrap().unwrap();
+    assert_eq!(r.status, 200, "the request in flight was cut: {}", r.body);
+    assert!(p.wait_exit(WAIT).await.success());
+    let lines = read_access_log(&log);
+    let seen: Vec<_> = lines.iter().map(|l| (&l["path"], &l["status"])).collect();
+    assert_eq!(seen, [(&"/burst/2".into(), &200.into())]);
+}
+
+/// SIGUSR2 (nginx's binary upgrade, which hotproxy does not do) is logged
+/// at warn and ignored: the process keeps serving. Its default action
+/// killed the process.
+#[tokio::test]
+async fn sigusr2_is_logged_and_ignored() {
+    let (s, ca, backend) = scene_with_backend("echo").await;
+    let mut p = Proxy::start(&s.one_upstream_config("echo", backend.addr, &[]));
+    let addr = p.listener_addr("public").await;
+    p.signal("USR2");
+    let told = p
+        .wait_log("the SIGUSR2 warning", |v| {
+            v["message"] == "SIGUSR2: not used by hotproxy; ignored"
+        })
+        .await;
+    assert_eq!(told["level"], "WARN", "{told}");
+    let client = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    let r = get(addr, "localhost", client, false, "/", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
 }

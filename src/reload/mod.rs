@@ -501,7 +501,7 @@ impl Reloader {
         self.choose_crls_again();
     }
 
-    /// Whether shutdown (SIGTERM/SIGINT) has begun: nothing the admin API
+    /// Whether shutdown (SIGTERM/SIGINT/SIGQUIT) has begun: nothing the admin API
     /// asks is applied from then on (SPEC §1, §4).
     pub fn shutting_down(&self) -> bool {
         *self.shutdown.borrow()
