@@ -284,6 +284,10 @@ fn startup(
 ) -> usize {
     let (refused, store) = restart_problems(config, true, true, warnings);
     problems.extend(refused);
+    // `run` raises the soft limit to the hard one; what is still short is said.
+    if let Some(short) = crate::nofile::check_warning(config) {
+        warnings.push(short.to_string());
+    }
     if let Some(Err(e)) = config.access_log.as_ref().map(crate::access_log::preview) {
         problems.push(e);
     }

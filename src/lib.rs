@@ -261,6 +261,8 @@
 //! - `metrics`: the metric names of SPEC §5.
 //! - `process_metrics`: `process_*` (CPU, memory, fds, start time) from `/proc`, per scrape.
 //! - `server`: `hotproxy run`: runtime, reloader, admin listener, signals, drain.
+//! - `nofile`: the open-file limit: the soft one raised to the hard one at start, and
+//!   compared (by `run` and `check`) with what the listeners may hold open.
 //! - `check`: `hotproxy check` and `certs inspect`: the report operators read;
 //!   applies `run`'s startup checks (admin tokens and bind, store, every listener's and upstream's TLS) without side effects.
 //! - `devpki`: a throwaway CA, server pair and client pair.
@@ -283,6 +285,7 @@ pub mod identity;
 pub mod logging;
 pub mod material;
 pub mod metrics;
+pub mod nofile;
 pub mod process_metrics;
 pub mod proxy;
 pub mod reload;

@@ -77,6 +77,9 @@ pub async fn serve(config: Config) -> ExitCode {
 /// come then (printed before, a port already taken had them printed, with
 /// "Ctrl-C stops it", above the error of a demo that was exiting).
 pub async fn serve_then(config: Config, ready: impl FnOnce()) -> ExitCode {
+    // Before any socket: the listeners' connections need the hard limit,
+    // not the 1024 systemd and containerd start services with.
+    crate::nofile::at_start(&config);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let drain = Arc::new(Drain::new(
         config.runtime.shutdown_grace,

@@ -2,6 +2,8 @@
 //! connections than the process has descriptors; hotproxy backs off instead of spinning and
 //! answers on both again once the flood is gone. Held at the limit while connections churn
 //! (each freed descriptor lets one accept succeed), it does not log a WARN per freed descriptor.
+//! Started under a low soft limit, `run` raises it to the hard one, and `run` and `check` say
+//! when the listeners' `max_connections` may need more than that.
 
 mod support;
 
@@ -336,4 +338,107 @@ upstreams:
         served.insert(r.json()["backend"].as_str().unwrap().to_owned());
     }
     assert_eq!(served.len(), 2, "only {served:?} served after the flood");
+}
+
+/// The open file limits of process `pid` (`Max open files` of
+/// `/proc/PID/limits`): soft, hard.
+fn nofile_of(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    (words[3].to_owned(), words[4].to_owned())
+}
+
+/// Listener `public` (`a.crt`) with `max_connections` of `max`, and the admin API.
+fn listener_of(scene: &Scene, max: usize) -> std::path::PathBuf {
+    let ca = TestCa::new("edge CA");
+    scene.pair("a", &ca.server_pair(&["a.example.com"]));
+    let public = listener_yaml("public", "127.0.0.1:0", "[]")
+        + &format!("\n    limits: {{ max_connections: {max} }}");
+    scene.config(&format!(
+        "admin: {{ bind: \"127.0.0.1:0\" }}\nlisteners:\n{public}\nupstreams: []\n"
+    ))
+}
+
+/// Started as systemd and containerd start services, a soft limit far
+/// under the hard one (here 256 under 4096), `run` raises the soft limit
+/// to the hard one and says so; listeners within it are not warned
+/// about. The soft limit was kept: 10,000 connections a listener allows
+/// by default failed to accept past about a thousand.
+#[tokio::test]
+async fn run_raises_the_soft_open_file_limit_to_the_hard_one() {
+    let scene = Scene::new();
+    let mut p = Proxy::start_with_nofile(&listener_of(&scene, 100), 256, 4096);
+    p.listener_addr("public").await;
+    assert_eq!(nofile_of(p.pid()), ("4096".into(), "4096".into()));
+    let raised = p
+        .wait_log("the limit raised", |v| {
+            v["message"] == "open file limit raised to its hard limit"
+        })
+        .await;
+    assert_eq!(
+        (&raised["from"], &raised["soft"]),
+        (&"256".into(), &"4096".into())
+    );
+    assert!(
+        !p.logs()
+            .iter()
+            .any(|l| l.contains("open file limit is below")),
+        "100 connections fit in 4096 descriptors: {:#?}",
+        p.logs()
+    );
+}
+
+/// A listener whose `max_connections` may need more descriptors than the
+/// hard limit (3000 connections, each a client and an upstream socket,
+/// under 4096) is warned about by `run` and by `check` (which exits 0),
+/// naming the listener and the numbers: 6130 is 3000 × 2 and the
+/// listening socket, the admin listener's 64 connections and its socket,
+/// and 64 for files.
+#[tokio::test]
+async fn listeners_that_may_need_more_than_the_hard_limit_are_warned_about() {
+    let scene = Scene::new();
+    let cfg = listener_of(&scene, 3000);
+    let mut p = Proxy::start_with_nofile(&cfg, 256, 4096);
+    let told = p
+        .wait_log("the open file limit warning", |v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("open file limit is below"))
+        })
+        .await;
+    assert_eq!(told["level"], "WARN", "{told}");
+    assert_eq!(
+        (&told["limit"], &told["need"]),
+        (&4096.into(), &6130.into())
+    );
+    assert_eq!(told["listeners"], "public (3000 × 2)", "{told}");
+
+    let out = output_within_deadline(
+        std::process::Command::new("sh")
+            .args([
+                "-c",
+                "ulimit -Sn 256 && ulimit -Hn 4096 && exec \"$0\" \"$@\"",
+            ])
+            .arg(env!("CARGO_BIN_EXE_hotproxy"))
+            .args(["check", "--config"])
+            .arg(&cfg)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "warning: open file limit 4096 is below the 6130 descriptors the listeners may hold at once (max_connections × descriptors per connection: public (3000 × 2);"
+        ),
+        "{stdout}"
+    );
 }

@@ -40,6 +40,19 @@ impl Proxy {
         Proxy::spawn(sh, config)
     }
 
+    /// Start with a soft open-file limit of `soft` under a hard one of
+    /// `hard` (as systemd starts a service: 1024 under 524288); `sh` execs
+    /// the proxy, so `pid()` is the proxy's.
+    pub fn start_with_nofile(config: &Path, soft: u64, hard: u64) -> Proxy {
+        let mut sh = Command::new("sh");
+        sh.args([
+            "-c",
+            &format!("ulimit -Sn {soft} && ulimit -Hn {hard} && exec \"$0\" \"$@\""),
+        ])
+        .arg(env!("CARGO_BIN_EXE_hotproxy"));
+        Proxy::spawn(sh, config)
+    }
+
     /// Start in a mount namespace of its own where `resolv_conf` is
     /// `/etc/resolv.conf`: its DNS lookups of names not in `/etc/hosts` go
     /// to the name server that file names (a test's, on loopback), and no
