@@ -42,7 +42,7 @@ pub fn run() -> ExitCode {
     let config = match config::load(&path) {
         Ok(c) => c,
         Err(e) => {
-            crate::errln!("{}", e.render());
+            crate::server::demo_refused(&e.render());
             return ExitCode::FAILURE;
         }
     };
@@ -53,7 +53,10 @@ pub fn run() -> ExitCode {
         .join("demo-pki");
     if !pki.join("server.crt").exists() || !pki.join("client.crt").exists() {
         if let Err(e) = crate::devpki::write(&pki, &[]) {
-            crate::errln!("cannot create the demo PKI in {}: {e:#}", shown_path(&pki));
+            crate::server::demo_refused(&format!(
+                "cannot create the demo PKI in {}: {e:#}",
+                shown_path(&pki)
+            ));
             return ExitCode::FAILURE;
         }
         crate::outln!("created a throwaway dev PKI in {}", shown_path(&pki));
@@ -67,10 +70,10 @@ pub fn run() -> ExitCode {
             names.join(", ")
         };
         if let Err(e) = crate::devpki::write(&pki, &names) {
-            crate::errln!(
+            crate::server::demo_refused(&format!(
                 "cannot re-issue the demo PKI in {}: {e:#}",
                 shown_path(&pki)
-            );
+            ));
             return ExitCode::FAILURE;
         }
         crate::outln!(
@@ -85,22 +88,24 @@ pub fn run() -> ExitCode {
         .and_then(|u| u.servers.first())
         .and_then(|s| format!("{}:{}", s.host, s.port).parse::<SocketAddr>().ok())
     else {
-        crate::errln!(
+        crate::server::demo_refused(&format!(
             "{}: the demo needs an upstream named `echo` with an IP:port server",
             shown_path(&path)
-        );
+        ));
         return ExitCode::FAILURE;
     };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            crate::errln!("cannot start the runtime: {e}");
+            crate::server::demo_refused(&format!("cannot start the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
     let code = rt.block_on(async move {
         if let Err(e) = start_echo_backend(backend, &pki).await {
-            crate::errln!("cannot start the demo echo backend on {backend}: {e}");
+            crate::server::demo_refused(&format!(
+                "cannot start the demo echo backend on {backend}: {e}"
+            ));
             return ExitCode::FAILURE;
         }
         let shown = instructions_for(&config, &pki);

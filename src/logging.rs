@@ -1,6 +1,7 @@
 //! Log output: tracing to stderr, as text or one JSON object per line.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{Directive, LevelFilter};
@@ -9,6 +10,15 @@ use tracing_subscriber::filter::{Directive, LevelFilter};
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// Whether the installed subscriber writes JSON ([`init_logging`]).
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Whether log lines are JSON events (`--log-format json`): then nothing
+/// else may be written to stderr, where a collector parses every line.
+pub fn json() -> bool {
+    JSON.load(Ordering::Relaxed)
 }
 
 /// `--log-level`: a level (`error`, `warn`, `info`, `debug`, `trace`,
@@ -129,7 +139,7 @@ pub fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
         // which panics when stderr is a closed pipe: `run` with a refused
         // configuration and a closed stderr exited 101, not 1.
         .log_internal_errors(false);
-    let _ = match format {
+    let installed = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder
             .json()
@@ -137,6 +147,9 @@ pub fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
             .with_current_span(false)
             .try_init(),
     };
+    if installed.is_ok() {
+        JSON.store(format == LogFormat::Json, Ordering::Relaxed);
+    }
     Ok(())
 }
 

@@ -18,8 +18,9 @@ pub fn run(config_path: &Path) -> ExitCode {
     let config = match config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
-            error!(path = %crate::material::shown_path(config_path), error = %e.render(), "invalid configuration");
-            crate::errln!("{}", e.render());
+            let problems = e.render();
+            error!(path = %crate::material::shown_path(config_path), error = %problems, "invalid configuration");
+            as_written(&problems);
             return ExitCode::FAILURE;
         }
     };
@@ -39,13 +40,36 @@ pub fn run(config_path: &Path) -> ExitCode {
     let rt = match rt.build() {
         Ok(rt) => rt,
         Err(e) => {
-            crate::errln!("cannot start the runtime: {e}");
+            error!(error = %e, "cannot start the runtime");
+            as_written(&format!("cannot start the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
     let code = rt.block_on(serve(config));
     finish(rt);
     code
+}
+
+/// What stopped the start, as written (one problem a line), after its
+/// ERROR event: for a person reading the text log. With `--log-format
+/// json` the event alone, whose `error` field already holds every problem:
+/// the plain lines after it were lines no JSON collector (Loki, Fluent
+/// Bit) parses, in a crash log that matters most.
+fn as_written(problems: &str) {
+    if !crate::logging::json() {
+        crate::errln!("{problems}");
+    }
+}
+
+/// Why `demo` cannot start, from its own checks: with `--log-format json`
+/// as an ERROR event (`error` holding `problems`), as `run` logs its own;
+/// else the problems as written, as `demo` prints them.
+pub(crate) fn demo_refused(problems: &str) {
+    if crate::logging::json() {
+        error!(error = %problems, "cannot start the demo");
+    } else {
+        crate::errln!("{problems}");
+    }
 }
 
 /// How long the end of the process waits for blocking work still running
@@ -102,7 +126,8 @@ pub async fn serve_then(config: Config, ready: impl FnOnce()) -> ExitCode {
         signal(SignalKind::user_defined1()),
         signal(SignalKind::user_defined2()),
     ) else {
-        crate::errln!("cannot install signal handlers");
+        error!("cannot install signal handlers");
+        as_written("cannot install signal handlers");
         return ExitCode::FAILURE;
     };
     let handle = match reload::start(
@@ -114,7 +139,7 @@ pub async fn serve_then(config: Config, ready: impl FnOnce()) -> ExitCode {
         Ok(h) => h,
         Err(problem) => {
             error!(error = %problem, "cannot start");
-            crate::errln!("{problem}");
+            as_written(&problem.to_string());
             return ExitCode::FAILURE;
         }
     };
@@ -131,7 +156,7 @@ pub async fn serve_then(config: Config, ready: impl FnOnce()) -> ExitCode {
             }
             Err(problem) => {
                 error!(error = %problem, "cannot start the admin listener");
-                crate::errln!("{problem}");
+                as_written(&problem.to_string());
                 return ExitCode::FAILURE;
             }
         }

@@ -140,3 +140,77 @@ async fn an_explicit_directive_overrides_the_defaults() {
     let hidden = rustls_lines(&cfg, "debug", &ca).await;
     assert!(hidden.is_empty(), "rustls below error: {hidden:?}");
 }
+
+/// `hotproxy COMMAND --log-format FORMAT [--config CFG]` in `CFG`'s
+/// directory, failing at startup: (exit code, stdout, stderr). `demo`
+/// reads `./config.yaml` there.
+fn failed_start(command: &str, cfg: &std::path::Path, format: &str) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hotproxy"));
+    cmd.args([command, "--log-format", format])
+        .current_dir(cfg.parent().unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if command == "run" {
+        cmd.arg("--config").arg(cfg);
+    }
+    let out = output_within_deadline(&mut cmd);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A refused start (a configuration with a problem, a certificate file
+/// that is not there) logged its JSON event, then wrote the problems again
+/// as plain text: lines a log collector reading JSON (Loki, Fluent Bit)
+/// cannot parse, in the crash log of a pod whose ConfigMap went wrong
+/// (`demo` wrote only the plain text). With `--log-format json` every line
+/// is one JSON event, its `error` naming the field; the text format still
+/// shows the problems as written.
+#[test]
+fn a_refused_start_logs_one_json_event_per_line() {
+    let s = Scene::new();
+    let broken = s.config(
+        "listeners:\n  - name: public\n    bind: 127.0.0.1:0\n    bogus: 1\n    routes: []\n",
+    );
+    let missing = s.path("missing.yaml");
+    write(
+        &missing,
+        "listeners:\n  - name: public\n    bind: 127.0.0.1:0\n    tls:\n      certs:\n        \
+         - { cert_file: nope.crt, key_file: nope.key }\n    routes: []\n",
+    );
+    for (command, cfg, names) in [
+        ("run", &broken, "listeners[0].bogus"),
+        ("run", &missing, "listeners.public.tls.certs[0]"),
+        ("demo", &broken, "listeners[0].bogus"),
+    ] {
+        let (code, stdout, stderr) = failed_start(command, cfg, "json");
+        assert_eq!(code, 1, "{command}: {stderr}");
+        assert_eq!(stdout, "", "stdout of a refused {command}");
+        let events: Vec<serde_json::Value> = stderr
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|e| {
+                    panic!("{command}: not a JSON event ({e}): {line:?}\n{stderr}")
+                })
+            })
+            .collect();
+        assert!(
+            events
+                .iter()
+                .any(|v| v["level"] == "ERROR"
+                    && v["error"].as_str().is_some_and(|e| e.contains(names))),
+            "{command}: no ERROR event naming {names}:\n{stderr}"
+        );
+
+        let (code, _, stderr) = failed_start(command, cfg, "text");
+        assert_eq!(code, 1, "{command}: {stderr}");
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(names) && !l.contains("ERROR")),
+            "{command}: the text format shows the problem on a line of its own:\n{stderr}"
+        );
+    }
+}
