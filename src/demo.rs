@@ -5,7 +5,9 @@
 //! expired or expires within 7 days; the server pair for the names it had),
 //! starts an echo backend on the `echo` upstream's address that *requires*
 //! a client certificate from the dev CA and answers with the one it saw,
-//! then serves the proxy in front of it.
+//! then serves the proxy in front of it. A configuration that is not the
+//! demo's (no `echo` upstream, no file in `demo-pki/`) is refused before
+//! any file is written.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -51,6 +53,19 @@ pub fn run() -> ExitCode {
         .parent()
         .unwrap_or(Path::new("."))
         .join("demo-pki");
+    // Checked before any file is written: run beside another
+    // configuration, the demo wrote a CA private key next to it, then
+    // found no `echo` upstream.
+    let backend = match demo_backend(&config, &pki) {
+        Ok(backend) => backend,
+        Err(missing) => {
+            crate::server::demo_refused(&format!(
+                "{}: not the demo's configuration: {missing}; wrote nothing",
+                shown_path(&config.file)
+            ));
+            return ExitCode::FAILURE;
+        }
+    };
     if !pki.join("server.crt").exists() || !pki.join("client.crt").exists() {
         if let Err(e) = crate::devpki::write(&pki, &[]) {
             crate::server::demo_refused(&format!(
@@ -81,19 +96,6 @@ pub fn run() -> ExitCode {
             shown_path(&pki)
         );
     }
-    let Some(backend) = config
-        .upstreams
-        .iter()
-        .find(|u| u.name == "echo")
-        .and_then(|u| u.servers.first())
-        .and_then(|s| format!("{}:{}", s.host, s.port).parse::<SocketAddr>().ok())
-    else {
-        crate::server::demo_refused(&format!(
-            "{}: the demo needs an upstream named `echo` with an IP:port server",
-            shown_path(&path)
-        ));
-        return ExitCode::FAILURE;
-    };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -113,6 +115,32 @@ pub fn run() -> ExitCode {
     });
     crate::server::finish(rt);
     code
+}
+
+/// Where the demo's echo backend listens: the `echo` upstream's first
+/// server, an IP:port. Or what the configuration lacks of the demo's: that
+/// upstream, or a certificate file in `pki` (its `demo-pki/`, which the
+/// demo creates), naming what was looked for and where.
+fn demo_backend(config: &Config, pki: &Path) -> Result<SocketAddr, String> {
+    let backend = config
+        .upstreams
+        .iter()
+        .find(|u| u.name == "echo")
+        .and_then(|u| u.servers.first())
+        .and_then(|s| format!("{}:{}", s.host, s.port).parse::<SocketAddr>().ok())
+        .ok_or("it has no upstream named `echo` with an IP:port server")?;
+    let names_pki = config
+        .entries
+        .iter()
+        .flat_map(|e| e.source.paths())
+        .any(|p| p.starts_with(pki));
+    if !names_pki {
+        return Err(format!(
+            "it names no certificate file in {}",
+            shown_path(pki)
+        ));
+    }
+    Ok(backend)
 }
 
 /// How close to its expiry a demo pair is issued again: a demo started

@@ -462,3 +462,64 @@ async fn demo_that_cannot_bind_suggests_no_commands() {
     );
     drop(taken);
 }
+
+/// `demo` run where `./config.yaml` is another configuration wrote its dev
+/// PKI (a CA private key among it) into `demo-pki/` beside that file, and
+/// only then found no `echo` upstream and exited 1. It is refused before
+/// any file is written, naming the file and what it looked for: the `echo`
+/// upstream, or a certificate file in `demo-pki/`.
+#[test]
+fn demo_beside_another_configuration_writes_nothing() {
+    let echo = free_echo();
+    let others = [
+        (
+            // A proxy of its own: no `echo` upstream.
+            r#"
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - { cert_file: /etc/ssl/mine.crt, key_file: /etc/ssl/mine.key }
+    routes:
+      - { path_prefix: /, upstream: app }
+upstreams:
+  - name: app
+    servers: [http://127.0.0.1:9]
+"#
+            .to_owned(),
+            "upstream named `echo`",
+        ),
+        (
+            // An `echo` upstream, but its certificates are elsewhere.
+            demo_yaml(&echo).replace("demo-pki/", "/etc/ssl/"),
+            "demo-pki",
+        ),
+    ];
+    for (yaml, looked_for) in others {
+        let scene = Scene::new();
+        let cfg = scene.config(&yaml);
+        let out = output_within_deadline(
+            Command::new(env!("CARGO_BIN_EXE_hotproxy"))
+                .arg("demo")
+                .current_dir(scene.dir.path())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            !scene.path("demo-pki").exists(),
+            "demo-pki/ written beside another configuration:\n{stderr}"
+        );
+        let entries: Vec<_> = std::fs::read_dir(scene.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(entries, ["config.yaml"], "files written: {entries:?}");
+        assert!(
+            stderr.contains(&cfg.display().to_string()) && stderr.contains(looked_for),
+            "the refusal names the file and {looked_for}:\n{stderr}"
+        );
+    }
+}
