@@ -154,12 +154,12 @@ pub(super) fn logged(last: &Endpoint, mut earlier: Vec<Arc<str>>) -> UpstreamAdd
     UpstreamAddr(addr, Some(earlier.into_boxed_slice()))
 }
 
-/// A `short` retry's dial (see [`Upstream::short_retry`]) that the
+/// A `short` retry's dial (see [`Upstream::short_dial`]) that the
 /// request's deadline `until` cut short: it had only what the earlier
 /// attempts left of `request_timeout`, no verdict on its endpoint
 /// (`DialError::Timeout` past `until`: the dial's own bound is
 /// `connect_timeout` or `until`, whichever ends first). A retry that began
-/// with a first attempt's time is judged as a first attempt's dial is.
+/// with a first attempt's dial's time is judged as a first attempt's dial is.
 fn cut_short(short: bool, failure: &Failure, until: tokio::time::Instant) -> bool {
     short
         && matches!(failure, Failure::Dial(DialError::Timeout))
@@ -271,7 +271,7 @@ impl Upstream {
                 Err((failure, _)) if body_fault.cause().is_some() => return Err(failure),
                 Err(failed) => failed,
             };
-            if cut_short(self.short_retry(last, until), &failure, until) {
+            if cut_short(self.short_dial(last, until), &failure, until) {
                 set.answered(i, StatusCode::GATEWAY_TIMEOUT.as_u16());
             } else {
                 self.answered_failure(set, i, &failure);
@@ -475,7 +475,7 @@ impl Upstream {
         last: &Latest,
         until: tokio::time::Instant,
     ) {
-        if cut_short(self.short_retry(last, until), failure, until) {
+        if cut_short(self.short_dial(last, until), failure, until) {
             members.answered(i, StatusCode::GATEWAY_TIMEOUT.as_u16());
         } else {
             self.answered_failure(members, i, failure);
@@ -500,6 +500,26 @@ impl Upstream {
         let enough = whole - self.config.connect_timeout.min(whole / 2);
         last.retry_began()
             .is_some_and(|began| until.saturating_duration_since(began) < enough)
+    }
+
+    /// Whether the latest attempt in `last`, a retry, began with less than
+    /// a first attempt's dial has before the request's deadline `until`:
+    /// all of `connect_timeout`, with a `request_timeout` longer than it;
+    /// or else short by [`Upstream::short_retry`]'s measure (which, with
+    /// `request_timeout` no longer than `connect_timeout`, is half of it).
+    /// Judged by the response wait's measure alone, a retry that began
+    /// with less than `connect_timeout` but more than half of a
+    /// `request_timeout` under twice `connect_timeout` had its dial
+    /// charged when the deadline cut it short: an endpoint with a slow
+    /// handshake, well within `connect_timeout`, was ejected for what the
+    /// earlier attempts had spent of the client's time.
+    fn short_dial(&self, last: &Latest, until: tokio::time::Instant) -> bool {
+        let connect = self.config.connect_timeout;
+        let dial_short = self.config.request_timeout > connect
+            && last
+                .retry_began()
+                .is_some_and(|began| until.saturating_duration_since(began) < connect);
+        dial_short || self.short_retry(last, until)
     }
 
     /// `request_timeout` ended the attempt on member `i` of `members`:

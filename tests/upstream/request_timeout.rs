@@ -313,3 +313,46 @@ async fn a_retrys_dial_with_a_first_attempts_time_is_blamed_when_the_deadline_en
     })
     .await;
 }
+
+/// `request_timeout: 3s` between `connect_timeout: 2s` and twice it: the
+/// first endpoint holds the request 1.25 s, then refuses it
+/// (`REFUSED_STREAM`), and the retry's dial to the second, whose TLS
+/// handshake never comes, is cut short by the request's deadline some
+/// 1.75 s later. That dial had less than a first attempt's dial has (all
+/// of `connect_timeout`): no `connect_timeout` of the second endpoint,
+/// which stays in service. Judged by what the response wait has (more
+/// than half of `request_timeout` left: not short), it was counted, and a
+/// slow-handshaking endpoint was ejected for the client's budget.
+#[tokio::test]
+async fn a_retrys_dial_left_less_than_connect_timeout_is_no_failure_of_its_endpoint() {
+    let w = world();
+    let (first, held_first) = holding_backend(&w, "127.0.0.1:0").await;
+    let silent = silent_endpoint("127.0.0.2").await;
+    let second = silent.local_addr().unwrap();
+    let settings = ["connect_timeout: 2s", "request_timeout: 3s", EJECT_AT_ONCE];
+    let upstream = backend_upstream("app", &[first, second], &settings);
+    let mut p = Proxy::start(&w.scene.public_config("[{ upstream: app }]", &upstream));
+    let addr = p.listener_addr("public").await;
+    let start = tokio::time::Instant::now();
+    let refuse = async {
+        wait_until(WAIT, "the first has the request", || async {
+            held_first.lock().unwrap().len() == 1
+        })
+        .await;
+        tokio::time::sleep_until(start + Duration::from_millis(1250)).await;
+        for mut respond in held_first.lock().unwrap().drain(..) {
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+        }
+    };
+    let (r, ()) = tokio::join!(h1_get(&w, addr, "/"), refuse);
+    assert_eq!((r.status, r.body.as_str()), (504, "upstream timed out\n"));
+    p.wait_log("the request's failure", |v| {
+        v["message"] == "upstream request failed"
+    })
+    .await;
+    let blamed: Vec<String> = (p.logs().into_iter())
+        .filter(|l| l.contains(&second.to_string()))
+        .filter(|l| l.contains("upstream endpoint failing") || l.contains("ejected"))
+        .collect();
+    assert!(blamed.is_empty(), "{blamed:#?}");
+}
