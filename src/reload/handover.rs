@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 
 use super::apply::bind_std;
-use super::rebind::{Registered, bind_beside, register};
+use super::rebind::{Registered, bind_beside, listen_beside, register};
 use super::{LiveListener, Reloader};
 use crate::config::{Config, ListenerConfig, Shown};
 
@@ -206,21 +206,35 @@ impl Reloader {
     /// planning, a socket beside was dropped, and every client it had
     /// queued reset, by a problem found later, on each retry of the
     /// refused file (every 30 s at most), for as long as it was not fixed.
+    /// Every one is bound before any listens: one refused (the kernel
+    /// will not: another user's socket) drops the others bound, none of
+    /// which has queued a client. Each bound and listening in turn, a
+    /// reload moving two listeners reset the clients queued on the first
+    /// when the second was refused, on every retry.
     pub(super) fn bind_beside_last<T>(
         &self,
         placed: Vec<(ListenerConfig, T, Placed)>,
         givers: &Givers<'_>,
     ) -> Result<Vec<Planned<T>>, String> {
-        let mut planned = Vec::with_capacity(placed.len());
+        let mut bound = Vec::with_capacity(placed.len());
         for (l, t, placed) in placed {
-            let (socket, beside) = match placed {
-                Placed::Ready(s) => (s, None),
-                Placed::Beside => {
-                    // Refused (the kernel will not: another user's socket
-                    // on the address), it drops those bound beside before
-                    // it in this reload; nothing else can refuse it now.
-                    let (s, name) = self.bound_beside(&l, givers)?;
-                    (Some(s), Some(name))
+            let socket = match placed {
+                Placed::Ready(s) => Taken::Ready(s),
+                Placed::Beside => Taken::Beside(self.bound_beside(&l, givers)?),
+            };
+            bound.push((l, t, socket));
+        }
+        // Every address bound: the kernel's refusal comes at the bind. A
+        // listen or a registration refused now (epoll's ENOMEM) still
+        // drops those listening before it.
+        let mut planned = Vec::with_capacity(bound.len());
+        for (l, t, socket) in bound {
+            let (socket, beside) = match socket {
+                Taken::Ready(s) => (s, None),
+                Taken::Beside((socket, name, at, old)) => {
+                    let socket = listen_beside(socket, &l.bind_shown, old)
+                        .map_err(|e| refused_beside(&l, &e, name, at))?;
+                    (Some(self.registered(&l, socket)?), Some(name.to_owned()))
                 }
             };
             planned.push((l, t, socket, beside));
@@ -228,13 +242,14 @@ impl Reloader {
         Ok(planned)
     }
 
-    /// `l.bind` bound beside the overlapping socket of the running
-    /// listener that gives it up, registered, with that listener's name.
-    fn bound_beside(
+    /// `l.bind` bound (not listening yet) beside the overlapping socket of
+    /// the running listener that gives it up: with that listener's name,
+    /// its address as shown, and its socket.
+    fn bound_beside<'g>(
         &self,
         l: &ListenerConfig,
-        givers: &Givers<'_>,
-    ) -> Result<(Registered, String), String> {
+        givers: &Givers<'g>,
+    ) -> Result<Beside<'g>, String> {
         let Some((name, at, old)) = givers.overlapping(l) else {
             // Found by `socket_for`; the running listeners are as they were.
             return Err(format!(
@@ -242,13 +257,8 @@ impl Reloader {
                 l.name, l.bind_shown
             ));
         };
-        let socket = bind_beside(l.bind, &l.bind_shown, old, &self.rt).map_err(|e| {
-            format!(
-                "listener {}: cannot bind {}: {e} (listener {name} listens on {at}, which overlaps it, until this reload applies; move it in two reloads, through another port, or restart)",
-                l.name, l.bind_shown
-            )
-        })?;
-        Ok((self.registered(l, socket)?, name.to_owned()))
+        let socket = bind_beside(l.bind, old).map_err(|e| refused_beside(l, &e, name, at))?;
+        Ok((socket, name, at, old))
     }
 
     /// `socket`, bound for `l`, registered with the runtime.
@@ -260,6 +270,31 @@ impl Reloader {
         register(socket, l.bind, &self.rt)
             .map_err(|e| format!("listener {}: cannot serve {}: {e}", l.name, l.bind_shown))
     }
+}
+
+/// A socket bound beside a running listener's ([`bind_beside`]), with
+/// that listener's name, its address as shown, and its socket.
+type Beside<'g> = (
+    socket2::Socket,
+    &'g str,
+    &'g Shown,
+    &'g std::net::TcpListener,
+);
+
+/// A new listener's socket between [`Reloader::bind_beside_last`]'s binds
+/// and its listens: planned ([`Placed::Ready`]), or bound beside.
+enum Taken<'g> {
+    Ready(Option<Registered>),
+    Beside(Beside<'g>),
+}
+
+/// The problem of `l`'s address refused beside the overlapping one of
+/// running listener `name` (on `at`).
+fn refused_beside(l: &ListenerConfig, e: &std::io::Error, name: &str, at: &Shown) -> String {
+    format!(
+        "listener {}: cannot bind {}: {e} (listener {name} listens on {at}, which overlaps it, until this reload applies; move it in two reloads, through another port, or restart)",
+        l.name, l.bind_shown
+    )
 }
 
 /// Whether the kernel refuses to bind `b` while `a` listens, however the

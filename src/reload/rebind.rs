@@ -92,29 +92,50 @@ impl LiveListener {
 /// Bind `addr` while `old`, a listening socket on an overlapping address,
 /// still listens: both take `SO_REUSEPORT` for the bind (Linux then lets
 /// the more specific address have its connections, and the wildcard the
-/// rest), which is taken off again once the new socket listens. The old
-/// listener stops when the reload commits, so the move is live: a client
-/// is served by one or the other throughout (the old listener takes its
-/// socket's queue before closing it, and each new listener serves those
-/// queued for its address: [`Reloader::inherit`]). Refused
-/// as before when the kernel will not (another user holds the old socket).
+/// rest, once the new socket listens: [`listen_beside`]). Bound only: the
+/// kernel queues no connection on it yet, so one dropped (another bound
+/// beside in the same reload refused) resets no client. Refused as before
+/// when the kernel will not (another user holds the old socket).
 pub(super) fn bind_beside(
     addr: SocketAddr,
-    shown: &crate::config::Shown,
     old: &std::net::TcpListener,
-    rt: &tokio::runtime::Handle,
-) -> std::io::Result<std::net::TcpListener> {
+) -> std::io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
     reuse_port(old, true)?;
-    let bound = super::apply::bind_std(addr, rt, true);
+    let bound = socket.bind(&addr.into());
     // Back to how every listener is bound: nothing else may join either.
     let _ = reuse_port(old, false);
-    if let Ok(new) = &bound {
-        let _ = reuse_port(new, false);
-        // As a refusal says it: one set by `${NAME}` withheld. (No port 0
-        // here: such an address overlaps none.)
-        info!(target: LOG, addr = %shown, "bound beside the overlapping address a listener gives up");
-    }
-    bound
+    bound.map(|()| socket)
+}
+
+/// `socket`, bound beside `old` ([`bind_beside`]), listening, with
+/// `SO_REUSEPORT` on both as it starts to (as for the bind), then taken
+/// off again. From here the kernel sends its address's new connections
+/// to it. The old listener stops when the reload commits, so the move is
+/// live: a client is served by one or the other throughout (the old
+/// listener takes its socket's queue before closing it, and each new
+/// listener serves those queued for its address: [`Reloader::inherit`]).
+pub(super) fn listen_beside(
+    socket: socket2::Socket,
+    shown: &crate::config::Shown,
+    old: &std::net::TcpListener,
+) -> std::io::Result<std::net::TcpListener> {
+    reuse_port(old, true)?;
+    let listening = socket.listen(1024);
+    let _ = reuse_port(old, false);
+    listening?;
+    let _ = socket.set_reuse_port(false);
+    // As a refusal says it: one set by `${NAME}` withheld. (No port 0
+    // here: such an address overlaps none.)
+    info!(target: LOG, addr = %shown, "bound beside the overlapping address a listener gives up");
+    Ok(socket.into())
 }
 
 /// Set `SO_REUSEPORT` on a listening socket, through a duplicate of its

@@ -287,11 +287,7 @@ fn a_listener_serves_on_once_the_reloader_is_gone() {
 fn a_start_failing_at_the_store_stops_its_listeners() {
     use std::os::unix::fs::PermissionsExt;
     let s = Scene::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let key = s.path().join("store.key");
     std::fs::write(&key, [7u8; 32]).unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -343,41 +339,24 @@ fn listeners_at(s: &Scene, top: &str, binds: &[(String, String)]) -> Config {
     config::parse(&yaml, &s.path().join("config.yaml")).unwrap()
 }
 
-/// A reload refused (by `refused`, given the scene and the listeners
-/// it is to have, and saying `problem`) that also moves listener `public`
-/// from `0.0.0.0:P` to `127.0.0.1:P` binds nothing beside `public`'s
-/// socket: the clients connecting to `127.0.0.1:P` meanwhile, attempt
-/// after attempt, wait in `public`'s queue and are answered once the move
-/// applies; none is reset. Each attempt bound `127.0.0.1:P` beside the
-/// wildcard while it planned the listeners after it (Linux sends that
-/// address's new connections to the more specific socket), then dropped
-/// it as the reload was refused, and the kernel reset every client queued
-/// there.
-fn a_refused_reload_binds_nothing_beside(
-    refused: impl Fn(&Scene, &mut Vec<(String, String)>) -> Config,
-    problem: &str,
-) {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let s = Scene::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let here = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let public = |bind: &str| ("public".to_owned(), bind.to_owned());
-    let mut r = s.reloader(listeners_at(&s, "", &[public(&format!("0.0.0.0:{port}"))]));
-    // `public` moved, then listeners planned after it (the time a socket
-    // beside the wildcard lived).
-    let mut binds = vec![public(&here.to_string())];
-    binds.extend((0..100).map(|n| (format!("plain{n}"), "127.0.0.1:0".to_owned())));
-    let moved = listeners_at(&s, "", &binds);
-    let refused = refused(&s, &mut binds);
+/// A free port on 127.0.0.1 (and so on the wildcard).
+fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().port()
+}
 
-    // Clients to 127.0.0.1:P while attempts are made, fewer than the
-    // wildcard's backlog. The runtime is not driven, so nothing accepts:
-    // the kernel queues each client once its handshake is done, which
-    // `connect` waits for.
+/// Clients connecting to `here` while `refuse` refuses a reload, again
+/// and again (three times at least), fewer than a backlog holds. The
+/// runtime is not driven, so nothing accepts: the kernel queues each
+/// client once its handshake is done, which `connect` waits for. None of
+/// them is reset, and nothing was bound beside a running listener (a
+/// refused reload's socket beside, dropped, reset the clients the kernel
+/// had queued on it). The clients, still queued.
+fn queued_through_refusals(
+    here: std::net::SocketAddr,
+    mut refuse: impl FnMut(),
+) -> Vec<std::net::TcpStream> {
+    use std::sync::atomic::{AtomicBool, Ordering};
     let done = Arc::new(AtomicBool::new(false));
     let clients = std::thread::spawn({
         let done = done.clone();
@@ -392,8 +371,7 @@ fn a_refused_reload_binds_nothing_beside(
     let (attempts, text) = crate::logging::test_support::logged(tracing::Level::INFO, || {
         let mut attempts = 0;
         while !clients.is_finished() || attempts < 3 {
-            let e = r.apply_config(refused.clone(), false).unwrap_err();
-            assert!(e.contains(problem), "{e}");
+            refuse();
             attempts += 1;
         }
         attempts
@@ -415,6 +393,43 @@ fn a_refused_reload_binds_nothing_beside(
         !text.contains("bound beside"),
         "a refused reload bound a socket beside: {text}"
     );
+    queued
+}
+
+/// A reload refused (by `refused`, given the scene and the listeners
+/// it is to have, and saying `problem`) that also moves listener `public`
+/// from `0.0.0.0:P` to `127.0.0.1:P` binds nothing beside `public`'s
+/// socket: the clients connecting to `127.0.0.1:P` meanwhile, attempt
+/// after attempt, wait in `public`'s queue and are answered once the move
+/// applies; none is reset. Each attempt bound `127.0.0.1:P` beside the
+/// wildcard while it planned the listeners after it (Linux sends that
+/// address's new connections to the more specific socket), then dropped
+/// it as the reload was refused, and the kernel reset every client queued
+/// there.
+fn a_refused_reload_binds_nothing_beside(
+    refused: impl Fn(&Scene, &mut Vec<(String, String)>) -> Config,
+    problem: &str,
+) {
+    let s = Scene::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let here = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let public = |bind: &str| ("public".to_owned(), bind.to_owned());
+    let mut r = s.reloader(listeners_at(&s, "", &[public(&format!("0.0.0.0:{port}"))]));
+    // `public` moved, then listeners planned after it (the time a socket
+    // beside the wildcard lived).
+    let mut binds = vec![public(&here.to_string())];
+    binds.extend((0..100).map(|n| (format!("plain{n}"), "127.0.0.1:0".to_owned())));
+    let moved = listeners_at(&s, "", &binds);
+    let refused = refused(&s, &mut binds);
+
+    let queued = queued_through_refusals(here, || {
+        let e = r.apply_config(refused.clone(), false).unwrap_err();
+        assert!(e.contains(problem), "{e}");
+    });
 
     // The file fixed, the move applies: the clients queued on the
     // wildcard are answered.
@@ -458,6 +473,73 @@ fn a_reload_refused_by_its_access_log_binds_nothing_beside_a_moving_listener() {
         },
         "access_log.path",
     )
+}
+
+/// One reload moves `public` from `0.0.0.0:P` to `127.0.0.1:P` and
+/// `other` from `0.0.0.0:Q` to `127.0.0.1:Q`, and the kernel refuses the
+/// second bind beside: `other`'s running socket is another user's (made
+/// so here with `fchown`: `SO_REUSEPORT` joins only a socket of the same
+/// user). The clients connecting to `127.0.0.1:P` meanwhile, attempt
+/// after attempt, wait in `public`'s queue; none is reset. Once `other`'s
+/// socket is the proxy's user's again, both move, and the queued clients
+/// and one to `127.0.0.1:Q` are answered. `public`'s socket beside was
+/// bound and listening when `other`'s was refused, then dropped with the
+/// reload, and the kernel reset every client queued on it, on each retry
+/// of the refused file.
+#[test]
+fn a_refused_bind_beside_drops_no_socket_beside_another_listener() {
+    let s = Scene::new();
+    let (p, q) = (free_port(), free_port());
+    let bind = |name: &str, ip: &str, port: u16| (name.to_owned(), format!("{ip}:{port}"));
+    let mut r = s.reloader(listeners_at(
+        &s,
+        "",
+        &[bind("public", "0.0.0.0", p), bind("other", "0.0.0.0", q)],
+    ));
+    let moved = listeners_at(
+        &s,
+        "",
+        &[
+            bind("public", "127.0.0.1", p),
+            bind("other", "127.0.0.1", q),
+        ],
+    );
+    let other = r.listeners["other"]
+        .socket
+        .as_ref()
+        .unwrap()
+        .try_clone()
+        .unwrap();
+    let owner = |uid: u32| std::os::unix::fs::fchown(&other, Some(uid), None);
+    if let Err(e) = owner(65534) {
+        // CI runs as root: there, a skipped case would be a test that
+        // cannot fail.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "giving a socket to another user needs root, and CI must run this: {e}"
+        );
+        eprintln!("a refused bind beside: skipped, {e}");
+        return;
+    }
+    let here = std::net::SocketAddr::from(([127, 0, 0, 1], p));
+    let queued = queued_through_refusals(here, || {
+        let e = r.apply_config(moved.clone(), false).unwrap_err();
+        assert!(e.contains("listener other: cannot bind"), "{e}");
+    });
+
+    owner(0).unwrap();
+    r.apply_config(moved, false).unwrap();
+    let last = queued.into_iter().last().expect("a client queued");
+    let to_q = std::net::TcpStream::connect(("127.0.0.1", q)).unwrap();
+    to_q.set_nonblocking(true).unwrap();
+    for tcp in [last, to_q] {
+        let answer =
+            s.rt.block_on(async { s.get(tokio::net::TcpStream::from_std(tcp).unwrap()).await });
+        assert_eq!(
+            answer.expect("answered, not reset"),
+            "HTTP/1.1 404 Not Found"
+        );
+    }
 }
 
 /// A bad write counted (B1), then other bad bytes failing the same way
