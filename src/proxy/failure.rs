@@ -469,4 +469,13 @@ mod tests {
             assert!(alert_in_text(other).is_none(), "{other}");
         }
     }
+
+    #[test]
+    fn a_tls_errors_own_text_is_cut() {
+        let long = rustls::Error::General("x".repeat(100_000));
+        let (reason, desc) = crate::tls::client::classify(&long);
+        assert_eq!(reason, "tls");
+        assert!(desc.len() < 600, "{} bytes", desc.len());
+        assert!(desc.ends_with("xx… (cut)"), "{desc}");
+    }
 }

@@ -219,9 +219,20 @@ pub fn classify(err: &rustls::Error) -> (&'static str, String) {
             "upstream certificate's keyUsage does not allow digitalSignature: its key may not sign the TLS handshake"
                 .into(),
         ),
-        E::InvalidCertificate(e @ C::InvalidPurposeContext { .. }) => (
+        // Not rustls's text, which names every extendedKeyUsage the
+        // backend presents, each OID as its arcs: webpki checks them
+        // before the chain, so anyone answering TLS at the address could
+        // make each failed request log ~100 KB.
+        E::InvalidCertificate(C::InvalidPurposeContext {
+            required,
+            presented,
+        }) => (
             "invalid_purpose",
-            format!("upstream certificate is not for a TLS server: {e}"),
+            format!(
+                "upstream certificate is not for a TLS server: its extendedKeyUsage does not allow {}, allows {}",
+                purpose(required),
+                purposes(presented)
+            ),
         ),
         E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
             ("expired", "upstream certificate has expired".into())
@@ -268,7 +279,66 @@ pub fn classify(err: &rustls::Error) -> (&'static str, String) {
         ),
         other => (
             "tls",
-            format!("TLS handshake with the upstream failed: {other}"),
+            format!("TLS handshake with the upstream failed: {}", cut(other.to_string())),
         ),
     }
+}
+
+/// The most extendedKeyUsage OIDs a refusal names, as
+/// [`crate::tls::names::MAX_PRESENTED`] SANs.
+const MAX_PURPOSES: usize = crate::tls::names::MAX_PRESENTED;
+
+/// The most bytes of one OID, or of a TLS error's own text, a refusal shows.
+const MAX_SHOWN: usize = 64;
+const MAX_ERROR_TEXT: usize = 512;
+
+/// The first [`MAX_PURPOSES`] of a certificate's extendedKeyUsages, then
+/// how many more.
+fn purposes(presented: &[rustls::ExtendedKeyPurpose]) -> String {
+    if presented.is_empty() {
+        return "none".into();
+    }
+    let mut shown: Vec<String> = presented.iter().take(MAX_PURPOSES).map(purpose).collect();
+    let more = presented.len().saturating_sub(MAX_PURPOSES);
+    if more > 0 {
+        shown.push(format!("and {more} more"));
+    }
+    shown.join(", ")
+}
+
+/// One extendedKeyUsage: its name, or its OID dotted (cut after
+/// [`MAX_SHOWN`] bytes: an OID may have any number of arcs).
+fn purpose(p: &rustls::ExtendedKeyPurpose) -> String {
+    use rustls::ExtendedKeyPurpose as P;
+    match p {
+        P::ServerAuth => "serverAuth (server authentication)".into(),
+        P::ClientAuth => "clientAuth (client authentication)".into(),
+        P::Other(arcs) => {
+            let mut oid = String::new();
+            for arc in arcs {
+                if oid.len() >= MAX_SHOWN {
+                    oid.push('…');
+                    break;
+                }
+                if !oid.is_empty() {
+                    oid.push('.');
+                }
+                oid.push_str(&arc.to_string());
+            }
+            oid
+        }
+    }
+}
+
+/// A TLS error's text, cut after [`MAX_ERROR_TEXT`] bytes.
+fn cut(mut text: String) -> String {
+    if text.len() > MAX_ERROR_TEXT {
+        let mut end = MAX_ERROR_TEXT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("… (cut)");
+    }
+    text
 }

@@ -134,7 +134,7 @@ impl TestCa {
         extensions: Vec<rcgen::CustomExtension>,
     ) -> TestPair {
         let key = KeyPair::generate().unwrap();
-        self.issue_params(key, cn, names, usage, expired, uris, extensions, &[])
+        self.issue_params(key, cn, names, vec![usage], expired, uris, extensions, &[])
     }
 
     /// A server pair for `names` whose keyUsage extension holds `usages`
@@ -146,7 +146,26 @@ impl TestCa {
     ) -> TestPair {
         let usage = ExtendedKeyUsagePurpose::ServerAuth;
         let key = KeyPair::generate().unwrap();
-        self.issue_params(key, names[0], names, usage, false, &[], Vec::new(), usages)
+        self.issue_params(
+            key,
+            names[0],
+            names,
+            vec![usage],
+            false,
+            &[],
+            Vec::new(),
+            usages,
+        )
+    }
+
+    /// A pair for `names` whose extendedKeyUsage lists `usages`, in order.
+    pub fn server_pair_with_extended_key_usages(
+        &self,
+        names: &[&str],
+        usages: Vec<ExtendedKeyUsagePurpose>,
+    ) -> TestPair {
+        let key = KeyPair::generate().unwrap();
+        self.issue_params(key, names[0], names, usages, false, &[], Vec::new(), &[])
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -155,7 +174,7 @@ impl TestCa {
         key: KeyPair,
         cn: &str,
         names: &[&str],
-        usage: ExtendedKeyUsagePurpose,
+        usages: Vec<ExtendedKeyUsagePurpose>,
         expired: bool,
         uris: &[&str],
         extensions: Vec<rcgen::CustomExtension>,
@@ -169,7 +188,7 @@ impl TestCa {
             ));
         }
         p.distinguished_name.push(DnType::CommonName, cn);
-        p.extended_key_usages = vec![usage];
+        p.extended_key_usages = usages;
         p.key_usages = key_usages.to_vec();
         p.custom_extensions = extensions;
         // An authority key identifier naming this CA's key, as every CA
@@ -203,7 +222,7 @@ impl TestCa {
                 key,
                 names[0],
                 names,
-                usage.clone(),
+                vec![usage.clone()],
                 false,
                 &[],
                 Vec::new(),
@@ -259,7 +278,7 @@ impl TestCa {
             rsa_key(),
             names[0],
             names,
-            usage,
+            vec![usage],
             false,
             uris,
             Vec::new(),
