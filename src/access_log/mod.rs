@@ -56,7 +56,7 @@ pub enum LogFormat {
 pub const QUEUE: usize = 16 * 1024;
 
 /// What the large lines waiting for the writer may hold together, in
-/// bytes copied from the request (host, path, referer, user agent) and
+/// bytes copied from the request (method, host, path, referer, user agent) and
 /// from the client's certificate ([`LoggedIdentity`]); beyond it they are
 /// dropped and counted. A line count alone let a client's long paths
 /// (64 KiB each within `max_header_bytes`, a few bytes on the wire over
@@ -243,7 +243,15 @@ impl Line {
         let id = |i: &Option<Arc<LoggedIdentity>>| i.as_ref().map_or(0, |i| i.bytes());
         let n = match self {
             Line::Request(r) => {
-                len(&r.host) + r.path.len() + len(&r.referer) + len(&r.user_agent) + id(&r.identity)
+                // A method is any token hyper takes, up to
+                // `max_header_bytes`; `http::Method` copies one over 15
+                // bytes.
+                r.method.as_str().len()
+                    + len(&r.host)
+                    + r.path.len()
+                    + len(&r.referer)
+                    + len(&r.user_agent)
+                    + id(&r.identity)
             }
             Line::Head(h) => id(&h.identity),
             Line::Refusal(_) => 0,

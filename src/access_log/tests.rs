@@ -192,6 +192,25 @@ fn long_lines_are_bounded_by_bytes() {
     bounded_by_bytes(&log, 1000, fit, long);
 }
 
+/// Long methods are bounded by bytes too: hyper takes any token as an
+/// HTTP/1.1 method, up to `max_header_bytes`, and `http::Method` copies
+/// one over 15 bytes. Behind a stalled reader, lines of 60 KiB methods
+/// fill `QUEUE_BYTES` and the rest are dropped and counted, where all of
+/// them used to wait, uncounted.
+#[test]
+fn lines_with_long_methods_are_bounded_by_bytes() {
+    let log = Stalled::new();
+    let method = http::Method::from_bytes(&[b'A'; 60 * 1024]).unwrap();
+    let long = |_| {
+        let mut line = format::tests::line();
+        line.method = method.clone();
+        Line::Request(Box::new(line))
+    };
+    let each = 60 * 1024 + "api.example".len() + "/v1/%22x%22".len() + "curl \"8\"".len();
+    let each = each + "CN=billing".len() + "spiffe://td/sa/billing".len() + 64;
+    bounded_by_bytes(&log, 600, QUEUE_BYTES / each, long);
+}
+
 /// Lines of clients with large certificates are bounded by bytes too:
 /// behind a stalled reader, lines each from another connection whose
 /// certificate has a 64 KiB subject fill `QUEUE_BYTES` and the rest are

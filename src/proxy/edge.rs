@@ -200,7 +200,13 @@ impl Exchange {
                 upstream_addr: None,
                 upstream_attempts: None,
                 upstream_time: None,
-                request_id: request_id.clone(),
+                // A client's, copied: the line may wait long behind a
+                // slow log reader, and must not pin the request head.
+                request_id: if trusted {
+                    request_id::detached(&request_id)
+                } else {
+                    request_id.clone()
+                },
                 trace_id: request_id::trace_id(h).map(str::to_owned),
                 tls_version: ctx.tls_version,
                 resumed: ctx.resumed,

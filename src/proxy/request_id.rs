@@ -35,6 +35,7 @@ impl Default for RequestIdConfig {
 
 /// The longest client id kept.
 pub const MAX_LEN: usize = 128;
+const _: () = assert!(MAX_LEN <= u8::MAX as usize, "Kept's length is a u8");
 
 /// Whether a client-sent id is kept as is.
 pub fn well_formed(id: &[u8]) -> bool {
@@ -46,7 +47,8 @@ pub fn well_formed(id: &[u8]) -> bool {
 
 /// Settle the request's id: keep the client's (if trusted and
 /// well-formed; exactly one), else generate one. Returns the value now in
-/// `headers`, for the response and the log.
+/// `headers`, for the response and the log (which keeps a client's
+/// [`detached`]).
 ///
 /// The value is marked sensitive: HTTP/2 then sends it as a never-indexed
 /// literal (RFC 7541 §6.2.3). An id is used once, so indexing it only
@@ -67,6 +69,47 @@ pub fn settle(headers: &mut HeaderMap, trust_client: bool) -> HeaderValue {
     let id = generate();
     headers.insert(X_REQUEST_ID.clone(), id.clone());
     id
+}
+
+/// `id` ([`settle`]'s) as a value of its own, for what keeps it past the
+/// request: its access-log line. A client's id, as hyper parsed it, is a
+/// slice of the connection's read buffer (HTTP/1.1) or of the frame it
+/// came in (HTTP/2), and a line waiting behind a slow log reader pinned
+/// that whole allocation (8 KiB at least, up to `max_header_bytes` with
+/// a padded head), which the queue's bounds do not count; on a
+/// keep-alive connection hyper then read the next request into a fresh
+/// buffer. One allocation of at most [`MAX_LEN`] bytes, as [`generate`]'s.
+pub fn detached(id: &HeaderValue) -> HeaderValue {
+    let bytes = id.as_bytes();
+    if bytes.len() > MAX_LEN {
+        // Not one `settle` returns.
+        return id.clone();
+    }
+    let mut kept = Kept {
+        len: bytes.len() as u8,
+        bytes: [0; MAX_LEN],
+    };
+    kept.bytes[..bytes.len()].copy_from_slice(bytes);
+    match HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(kept)) {
+        Ok(mut copy) => {
+            copy.set_sensitive(true);
+            copy
+        }
+        // Not one `settle` returns either: its bytes are checked.
+        Err(_) => id.clone(),
+    }
+}
+
+/// A [`detached`] id's bytes.
+struct Kept {
+    len: u8,
+    bytes: [u8; MAX_LEN],
+}
+
+impl AsRef<[u8]> for Kept {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
 }
 
 /// 128 random bits as 32 lowercase hex digits.
@@ -148,6 +191,18 @@ pub fn trace_id(headers: &HeaderMap) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A detached id is the same text, sensitive, and shares nothing with
+    /// the buffer the id was parsed from.
+    #[test]
+    fn detached_is_a_copy() {
+        let head = bytes::Bytes::from(format!("x-request-id: {}", "a".repeat(MAX_LEN)));
+        let v = HeaderValue::from_maybe_shared(head.slice(14..)).unwrap();
+        let id = detached(&v);
+        assert_eq!(id, v);
+        assert!(id.is_sensitive());
+        assert_ne!(id.as_bytes().as_ptr(), v.as_bytes().as_ptr());
+    }
 
     /// Well-formed client ids are kept; anything else is replaced; two ids are one too many.
     #[test]
