@@ -54,18 +54,26 @@ pub fn run(config_path: &Path) -> ExitCode {
 /// ERROR event: for a person reading the text log. With `--log-format
 /// json` the event alone, whose `error` field already holds every problem:
 /// the plain lines after it were lines no JSON collector (Loki, Fluent
-/// Bit) parses, in a crash log that matters most.
+/// Bit) parses, in a crash log that matters most. Unless that event is
+/// filtered out (`--log-level off`, `RUST_LOG=hotproxy=off`): then the
+/// plain lines are all there is, and a process exiting 1 in silence says
+/// nothing at all.
 fn as_written(problems: &str) {
-    if !crate::logging::json() {
+    if !crate::logging::json() || !error_shown() {
         crate::errln!("{problems}");
     }
+}
+
+/// Whether an ERROR event logged here is written (the filter lets it by).
+fn error_shown() -> bool {
+    tracing::enabled!(tracing::Level::ERROR)
 }
 
 /// Why `demo` cannot start, from its own checks: with `--log-format json`
 /// as an ERROR event (`error` holding `problems`), as `run` logs its own;
 /// else the problems as written, as `demo` prints them.
 pub(crate) fn demo_refused(problems: &str) {
-    if crate::logging::json() {
+    if crate::logging::json() && error_shown() {
         error!(error = %problems, "cannot start the demo");
     } else {
         crate::errln!("{problems}");

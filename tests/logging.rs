@@ -145,8 +145,18 @@ async fn an_explicit_directive_overrides_the_defaults() {
 /// directory, failing at startup: (exit code, stdout, stderr). `demo`
 /// reads `./config.yaml` there.
 fn failed_start(command: &str, cfg: &std::path::Path, format: &str) -> (i32, String, String) {
+    failed_start_at(command, cfg, format, "info")
+}
+
+/// [`failed_start`] at a given `--log-level`.
+fn failed_start_at(
+    command: &str,
+    cfg: &std::path::Path,
+    format: &str,
+    level: &str,
+) -> (i32, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hotproxy"));
-    cmd.args([command, "--log-format", format])
+    cmd.args([command, "--log-format", format, "--log-level", level])
         .current_dir(cfg.parent().unwrap())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -211,6 +221,26 @@ fn a_refused_start_logs_one_json_event_per_line() {
                 .lines()
                 .any(|l| l.contains(names) && !l.contains("ERROR")),
             "{command}: the text format shows the problem on a line of its own:\n{stderr}"
+        );
+    }
+}
+
+/// With `--log-format json` and logging filtered off (`--log-level off`),
+/// the ERROR event of a refused start is never written, and skipping the
+/// plain lines for JSON's sake left a process exiting 1 with nothing said
+/// at all. The problems are written then, as the text format writes them.
+#[test]
+fn a_refused_start_with_logging_off_still_says_why() {
+    let s = Scene::new();
+    let broken = s.config(
+        "listeners:\n  - name: public\n    bind: 127.0.0.1:0\n    bogus: 1\n    routes: []\n",
+    );
+    for command in ["run", "demo"] {
+        let (code, _, stderr) = failed_start_at(command, &broken, "json", "off");
+        assert_eq!(code, 1, "{command}: {stderr}");
+        assert!(
+            stderr.contains("listeners[0].bogus"),
+            "{command}: a refused start with logging off says nothing:\n{stderr:?}"
         );
     }
 }
