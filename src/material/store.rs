@@ -252,6 +252,8 @@ struct Sealed {
 /// The open store: where it lives and the key that seals it.
 pub struct Store {
     path: PathBuf,
+    /// The key file it was opened with (the key itself is `key`).
+    key_file: PathBuf,
     key: LessSafeKey,
 }
 
@@ -286,6 +288,7 @@ impl Store {
     fn with_key(config: &StoreConfig, key: [u8; 32]) -> Result<(Store, Vec<EntrySpec>), String> {
         let store = Store {
             path: config.path.clone(),
+            key_file: config.key_file.clone(),
             key: LessSafeKey::new(
                 UnboundKey::new(&AES_256_GCM, &key).expect("32 bytes is an AES-256 key"),
             ),
@@ -296,6 +299,10 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    pub fn key_file(&self) -> &Path {
+        &self.key_file
     }
 
     fn read(&self) -> Result<Vec<EntrySpec>, String> {

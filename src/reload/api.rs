@@ -148,6 +148,29 @@ impl Reloader {
         self.store.as_ref()
     }
 
+    /// The store setting a reload changed (`store` itself added or
+    /// removed, `store.path`, `store.key_file`): it applies at the next
+    /// restart, so the running store is not the one that restart opens.
+    /// `None` when they are the same.
+    pub fn store_moved(&self) -> Option<&'static str> {
+        let running = self.store.as_ref().map(|s| (s.path(), s.key_file()));
+        let configured = self.config().store.as_ref();
+        let configured = configured.map(|c| (c.path.as_path(), c.key_file.as_path()));
+        match (running, configured) {
+            (None, None) => None,
+            (Some((path, key)), Some((next_path, next_key))) => {
+                if path != next_path {
+                    Some("store.path")
+                } else if key != next_key {
+                    Some("store.key_file")
+                } else {
+                    None
+                }
+            }
+            _ => Some("store"),
+        }
+    }
+
     /// An entry as the API shows it, with a fresh ETag.
     pub fn entry_view(&self, id: &str) -> Option<EntryView> {
         self.entries

@@ -379,3 +379,72 @@ async fn a_stored_path_is_shown_escaped_in_the_narrowed_roots_warning() {
     let dir = a.s.path("old").display().to_string();
     assert_eq!(files, format!("{dir}/a\\u{{1b}}[2J\\tb.crt"), "{told}");
 }
+
+/// A reload moving `store.key_file` (no store file yet, so the next start
+/// creates the key) or `store.path` is accepted and applies at the next
+/// restart, but API writes went on to the running store: a create sealed
+/// the store with the running key (the next start refused it, a crash
+/// loop) or wrote the running file (gone at restart). Every persisting
+/// change is refused with 409 naming the field until a restart; reads
+/// stay; after the restart the new store takes them.
+#[tokio::test]
+async fn a_store_moved_by_a_reload_takes_no_change_until_a_restart() {
+    const RUNNING: &str = "{ path: data/store.json, key_file: keys/store.key }";
+    for (field, moved) in [
+        (
+            "store.key_file",
+            "{ path: data/store.json, key_file: keys/next.key }",
+        ),
+        (
+            "store.path",
+            "{ path: data/next.json, key_file: keys/store.key }",
+        ),
+    ] {
+        let mut a = Api::start("").await;
+        // A stored entry only where the reload still opens the store.
+        let kept = field == "store.path";
+        if kept {
+            a.create(inline_ca("kept", &a.ca)).await;
+        }
+        let cfg = a.s.path("config.yaml");
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        assert!(text.contains(RUNNING), "{text}");
+        write(&cfg, &text.replace(RUNNING, moved));
+        a.p.signal("HUP");
+        a.p.wait_log("the reload", |v| v["message"] == "configuration reloaded")
+            .await;
+        let refused = |r: &AdminReply| {
+            assert_eq!(r.status, 409, "{field}: {}", r.body);
+            let message = r.json()["message"].as_str().unwrap().to_owned();
+            assert!(
+                message.contains(field) && message.contains("restart"),
+                "{message}"
+            );
+        };
+        let r = a
+            .editor("POST", "/api/v1/certs", Some(inline_ca("new", &a.ca)))
+            .await;
+        refused(&r);
+        if kept {
+            let r = a
+                .editor("PUT", "/api/v1/certs/kept", Some(inline_ca("kept", &a.ca)))
+                .await;
+            refused(&r);
+            let r = a.editor("DELETE", "/api/v1/certs/kept", None).await;
+            refused(&r);
+            let r = a.editor("GET", "/api/v1/certs/kept", None).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+        } else {
+            // Nothing was sealed with the running key.
+            assert!(!a.s.path("data/store.json").exists());
+        }
+        let r = a.editor("GET", "/api/v1/certs", None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        // The restart opens the moved store, which takes changes.
+        a.restart().await;
+        a.create(inline_ca("new", &a.ca)).await;
+        a.restart().await;
+        let r = a.editor("GET", "/api/v1/certs/new", None).await;
+        assert_eq!(r.status, 200, "{field}: {}", r.body);
+    }
+}

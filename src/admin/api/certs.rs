@@ -34,6 +34,21 @@ fn check_if_match(
     Ok(view)
 }
 
+/// 409 while a reload changed where or with which key the store is kept
+/// (it applies at the next restart): a write now would land where that
+/// restart does not read it, or sealed with a key it does not have.
+fn check_store_unmoved(r: &Reloader) -> Result<(), (StatusCode, Value)> {
+    match r.store_moved() {
+        None => Ok(()),
+        Some(field) => Err(problem(
+            StatusCode::CONFLICT,
+            format!(
+                "store settings changed in the configuration ({field}); restart to apply them: until then entries are not created, replaced in the store or deleted"
+            ),
+        )),
+    }
+}
+
 pub(super) fn entry_reply(r: &Reloader, id: &str, status: StatusCode) -> Reply {
     let view = r.entry_view(id).ok_or_else(|| no_entry(id))?;
     let etag = view.etag.clone();
@@ -56,6 +71,7 @@ pub(super) fn create(r: &mut Reloader, spec: EntrySpec) -> Reply {
             format!("entry {id} already exists"),
         ));
     }
+    check_store_unmoved(r)?;
     let Some(store) = r.store() else {
         return Err(bad_request(
             "no store is configured: entries created through the API must persist (add store: { path, key_file })",
@@ -102,6 +118,7 @@ pub(super) fn replace(r: &mut Reloader, spec: EntrySpec, if_match: Option<&str>)
     let loaded = pem::load(spec.kind, &spec.source).map_err(|e| bad_request(e.to_string()))?;
     match origin {
         Origin::Store => {
+            check_store_unmoved(r)?;
             let store = r.store().expect("stored entries exist only with a store");
             let before = r.stored_entries();
             let after: Vec<EntrySpec> = before
@@ -152,6 +169,7 @@ pub(super) fn delete(r: &mut Reloader, id: &str, if_match: Option<&str>) -> Repl
         p.1["references"] = json!([]);
         return Err(p);
     }
+    check_store_unmoved(r)?;
     let store = r.store().expect("stored entries exist only with a store");
     let after: Vec<EntrySpec> = r
         .stored_entries()
