@@ -374,3 +374,50 @@ async fn a_client_auth_put_keeping_the_ca_is_no_rotation() {
     assert!(r.headers().get("connection").is_none(), "{r:?}");
     assert!(!held_conn.is_finished(), "alice's connection closed");
 }
+
+/// A `redirect_https` listener is plain HTTP: no client certificate ever
+/// reaches it, and the configuration file refuses `tls` there. The PUT
+/// answered 200, the view showed a verifying mode nothing enforced (it
+/// went on answering 308 to anyone) and the CA it named became
+/// referenced (its DELETE 409). It is refused now with 409, nothing
+/// changes: the view stays `none`, the CA entry can go.
+#[tokio::test]
+async fn client_auth_on_a_redirect_https_listener_is_refused() {
+    let mut a = Admin::start_edited("", |config| {
+        format!("{config}  - name: http\n    bind: 127.0.0.1:0\n    redirect_https: {{}}\n")
+    })
+    .await;
+    let http = a.p.listener_addr("http").await;
+    let path = "/api/v1/listeners/http/client-auth";
+    let body = inline_ca("runtime-ca", &a.clients);
+    let r = a.editor("POST", "/api/v1/certs", Some(body)).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    for body in [
+        json!({"mode": "require_and_verify", "ca": "runtime-ca"}),
+        json!({"mode": "request"}),
+    ] {
+        let r = a.editor("PUT", path, Some(body)).await;
+        assert_eq!(r.status, 409, "{}", r.body);
+        assert_eq!(
+            r.json()["message"],
+            "listener http is a redirect_https listener: plain HTTP, no client certificates",
+            "{}",
+            r.body
+        );
+    }
+    let r = a.editor("GET", path, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["mode"], "none", "{}", r.body);
+    assert_eq!(r.json()["ca"], json!(null), "{}", r.body);
+    // Still a redirect to anyone.
+    let mut conn = tokio::net::TcpStream::connect(http).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 308"), "{answer}");
+    let r = a.editor("DELETE", "/api/v1/certs/runtime-ca", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}

@@ -115,6 +115,20 @@ pub(super) fn set_client_auth(r: &mut Reloader, name: &str, change: ClientAuthCh
         None => None,
     };
     let current = r.client_auth(name).ok_or_else(|| no_listener(name))?;
+    // No TLS there (the configuration file refuses `tls` on one): a mode
+    // would be shown and enforced nowhere, and hold its CA referenced.
+    if r.config()
+        .listeners
+        .iter()
+        .any(|l| l.name == name && l.front.redirect_https.is_some())
+    {
+        return Err(problem(
+            StatusCode::CONFLICT,
+            format!(
+                "listener {name} is a redirect_https listener: plain HTTP, no client certificates"
+            ),
+        ));
+    }
     let mode = ClientAuthMode::parse(&change.mode).ok_or_else(|| {
         bad_request(
             "mode: not one of none, request, require_any, verify_if_given, require_and_verify",
