@@ -380,3 +380,34 @@ async fn refused_tokens_are_logged_once_a_minute_per_address_and_counted() {
         assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
     }
 }
+
+/// The refused-token warning wrote the request's path whole: up to 64 KiB
+/// in one log line, one per address a minute. It shows the first 256
+/// bytes now, and the length of the whole in `path_bytes`.
+#[tokio::test]
+async fn a_refused_tokens_long_path_is_cut_in_its_warning() {
+    const GUESS: &str = "guessed-token-7c1e0a9d3f5b2864";
+    let s = Scene::new();
+    let kubelet = Kubelet::with_mode(&s.path("secret"), 0o440);
+    let (mut p, api) = start(&s, &kubelet).await;
+    let path = format!("/api/v1/certs/{}", "a".repeat(60 * 1024));
+    let mut conn = tcp_from("127.0.0.3", api).await;
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {GUESS}\r\nConnection: close\r\n\r\n"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut conn, req.as_bytes())
+        .await
+        .unwrap();
+    let answer = String::from_utf8_lossy(&read_to_close(&mut conn).await).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 401 "), "{answer}");
+    let line = p
+        .wait_line("the refusal's warning", |l| {
+            l.contains("admin API request refused") && l.contains("\"127.0.0.3:")
+        })
+        .await;
+    assert!(line.len() < 1024, "{} bytes: {line}", line.len());
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["path"].as_str().unwrap(), &path[..256], "{line}");
+    assert_eq!(v["path_bytes"], path.len(), "{line}");
+    assert!(!line.contains(GUESS), "{line}");
+}

@@ -181,10 +181,33 @@ pub fn token_refused(client: SocketAddr, path: &str, reason: &'static str) {
     }
     tracing::warn!(
         client_addr = %client,
-        path = path,
+        path = %logged_path(path),
+        path_bytes = path.len(),
         reason,
         "admin API request refused: no valid bearer token (401); further refusals from this address within a minute are counted in hotproxy_admin_auth_failures_total, not logged"
     );
+}
+
+/// At most this many bytes of a refused request's path are logged: the
+/// client's path may be 64 KiB, one line per address a minute.
+const LOGGED_PATH_BYTES: usize = 256;
+
+/// The first [`LOGGED_PATH_BYTES`] of a client's path (cut on a character
+/// boundary), escaped as Rust writes a string where it must be (control and
+/// bidi characters, `\\`), as every shown value is.
+fn logged_path(path: &str) -> String {
+    let mut cut = path.len().min(LOGGED_PATH_BYTES);
+    while !path.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut shown = String::with_capacity(cut);
+    for c in path[..cut].chars() {
+        match matches!(c, '"' | '\'') || c.escape_debug().len() == 1 {
+            true => shown.push(c),
+            false => shown.extend(c.escape_debug()),
+        }
+    }
+    shown
 }
 
 /// Compare against every token in constant time (over SHA-256 digests,
@@ -388,6 +411,16 @@ fn is_admin_address(host: &str, local: SocketAddr) -> bool {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    /// A logged path is cut on a character boundary, never inside one,
+    /// and a control character in it is escaped.
+    #[test]
+    fn a_logged_path_is_cut_whole_characters_and_escaped() {
+        let long = format!("/{}", "é".repeat(200));
+        let shown = logged_path(&long);
+        assert_eq!(shown, format!("/{}", "é".repeat(127)));
+        assert_eq!(logged_path("/a\u{1b}b"), "/a\\u{1b}b");
+    }
 
     /// An admin config with one editor token read from `admin.token` in
     /// `dir` (not written yet), and that file's path.
