@@ -423,8 +423,9 @@ async fn body<T: for<'de> Deserialize<'de>>(
 fn parse_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let parsed = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let inner = without_values(&e.inner().to_string());
-        match e.path().to_string().as_str() {
+        let message = e.inner().to_string();
+        let inner = without_values(&message);
+        match error_path(e.path(), &message).as_str() {
             // The body itself: a missing field or a syntax error, whose
             // words already say what.
             "." => format!("invalid JSON body: {inner}"),
@@ -442,9 +443,31 @@ fn parse_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
 /// carry a key, so keep the field names and drop the values. serde writes
 /// a value in Debug form, so inside it `\"` is a quote of the value (a
 /// JSON-encoded PEM is full of them) and `\\` a backslash: neither ends it.
-/// Field names (`unknown field `KEY``) are the body's own keys, too: one
-/// that is not a plain name (a PEM sent as a key) is dropped as a value is.
+/// Other values are in backticks (``integer `5` ``): a backticked token is
+/// shown only where serde names a field of its own (``missing field `id` ``,
+/// ``duplicate field `id` ``, the list after `expected`). An unknown field's
+/// or variant's name is the body's own text, which may hold backticks
+/// itself (ending serde's quotes early): never shown, cut up to serde's
+/// last words after it.
 fn without_values(message: &str) -> String {
+    for lead in ["unknown field `", "unknown variant `"] {
+        if let Some(rest) = message.strip_prefix(lead) {
+            let end = ["`, expected ", "`, there are no "]
+                .iter()
+                .filter_map(|m| rest.rfind(m))
+                .max();
+            return match end {
+                Some(end) => format!("{lead}…`{}", backticked_names(&rest[end + 1..])),
+                None => format!("{lead}…`"),
+            };
+        }
+    }
+    backticked_names(message)
+}
+
+/// [`without_values`] past an unknown name: values dropped, serde's own
+/// field names kept.
+fn backticked_names(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut quoted = false;
     let mut chars = message.chars();
@@ -453,8 +476,15 @@ fn without_values(message: &str) -> String {
             chars.next();
         } else if c == '`' && !quoted {
             let name: String = chars.by_ref().take_while(|&c| c != '`').collect();
+            let serdes = out.ends_with("missing field ")
+                || out.ends_with("duplicate field ")
+                || out.contains("expected");
             out.push('`');
-            out.push_str(if name_like(&name) { &name } else { "…" });
+            out.push_str(if serdes && name_like(&name) {
+                &name
+            } else {
+                "…"
+            });
             out.push('`');
         } else if c == '"' {
             if !quoted {
@@ -466,6 +496,33 @@ fn without_values(message: &str) -> String {
         }
     }
     out
+}
+
+/// The path of a parse error as shown: for an unknown field, the object
+/// holding it (the key is the body's text, not a field's name).
+fn error_path(path: &serde_path_to_error::Path, message: &str) -> String {
+    let segments: Vec<_> = path.iter().collect();
+    let unknown = message.strip_prefix("unknown field `").is_some_and(|rest| {
+        segments
+            .last()
+            .is_some_and(|s| rest.starts_with(&format!("{s}`")))
+    });
+    let kept = if unknown {
+        &segments[..segments.len() - 1]
+    } else {
+        &segments[..]
+    };
+    if kept.is_empty() {
+        return ".".to_owned();
+    }
+    let mut shown = String::new();
+    for (i, segment) in kept.iter().enumerate() {
+        if i > 0 && !matches!(segment, serde_path_to_error::Segment::Seq { .. }) {
+            shown.push('.');
+        }
+        shown.push_str(&segment.to_string());
+    }
+    shown
 }
 
 /// A field name or path a message may repeat: short, of the characters
@@ -621,8 +678,9 @@ mod tests {
             assert!(!e.contains("TAIL"), "{value}: {e}");
             assert!(e.contains("expected a boolean"), "{value}: {e}");
         }
-        // A key is the body's, too: an unknown one that is not a plain
-        // name (a PEM sent as a key) is not repeated; a plain one is.
+        // A key is the body's, too: an unknown one is not repeated, a PEM
+        // sent as a key (behind a backtick too) nor a plain name (a token
+        // is one), in the message or its path; the fields taken are.
         // The marker is put together here, so that no file holds a key's.
         let pem_as_key = format!(
             r#"{{"name": "n", "-----BEGIN {}-----\nMIIEvQ": 1}}"#,
@@ -631,8 +689,25 @@ mod tests {
         let e = parse_json::<Body>(pem_as_key.as_bytes()).unwrap_err();
         assert!(!e.contains("MIIEvQ") && !e.contains("BEGIN"), "{e}");
         assert!(e.contains("unknown field `…`, expected"), "{e}");
+        let backticked = format!(
+            r#"{{"name": "n", "x`-----BEGIN {}-----MIIEvQ": 1}}"#,
+            "PRIVATE KEY"
+        );
+        let e = parse_json::<Body>(backticked.as_bytes()).unwrap_err();
+        assert!(!e.contains("MIIEvQ") && !e.contains("BEGIN"), "{e}");
         let e = parse_json::<Body>(br#"{"name": "n", "colour": 1}"#).unwrap_err();
-        assert!(e.contains("unknown field `colour`"), "{e}");
+        assert!(
+            e.starts_with("invalid JSON body: unknown field `…`, expected `name` or `list`"),
+            "{e}"
+        );
+        // Numbers are values as strings are.
+        let e = parse_json::<Body>(br#"{"name": 12345}"#).unwrap_err();
+        assert!(
+            e.starts_with(
+                "invalid JSON body at name: invalid type: integer `…`, expected a string"
+            ),
+            "{e}"
+        );
         let e = parse_json::<Body>(br#"{"list": []}"#).unwrap_err();
         assert!(
             e.starts_with("invalid JSON body: missing field `name`"),
