@@ -191,7 +191,7 @@ fn config_problems_cost_what_the_file_holds() {
     let parse = |routes: usize| {
         let routes: String = (0..routes)
             .map(|i| {
-                format!("      - {{ path_prefix: /r{i}, upstream: api, max_body_bytes: b{i} }}\n")
+                format!("      - {{ path_prefix: /r{i}/, upstream: api, max_body_bytes: b{i} }}\n")
             })
             .collect();
         let text = format!(
