@@ -502,6 +502,37 @@ fn keep_dropped(
     }
 }
 
+/// Refuses (`rotation`: warns about) an entry after the first that answers
+/// no name while its client_auth differs from the first's: no SNI selects
+/// it, so its client_auth never applies (an IP-only certificate, `[]`).
+fn unreachable_entries(
+    l: &ListenerConfig,
+    client_auth: &ClientAuthConfig,
+    pairs: &[ServedPair<'_>],
+    rotation: bool,
+) -> Result<(), String> {
+    let policy = |i: usize| l.certs[i].client_auth.as_ref().unwrap_or(client_auth);
+    for (i, p) in pairs.iter().enumerate().skip(1) {
+        if !p.names().is_empty() || policy(i) == policy(0) {
+            continue;
+        }
+        let how = if l.certs[i].server_names.is_some() {
+            "its server_names are empty"
+        } else {
+            "its certificate has no DNS name"
+        };
+        if rotation {
+            warn!(target: LOG, listener = %l.name, entry = %p.entry, "a renewed certificate leaves its entry no name to answer; no client selects it, so its client_auth does not apply (give the entry server_names: check and a restart refuse this)");
+            continue;
+        }
+        return Err(format!(
+            "tls.certs[{i}] (entry {:?}) answers no name ({how}), so no client selects it: its client_auth would never apply, and clients get tls.certs[0]'s (list the names in server_names, or drop the entry's client_auth)",
+            p.entry
+        ));
+    }
+    Ok(())
+}
+
 pub(super) fn client_ca<'a>(
     client_auth: &ClientAuthConfig,
     entries: &'a BTreeMap<String, Entry>,
@@ -558,6 +589,7 @@ pub(super) fn listener_tls(
         }
         served.push(cert);
     }
+    unreachable_entries(l, client_auth, &pairs, before.is_some())?;
     let resolver = Arc::new(match SniResolver::new(&pairs) {
         Some(r) => r,
         None if l.front.redirect_https.is_some() => SniResolver::none(),

@@ -492,3 +492,81 @@ async fn a_renewal_moving_a_name_to_the_default_entry_closes_open_connections() 
     closed_by_the_renewal(conn).await;
     assert_eq!(w.get("m.test", None).await.unwrap().status, 200);
 }
+
+/// `hotproxy check --config cfg`: (exit code, stdout and stderr).
+fn check(cfg: &std::path::Path) -> (i32, String) {
+    let out = output_within_deadline(
+        std::process::Command::new(env!("CARGO_BIN_EXE_hotproxy"))
+            .args(["check", "--config"])
+            .arg(cfg)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    );
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text.into_owned())
+}
+
+/// An entry after the first whose client_auth differs from the first's
+/// and that answers no name (a certificate with only an IP SAN, or
+/// `server_names: []`) is never selected: a client connecting by IP
+/// address got the first entry and its client_auth (none), so the
+/// entry's `require_and_verify` never applied, and `check` passed it.
+/// Refused by check and by a reload that changes the listener's certs; a
+/// rotation that leaves b's certificate only an IP SAN keeps b.test with
+/// b, under its client_auth (and warns).
+#[tokio::test]
+async fn an_entry_answering_no_name_with_its_own_client_auth_is_refused() {
+    let mut w = a_and_b("", &[]).await;
+    let ip_only = w.ca.server_pair(&["127.0.0.1"]);
+    w.s.pair("bip", &ip_only);
+    let ip_cfg = w.s.path("ip-only.yaml");
+    write(
+        &ip_cfg,
+        &public_a_and_b("", "cert_file: bip.crt, key_file: bip.key", B_VERIFIED),
+    );
+    let (code, out) = check(&ip_cfg);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "tls.certs[1] (entry \"b\") answers no name (its certificate has no DNS name)"
+        ),
+        "{out}"
+    );
+
+    let no_names = B_VERIFIED.replace("- ref: b\n", "- ref: b\n          server_names: []\n");
+    let b_files = "cert_file: b.crt, key_file: b.key";
+    let cfg = w.s.config(&public_a_and_b("", b_files, &no_names));
+    let (code, out) = check(&cfg);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("answers no name (its server_names are empty)"),
+        "{out}"
+    );
+    w.p.signal("HUP");
+    w.p.wait_log("the reload refused", rejected("answers no name"))
+        .await;
+    w.assert_b_test_wants_a_client_cert().await;
+    w.s.config(&public_a_and_b("", b_files, B_VERIFIED));
+
+    // A rotation to an IP-only certificate is served; b.test stays b's.
+    mv_over(&w.s.path("b.key"), &ip_only.key_pem);
+    mv_over(&w.s.path("b.crt"), &ip_only.cert_pem);
+    w.p.wait_log("the dropped name warned about", |v| {
+        v["level"] == "WARN" && v["name"] == "b.test" && v["entry"] == "b"
+    })
+    .await;
+    let b_test = |client: Option<&TestPair>| {
+        let cfg = checks_name_later_with(rustls::crypto::aws_lc_rs::default_provider(), client);
+        async move { get(w.addr, "b.test", cfg, false, "/", &[]).await }
+    };
+    wait_until(WAIT, "b.test serves the IP-only certificate", || async {
+        b_test(Some(&w.client)).await.ok().map(|r| r.leaf) == Some(ip_only.fingerprint.clone())
+    })
+    .await;
+    if let Ok(r) = b_test(None).await {
+        panic!(
+            "b.test answered a client without a certificate: {}",
+            r.status
+        );
+    }
+}
