@@ -312,6 +312,21 @@ impl ListenerConfig {
         }
         self.routes.iter().position(|r| r.allow.is_some())
     }
+
+    /// The ALPN protocols the handshake offers: `alpn`, with `http/1.0`
+    /// after `http/1.1` (as nginx offers it): a client offering it alone
+    /// (curl 7.88 to 8.4 with `--http1.0`) was refused in the handshake
+    /// though the listener serves HTTP/1.0.
+    pub fn alpn_offered(&self) -> Vec<Vec<u8>> {
+        let mut offered = Vec::with_capacity(self.alpn.len() + 1);
+        for p in &self.alpn {
+            offered.push(p.as_bytes().to_vec());
+            if p == "http/1.1" {
+                offered.push(b"http/1.0".to_vec());
+            }
+        }
+        offered
+    }
 }
 
 /// Whether any connection to a listener can carry a verified client

@@ -587,12 +587,7 @@ pub fn build(
     // Our order, not the client's: every suite offered is AEAD with forward
     // secrecy, strongest first (testssl.sh rates client order as a finding).
     config.ignore_client_order = true;
-    config.alpn_protocols = inputs
-        .listener
-        .alpn
-        .iter()
-        .map(|p| p.as_bytes().to_vec())
-        .collect();
+    config.alpn_protocols = inputs.listener.alpn_offered();
     if inputs.mode == ClientAuthMode::None {
         let sessions = sessions(&inputs.listener.name, inputs.listener.bind)?;
         config.ticketer = sessions.ticketer;

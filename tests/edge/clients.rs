@@ -493,3 +493,23 @@ async fn userinfo_in_the_target_never_reaches_the_access_log() {
         assert_eq!(line["host"], "b.test", "{line}");
     }
 }
+
+/// A client offering ALPN `http/1.0` alone (curl 7.88 to 8.4 with
+/// `--http1.0`) is served HTTP/1.0, as nginx does: the listener offered
+/// h2 and http/1.1 only, so rustls refused the handshake
+/// (no_application_protocol) though the proxy speaks HTTP/1.0.
+#[tokio::test]
+async fn a_client_offering_only_http_1_0_is_answered() {
+    let w = world().await;
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.0"]);
+    let mut tls = connect(w.public, "localhost", cfg).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.0"[..]));
+    tls.write_all(b"GET /api HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let reply = String::from_utf8_lossy(&read_to_close(&mut tls).await).into_owned();
+    assert!(
+        reply.starts_with("HTTP/1.0 200 ") || reply.starts_with("HTTP/1.1 200 "),
+        "{reply}"
+    );
+}
