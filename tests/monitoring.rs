@@ -599,3 +599,28 @@ fn boot_time() -> u64 {
         .parse()
         .unwrap()
 }
+
+/// The SNI-miss log limit is each listener's: a miss on listener `other`
+/// right after one on `public` is logged under `other`. The limit was
+/// one for the whole process, so `other`'s miss was suppressed and counted
+/// in the next line, which named whichever listener it came from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_listener_logs_its_own_sni_misses() {
+    let other = "  - name: other\n    bind: 127.0.0.1:0\n    tls:\n      certs:\n        \
+                 - { cert_file: a.crt, key_file: a.key }\n    routes:\n      \
+                 - { path_prefix: /, upstream: nowhere }\nupstreams:";
+    let mut w = public(&PUBLIC.replacen("upstreams:", other, 1)).await;
+    let other_addr = w.p.listener_addr("other").await;
+    for (addr, listener) in [(w.addr, "public"), (other_addr, "other")] {
+        let tls = connect(addr, "wrong.example.com", checks_name_later()).await;
+        drop(tls.expect("the handshake completes"));
+        let line =
+            w.p.wait_log("the listener's SNI miss logged", |v| {
+                v["message"]
+                    == "SNI matched no certificate; served the listener's default certificate"
+                    && v["listener"] == listener
+            })
+            .await;
+        assert_eq!(line["suppressed"], 0, "{line}");
+    }
+}

@@ -105,7 +105,7 @@ pub async fn accept(
 }
 
 /// At most one "SNI matched no certificate" line per this many seconds
-/// (any client can send any name).
+/// and listener (any client can send any name).
 const SNI_LOG_EVERY_SECS: u64 = 10;
 
 /// Counts (and logs, rate-limited) a ClientHello whose SNI no pair answers.
@@ -114,37 +114,38 @@ fn note_sni(listener: &str, resolver: &SniResolver, sni: Option<&str>) {
         return;
     };
     crate::metrics::sni_default(listener);
-    if let Some(suppressed) = sni_log_due() {
+    if let Some(suppressed) = sni_log_due(listener) {
         // rustls has checked it is a DNS name; still the client's text,
         // so a `&str` value: quoted in the text format, as any such value.
         tracing::info!(listener = %listener, sni = name, suppressed, "SNI matched no certificate; served the listener's default certificate");
     }
 }
 
-/// `Some(lines suppressed since the last one)` when an SNI-miss line may
-/// be logged now.
-fn sni_log_due() -> Option<u64> {
-    use std::sync::atomic::{AtomicU64, Ordering};
+/// `Some(lines suppressed since the last one)` when an SNI-miss line of
+/// `listener` may be logged now. Each listener has its own limit: its line
+/// names it, so another listener's misses must not be suppressed (and
+/// counted) under it.
+fn sni_log_due(listener: &str) -> Option<u64> {
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, Mutex, PoisonError};
     use std::time::{SystemTime, UNIX_EPOCH};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+    /// By listener: when its next line may be logged (seconds since the
+    /// epoch), and its lines suppressed since its last.
+    type Limits = HashMap<Box<str>, (u64, u64)>;
+    static LIMITS: LazyLock<Mutex<Limits>> = LazyLock::new(Default::default);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let next = NEXT.load(Ordering::Relaxed);
-    if now >= next
-        && NEXT
-            .compare_exchange(
-                next,
-                now + SNI_LOG_EVERY_SECS,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            )
-            .is_ok()
-    {
-        Some(SUPPRESSED.swap(0, Ordering::Relaxed))
+    let mut limits = LIMITS.lock().unwrap_or_else(PoisonError::into_inner);
+    if !limits.contains_key(listener) {
+        limits.insert(listener.into(), (0, 0));
+    }
+    let (next, suppressed) = limits.get_mut(listener)?;
+    if now >= *next {
+        *next = now + SNI_LOG_EVERY_SECS;
+        Some(std::mem::take(suppressed))
     } else {
-        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+        *suppressed += 1;
         None
     }
 }
