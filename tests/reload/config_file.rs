@@ -290,10 +290,10 @@ async fn one_anchor_used_by_many_routes_applies() {
     let cfg = s.config(&base_config("a.crt", "a.key", ""));
     let (mut p, addr) = serve(&cfg).await;
     let routes: String = (0..120)
-        .map(|i| format!("      - {{ path_prefix: /r{i}, upstream: api, allow_from: *nets }}\n"))
+        .map(|i| format!("      - {{ path_prefix: /r{i}/, upstream: api, allow_from: *nets }}\n"))
         .collect();
     let shared = format!(
-        "    routes:\n      - {{ path_prefix: /, upstream: api, allow_from: &nets [127.0.0.0/8, 10.0.0.0/8] }}\n{routes}upstreams:\n  - {{ name: api, servers: [\"http://127.0.0.1:9\"] }}"
+        "    routes:\n      - {{ path_prefix: /first/, upstream: api, allow_from: &nets [127.0.0.0/8, 10.0.0.0/8] }}\n{routes}upstreams:\n  - {{ name: api, servers: [\"http://127.0.0.1:9\"] }}"
     );
     mv_over(&cfg, &base_config("b.crt", "b.key", &shared));
     p.wait_log("the reload", |v| {
