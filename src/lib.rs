@@ -166,7 +166,7 @@
 //!   - `request`: checks before routing: `CONNECT` and `TRACE` 405, one authority per
 //!     request (`Host`), the normalised path.
 //!   - `path`: path normalisation (dot segments, `%2e`; `%2f` refused).
-//!   - `router`: host / path-prefix -> upstream (most specific host, then first match).
+//!   - `router`: host / path-prefix -> upstream.
 //!   - `headers`: the header policy: forwarding headers, identity, and `hop`'s.
 //!   - `hop`: hop-by-hop headers (and those `Connection` names), removed at each hop.
 //!   - `trailers`: fields after a body: none a trailer may not carry, and on a

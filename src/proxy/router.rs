@@ -1,4 +1,4 @@
-//! Host / path-prefix -> upstream: the most specific host's first match wins, no match = 404.
+//! Host / path-prefix -> upstream: first match wins, no match = 404.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,34 +15,6 @@ enum HostMatch {
     Exact(String),
     /// `*.example.com` stored as `example.com`: exactly one more label.
     Wildcard(String),
-}
-
-impl HostMatch {
-    /// How specific a match with this is: an exact host before a wildcard
-    /// before no host, as the TLS layer picks an entry for a name
-    /// ([`crate::tls::server::SniResolver`]: exact, then `*.`) and as
-    /// nginx's `server_name`, Envoy's virtual hosts and Traefik do. (One
-    /// wildcard level is enough: a `*.` covers exactly one more label, so
-    /// of a host's wildcards only one can match it.)
-    fn level(&self) -> u8 {
-        match self {
-            HostMatch::Exact(_) => 2,
-            HostMatch::Wildcard(_) => 1,
-            HostMatch::Any => 0,
-        }
-    }
-
-    /// Whether a request to `host` (without its port) is for this.
-    fn covers(&self, host: Option<&str>) -> bool {
-        match (self, host) {
-            (HostMatch::Any, _) => true,
-            (_, None) => false,
-            (HostMatch::Exact(h), Some(x)) => h.eq_ignore_ascii_case(x),
-            (HostMatch::Wildcard(s), Some(x)) => x
-                .split_once('.')
-                .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(s)),
-        }
-    }
 }
 
 pub struct Route {
@@ -147,35 +119,28 @@ impl Router {
         Ok(route)
     }
 
-    /// The route `host` and `path` take: of the routes matching them, those
-    /// of the most specific host (exact, then `*.` wildcard, then none),
-    /// and of these the first in the list. Order across host levels once
-    /// decided: a wildcard route listed before an exact one took the exact
-    /// host's requests its prefix matched, under another certificate
-    /// entry's name than the one the TLS layer chose (and its
-    /// `client_auth`), with no 421, both naming the exact entry.
-    ///
-    /// `*` (`OPTIONS *`, the server of `host` itself) is routed as `/` is:
-    /// by the host's routes (a `path_prefix: /` route matches, a longer
-    /// prefix does not), and under that route's rules. No prefix starts
-    /// `*`: it took the first prefix-less route, one set for other hosts
-    /// (or none, 404).
+    /// The first route matching `host` and `path`. `*` (`OPTIONS *`, the
+    /// server of `host` itself) is routed as `/` is: by the host's routes
+    /// (a `path_prefix: /` route matches, a longer prefix does not), and
+    /// under that route's rules. No prefix starts `*`: it took the first
+    /// prefix-less route, one set for other hosts (or none, 404).
     fn first(&self, host: Option<&str>, path: &str) -> Option<&Route> {
         let host = host.map(strip_port);
         let path = if path == "*" { "/" } else { path };
         // Compared decoded, as the backend will read it (see
         // [`path::decoded`]); no copy unless the path has a `%`.
         let path = path::decoded(path);
-        let mut best: Option<&Route> = None;
-        for r in &self.routes {
-            if best.is_some_and(|b| b.host.level() >= r.host.level()) {
-                continue;
-            }
-            if r.host.covers(host) && r.path_prefix.as_deref().is_none_or(|p| path.starts_with(p)) {
-                best = Some(r);
-            }
-        }
-        best
+        self.routes.iter().find(|r| {
+            let host_ok = match (&r.host, host) {
+                (HostMatch::Any, _) => true,
+                (_, None) => false,
+                (HostMatch::Exact(h), Some(x)) => h.eq_ignore_ascii_case(x),
+                (HostMatch::Wildcard(s), Some(x)) => x
+                    .split_once('.')
+                    .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(s)),
+            };
+            host_ok && r.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
+        })
     }
 }
 
@@ -239,8 +204,7 @@ mod tests {
         names.iter().map(|n| (n.to_string(), upstream(n))).collect()
     }
 
-    /// First match wins (here in order of host specificity as well); host
-    /// exact or one-label wildcard; prefix; no match = None.
+    /// First match wins; host exact or one-label wildcard; prefix; no match = None.
     #[test]
     fn first_match_wins() {
         let ups = upstreams(&["api", "web", "any"]);
@@ -265,46 +229,6 @@ mod tests {
             Some("any")
         );
         assert_eq!(name(None, "/nothing"), None);
-    }
-
-    /// The most specific host's routes are tried first, whatever the
-    /// list's order: exact, then `*.` wildcard, then no host; first match
-    /// wins among the routes of one host. A wildcard route listed before
-    /// an exact one took the exact host's requests its prefix matched.
-    #[test]
-    fn the_most_specific_host_wins() {
-        let ups = upstreams(&["any", "wild", "exact", "wild_rest", "exact_x"]);
-        let r = Router::new(
-            "public",
-            &[
-                route(None, Some("/api/"), "any"),
-                route(Some("*.example.com"), Some("/api/"), "wild"),
-                route(Some("a.example.com"), None, "exact"),
-                route(Some("*.example.com"), None, "wild_rest"),
-                route(Some("a.example.com"), Some("/x"), "exact_x"),
-            ],
-            &ups,
-        );
-        let name = |h, p| r.route(h, p).map(|u| u.name.to_string());
-        for (host, path, want) in [
-            (Some("a.example.com"), "/api/x", Some("exact")),
-            (Some("A.example.com:443"), "/x", Some("exact")),
-            (Some("b.example.com"), "/api/x", Some("wild")),
-            (Some("b.example.com"), "/other", Some("wild_rest")),
-            (Some("example.com"), "/api/x", Some("any")),
-            (None, "/api/x", Some("any")),
-            (None, "/other", None),
-        ] {
-            assert_eq!(name(host, path).as_deref(), want, "{host:?} {path}");
-        }
-        // `;` parameters are judged by the same choice: both readings
-        // take the exact host's route.
-        assert!(std::ptr::eq(
-            r.matched(Some("a.example.com"), "/api;v=1/x")
-                .unwrap()
-                .unwrap(),
-            r.matched(Some("a.example.com"), "/").unwrap().unwrap(),
-        ));
     }
 
     /// A prefix is compared with the decoded path, as the backend reads

@@ -353,71 +353,6 @@ upstreams:
     );
 }
 
-/// A route's host is chosen as the TLS layer chooses the entry: the
-/// exact name before the wildcard, whatever the routes' order. The
-/// wildcard route came first and its `/api/` prefix matched, so a client
-/// without a certificate, on the name of the entry that asks for none,
-/// reached `internal` (whose names' entry requires one), with no 421:
-/// both SNI and `Host` name that entry.
-#[tokio::test]
-async fn the_exact_host_route_is_chosen_before_the_wildcard() {
-    let w = world().await;
-    w.scene
-        .pair("internal", &w.edge_ca.server_pair(&["*.internal.example"]));
-    w.scene.pair(
-        "status",
-        &w.edge_ca.server_pair(&["status.internal.example"]),
-    );
-    let status_ca = TestCa::new("status backend CA");
-    write(&w.scene.path("status-ca.crt"), &status_ca.cert_pem);
-    let status = Backend::start("status", &status_ca.server_pair(&["backend.local"]), None).await;
-    let path = w.scene.config(&format!(
-        r#"
-{PARTNERS_HEAD}  - name: mixed
-    bind: 127.0.0.1:0
-    tls:
-      certs:
-        - cert_file: internal.crt
-          key_file: internal.key
-          server_names: ["*.internal.example"]
-          client_auth: {{ mode: require_and_verify, ca: {{ ref: partners-ca }} }}
-        - cert_file: status.crt
-          key_file: status.key
-          server_names: [status.internal.example]
-          client_auth: {{ mode: none }}
-      client_auth: {{ mode: none }}
-    routes:
-      - {{ host: "*.internal.example", path_prefix: /api/, upstream: internal }}
-      - {{ host: status.internal.example, upstream: status }}
-upstreams:
-  - name: internal
-    servers: [https://{internal}]
-    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}
-  - name: status
-    servers: [https://{status}]
-    tls: {{ ca: {{ ca_file: status-ca.crt }}, server_name: backend.local }}
-"#,
-        internal = w.backend.addr,
-        status = status.addr,
-    ));
-    let mut p = Proxy::start(&path);
-    let addr = p.listener_addr("mixed").await;
-    let name = "status.internal.example";
-    for h2 in [false, true] {
-        for at in ["/api/x", "/"] {
-            let (got, body) = exchange_at(&w, addr, name, name, at, h2).await;
-            assert_eq!(got, 200, "h2 {h2}, {at}: {body}");
-            let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
-            assert_eq!(seen["backend"], "status", "h2 {h2}, {at}: {body}");
-        }
-    }
-    // The internal upstream was never reached.
-    assert_eq!(
-        w.backend.accepted.load(std::sync::atomic::Ordering::SeqCst),
-        0
-    );
-}
-
 /// `GET /` for `host` (in `Host` on HTTP/1.1, `:authority` on HTTP/2) on a
 /// fresh connection made to `sni` without a client certificate: the
 /// status and the body.
@@ -428,18 +363,6 @@ async fn exchange(
     host: &str,
     h2: bool,
 ) -> (u16, String) {
-    exchange_at(w, addr, sni, host, "/", h2).await
-}
-
-/// [`exchange`] for `GET path`.
-async fn exchange_at(
-    w: &World,
-    addr: std::net::SocketAddr,
-    sni: &str,
-    host: &str,
-    path: &str,
-    h2: bool,
-) -> (u16, String) {
     use http_body_util::BodyExt;
     let alpn: &[u8] = if h2 { b"h2" } else { b"http/1.1" };
     let tls = connect(addr, sni, client_config(&w.edge_ca.cert_pem, None, &[alpn]))
@@ -447,13 +370,13 @@ async fn exchange_at(
         .unwrap();
     let io = hyper_util::rt::TokioIo::new(tls);
     let req = if h2 {
-        http::Request::get(format!("https://{host}{path}"))
+        http::Request::get(format!("https://{host}/"))
     } else {
-        http::Request::get(path).header("host", host)
+        http::Request::get("/").header("host", host)
     }
     .body(http_body_util::Empty::<bytes::Bytes>::new())
     .unwrap();
-    let resp = within_deadline(format!("GET {path} for {host:?}"), async {
+    let resp = within_deadline(format!("GET / for {host:?}"), async {
         if h2 {
             let (mut send, conn) =
                 hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)

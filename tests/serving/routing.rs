@@ -434,3 +434,31 @@ async fn a_route_an_earlier_one_takes_every_request_of_is_refused() {
     );
     assert_eq!(get_status(&w, addr, "a.example.com", "/x").await.0, "200");
 }
+
+/// First match wins, in list order, whatever the hosts: a guarded
+/// `/admin/` route without a host, listed before a route for
+/// `a.example.com`, keeps that host's `/admin/` requests (403). Chosen by
+/// host specificity (f929e53), they took the later route unguarded (200),
+/// with nothing said by `check` or a reload.
+#[tokio::test]
+async fn an_earlier_route_keeps_its_guard_over_a_later_exact_host() {
+    let w = world().await;
+    let mut p = Proxy::start(&w.scene.public_config(
+        "[{ path_prefix: /admin/, upstream: plain, allow_from: [10.0.0.0/8] }, \
+         { host: a.example.com, upstream: plain }]",
+        &plain_upstream(&w),
+    ));
+    let addr = p.listener_addr("public").await;
+    for (host, path, status) in [
+        ("a.example.com", "/admin/x", "403"),
+        ("b.example.com", "/admin/x", "403"),
+        ("a.example.com", "/x", "200"),
+        ("b.example.com", "/x", "404"),
+    ] {
+        assert_eq!(
+            get_status(&w, addr, host, path).await.0,
+            status,
+            "{host}{path}"
+        );
+    }
+}
