@@ -462,3 +462,45 @@ async fn an_earlier_route_keeps_its_guard_over_a_later_exact_host() {
         );
     }
 }
+
+/// A route an earlier one of a less specific host takes every request of
+/// is dead under first match: here `a.example.com`'s guarded `/admin/`
+/// after a `*.example.com` catch-all. `check` passed it (only routes of
+/// the very same host were compared); now it refuses it, naming both.
+#[tokio::test]
+async fn a_route_an_earlier_wildcard_takes_every_request_of_is_refused() {
+    let w = world().await;
+    let file = w.scene.public_config(
+        "[{ host: \"*.example.com\", upstream: plain }, \
+         { host: a.example.com, path_prefix: /admin/, upstream: plain, allow_from: [10.0.0.0/8] }]",
+        &plain_upstream(&w),
+    );
+    let (code, out, err) = run_cli(&["check", "--config", file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(
+            "listeners[0].routes[1]: listeners[0].routes[0], listed before it, \
+             takes every request it matches"
+        ) && err.contains("list it before listeners[0].routes[0]"),
+        "{err}"
+    );
+}
+
+/// A 1 MB `path_prefix` (a `${NAME}` value gone wrong) is checked at once:
+/// each of its own prefixes was looked up by hashing it, some 500 GB for
+/// one route, and `check` (and a reload) did not finish.
+#[tokio::test]
+async fn a_long_path_prefix_is_checked_at_once() {
+    let w = world().await;
+    let long = format!("/{}", "a".repeat(1 << 20));
+    let file = w.scene.public_config(
+        &format!("[{{ path_prefix: {long}, upstream: plain }}, {{ path_prefix: {long}/b, upstream: plain }}, {{ upstream: plain }}]"),
+        &plain_upstream(&w),
+    );
+    let (code, out, err) = run_cli(&["check", "--config", file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("listeners[0].routes[1]: listeners[0].routes[0], listed before it"),
+        "{err}"
+    );
+}

@@ -1,6 +1,6 @@
-//! Route hosts, path prefixes and `server_names` as the router and SNI compare them, refused where no request could match (routes an earlier one shadows too).
+//! Route hosts, path prefixes and `server_names` as the router and SNI compare them, refused where no request could match (routes an earlier one shadows too, across host levels).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use super::shown;
 use crate::config::bare::WILDCARD;
@@ -42,18 +42,47 @@ pub(super) fn unroutable_prefix(prefix: &str) -> Option<String> {
 /// percent-decoded as the router compares it (empty: no prefix) with the
 /// position of the first route of that host and prefix.
 #[derive(Default)]
-pub(super) struct Reachable(HashMap<Option<String>, HashMap<Vec<u8>, usize>>);
+pub(super) struct Reachable(HashMap<Option<String>, Seen>);
+
+/// One host's routes in [`Reachable`].
+#[derive(Default)]
+struct Seen {
+    /// Each decoded prefix, with the position of its first route.
+    prefixes: HashMap<Vec<u8>, usize>,
+    /// The lengths of `prefixes`' keys: a prefix's own prefixes are looked
+    /// up at these lengths alone, not at every one of its bytes (a 1 MB
+    /// `path_prefix` hashed each of its own prefixes, some 500 GB).
+    lengths: BTreeSet<usize>,
+}
+
+/// The hosts whose routes match every request a route of `host` matches:
+/// itself, for an exact host the `*.` wildcard one label up (the router's
+/// wildcard covers exactly one label), and no host.
+fn covering(host: Option<&str>) -> Vec<Option<String>> {
+    let mut all = vec![None];
+    if let Some(h) = host {
+        if !h.starts_with("*.")
+            && let Some((label, rest)) = h.split_once('.')
+            && !label.is_empty()
+        {
+            all.push(Some(format!("*.{rest}")));
+        }
+        all.push(Some(h.to_owned()));
+    }
+    all
+}
 
 impl Reachable {
     /// The position of an earlier route that takes every request route
     /// `at` (of `host` and `prefix`, both valid) would match, if one does;
-    /// else `at` is noted for the routes after it. The router tries the
-    /// routes of one host (exact, wildcard or none) in order, and a prefix
-    /// matches a path that starts with it, so an earlier route of the same
-    /// host whose prefix starts this one's (or that has none) answers
-    /// first: this route's upstream, `allow` and `allow_from` would never
-    /// apply. `/v1/` after `/v1` is taken; `/v1` after `/v1/` is not (it
-    /// still gets `/v1` and `/v1beta`). A route matches on nothing else.
+    /// else `at` is noted for the routes after it. The router takes the
+    /// first route in list order whose host and prefix match, so an
+    /// earlier route whose host covers this one's (the same host, the `*.`
+    /// wildcard over it, or none) and whose prefix starts this one's (or
+    /// that has none) answers first: this route's upstream, `allow` and
+    /// `allow_from` would never apply. `/v1/` after `/v1` is taken; `/v1`
+    /// after `/v1/` is not (it still gets `/v1` and `/v1beta`). A route
+    /// matches on nothing else.
     pub(super) fn taken_by(
         &mut self,
         at: usize,
@@ -61,13 +90,20 @@ impl Reachable {
         prefix: Option<&str>,
     ) -> Option<usize> {
         let prefix = prefix.map_or_else(Vec::new, |p| decoded(p).into_owned());
-        let seen = self.0.entry(host.map(str::to_owned)).or_default();
-        // Each of the prefix's own prefixes, the empty one (no prefix) too.
-        let first = (0..=prefix.len())
-            .filter_map(|end| seen.get(&prefix[..end]).copied())
+        let first = covering(host)
+            .iter()
+            .filter_map(|h| self.0.get(h))
+            .flat_map(|seen| {
+                // The prefix's own prefixes stored, the empty one (no prefix) too.
+                seen.lengths
+                    .range(..=prefix.len())
+                    .filter_map(|&end| seen.prefixes.get(&prefix[..end]).copied())
+            })
             .min();
         if first.is_none() {
-            seen.insert(prefix, at);
+            let seen = self.0.entry(host.map(str::to_owned)).or_default();
+            seen.lengths.insert(prefix.len());
+            seen.prefixes.insert(prefix, at);
         }
         first
     }
@@ -245,10 +281,27 @@ mod tests {
                 vec![(a, Some("/@x/")), (a, Some("/%40x/y"))],
                 vec![None, Some(0)],
             ),
-            (vec![(w, None), (a, Some("/x"))], vec![None, None]),
+            (vec![(w, None), (a, Some("/x"))], vec![None, Some(0)]),
+            (
+                vec![(w, Some("/x")), (a, Some("/x/y"))],
+                vec![None, Some(0)],
+            ),
+            (
+                vec![(None, Some("/x")), (w, Some("/x"))],
+                vec![None, Some(0)],
+            ),
+            (
+                vec![(a, None), (w, None), (None, None)],
+                vec![None, None, None],
+            ),
+            (vec![(w, Some("/x/y")), (a, Some("/x"))], vec![None, None]),
+            (
+                vec![(Some("*.b.example"), None), (a, None)],
+                vec![None, None],
+            ),
             (
                 vec![(None, None), (w, None), (a, None)],
-                vec![None, None, None],
+                vec![None, Some(0), Some(0)],
             ),
             (
                 vec![(a, Some("/a/b")), (a, Some("/a")), (a, Some("/a/b/c"))],

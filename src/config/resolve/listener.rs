@@ -187,8 +187,8 @@ impl Resolver {
                     rat.clone(),
                     format!(
                         "{at}.routes[{e}], listed before it, takes every request it matches \
-                         (the same host, or none for both, and no path_prefix or one this \
-                         route's starts with): its upstream and rules never apply; list it \
+                         (its host covers this one's: the same, the `*.` wildcard over it, \
+                         or none; and no path_prefix or one this route's starts with): its upstream and rules never apply; list it \
                          before {at}.routes[{e}] (the more specific route first), or remove it"
                     ),
                 );
