@@ -288,6 +288,10 @@ fn startup(
     if let Some(short) = crate::nofile::check_warning(config) {
         warnings.push(short.to_string());
     }
+    // First match wins: said as `run` logs it at startup and on reload.
+    for l in &config.listeners {
+        warnings.extend(l.route_overlaps.iter().cloned());
+    }
     if let Some(Err(e)) = config.access_log.as_ref().map(crate::access_log::preview) {
         problems.push(e);
     }

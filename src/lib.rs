@@ -14,7 +14,8 @@
 //!     - `front`: PROXY protocol sources, trusted proxies, `allow_from`, response
 //!       headers, the HTTPS redirect.
 //!     - `hosts`: route hosts, path prefixes and `server_names` as the router and
-//!       SNI compare them; routes an earlier route covering their host shadows.
+//!       SNI compare them; routes an earlier route covering their host shadows
+//!       (refused) or takes part of (warned about).
 //!     - `upstream`: server URLs, upstream TLS, timeouts, pool size and idle
 //!       time, `http2_keepalive`, health.
 //!     - `binds`: listening addresses that overlap on one port (`0.0.0.0` and

@@ -245,6 +245,9 @@ pub struct ListenerConfig {
     pub alpn: Vec<String>,
     pub min_version: TlsVersion,
     pub routes: Vec<RouteConfig>,
+    /// Routes an earlier, less specific one takes some requests of (first
+    /// match wins), each said as `check` warns and `run` logs it.
+    pub route_overlaps: Vec<String>,
     pub limits: Limits,
     /// What upstreams are told about a verified client certificate.
     pub forward_client_cert: crate::proxy::client_cert::ForwardClientCert,

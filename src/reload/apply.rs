@@ -575,6 +575,11 @@ impl Reloader {
         self.shared.config.store(self.config.clone());
         self.rewatch();
         self.publish();
+        for l in &self.config.listeners {
+            for o in &l.route_overlaps {
+                warn!(target: LOG, listener = %l.name, overlap = %o, "an earlier route takes some requests of a later, more specific one (first match wins)");
+            }
+        }
         for (id, e) in unusable {
             warn!(target: LOG, entry = %id, error = %e, "unused entry has no usable material");
         }

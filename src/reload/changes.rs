@@ -75,6 +75,8 @@ fn listener_changes(a: &ListenerConfig, b: &ListenerConfig) -> Vec<&'static str>
         alpn,
         min_version,
         routes,
+        // Follows from `routes`.
+        route_overlaps: _,
         limits,
         forward_client_cert,
         request_id,

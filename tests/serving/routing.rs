@@ -504,3 +504,57 @@ async fn a_long_path_prefix_is_checked_at_once() {
         "{err}"
     );
 }
+
+/// An earlier route of a less specific host that takes part of a later
+/// route's requests (the original finding: `*.internal.example` `/api/`
+/// before `status.internal.example`, whose `/api/` requests then take the
+/// first, perhaps under another certificate entry's `client_auth`) is
+/// served as listed, first match, and said: a `warning:` of `check`, and a
+/// WARN log when a reload applies it. Nothing was said before.
+#[tokio::test]
+async fn a_route_an_earlier_one_takes_part_of_is_warned_about() {
+    let w = world().await;
+    let overlap = "listeners[0].routes[1]: listeners[0].routes[0], listed before it, \
+                   takes this route's requests whose path starts with \
+                   listeners[0].routes[0]'s path_prefix";
+    let routes = "[{ host: \"*.internal.example\", path_prefix: /api/, upstream: plain, \
+                  allow_from: [10.0.0.0/8] }, { host: status.internal.example, upstream: plain }]";
+    let config = |routes: &str| {
+        format!(
+            "watch: {{ debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }}\n\
+             admin: {{ bind: \"127.0.0.1:0\" }}\nlisteners:\n{}\nupstreams:{}\n",
+            listener_yaml("public", "127.0.0.1:0", routes),
+            plain_upstream(&w)
+        )
+    };
+    let file = w.scene.path("overlap.yaml");
+    write(&file, &config(routes));
+    let (code, out, err) = run_cli(&["check", "--config", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("warning: {overlap}"))
+            && out.contains("list listeners[0].routes[1] first if its requests should go to it"),
+        "{out}"
+    );
+
+    let cfg = w.scene.config(&config(
+        "[{ host: status.internal.example, upstream: plain }]",
+    ));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    let host = "status.internal.example";
+    assert_eq!(get_status(&w, addr, host, "/api/x").await.0, "200");
+    write(&cfg, &config(routes));
+    p.wait_log("the overlap warned about", |v| {
+        v["level"] == "WARN"
+            && v["listener"] == "public"
+            && v["overlap"]
+                .as_str()
+                .is_some_and(|o| o.starts_with(overlap))
+    })
+    .await;
+    p.wait_log("reloaded", |v| v["message"] == "configuration reloaded")
+        .await;
+    assert_eq!(get_status(&w, addr, host, "/api/x").await.0, "403");
+    assert_eq!(get_status(&w, addr, host, "/x").await.0, "200");
+}

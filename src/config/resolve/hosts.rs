@@ -1,6 +1,6 @@
-//! Route hosts, path prefixes and `server_names` as the router and SNI compare them, refused where no request could match (routes an earlier one shadows too, across host levels).
+//! Route hosts, path prefixes and `server_names` as the router and SNI compare them, refused where no request could match (routes an earlier one shadows too, across host levels; partial overlaps noted).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::shown;
 use crate::config::bare::WILDCARD;
@@ -47,8 +47,9 @@ pub(super) struct Reachable(HashMap<Option<String>, Seen>);
 /// One host's routes in [`Reachable`].
 #[derive(Default)]
 struct Seen {
-    /// Each decoded prefix, with the position of its first route.
-    prefixes: HashMap<Vec<u8>, usize>,
+    /// Each decoded prefix, with the position of its first route; in
+    /// order, so the prefixes a prefix starts are one range.
+    prefixes: BTreeMap<Vec<u8>, usize>,
     /// The lengths of `prefixes`' keys: a prefix's own prefixes are looked
     /// up at these lengths alone, not at every one of its bytes (a 1 MB
     /// `path_prefix` hashed each of its own prefixes, some 500 GB).
@@ -73,6 +74,33 @@ fn covering(host: Option<&str>) -> Vec<Option<String>> {
 }
 
 impl Reachable {
+    /// The position of an earlier route of a less specific host than
+    /// `host` (the `*.` wildcard over it, or none) whose prefix starts
+    /// with `prefix` and is longer (any prefix when `prefix` is `None`):
+    /// the requests for `host` under that longer prefix take the earlier
+    /// route, under its rules (and perhaps another certificate entry's
+    /// `client_auth` than the one `host`'s connections are made under),
+    /// while the rest reach this route. Said, not refused: such a list
+    /// worked as written and may be meant. Call before [`Self::taken_by`]
+    /// for the same route; a prefix equal to the earlier one's is
+    /// `taken_by`'s.
+    pub(super) fn overlapped_by(&self, host: Option<&str>, prefix: Option<&str>) -> Option<usize> {
+        let prefix = prefix.map_or_else(Vec::new, |p| decoded(p).into_owned());
+        let own = host.map(str::to_owned);
+        covering(host)
+            .iter()
+            .filter(|h| **h != own)
+            .filter_map(|h| self.0.get(h))
+            .filter_map(|seen| {
+                seen.prefixes
+                    .range(prefix.clone()..)
+                    .find(|(p, _)| p.len() > prefix.len())
+                    .filter(|(p, _)| p.starts_with(&prefix))
+                    .map(|(_, &at)| at)
+            })
+            .min()
+    }
+
     /// The position of an earlier route that takes every request route
     /// `at` (of `host` and `prefix`, both valid) would match, if one does;
     /// else `at` is noted for the routes after it. The router takes the
@@ -313,6 +341,43 @@ mod tests {
             ),
         ] {
             assert_eq!(taken(&routes), want, "{routes:?}");
+        }
+        // Overlapped: an earlier, less specific host's longer prefix.
+        let overlapped = |routes: &[(Option<&str>, Option<&str>)]| {
+            let mut r = super::Reachable::default();
+            let all: Vec<_> = routes
+                .iter()
+                .enumerate()
+                .map(|(at, (h, p))| {
+                    let o = r.overlapped_by(*h, *p);
+                    r.taken_by(at, *h, *p);
+                    o
+                })
+                .collect();
+            all
+        };
+        for (routes, want) in [
+            (vec![(w, Some("/api/")), (a, None)], vec![None, Some(0)]),
+            (
+                vec![(None, Some("/api/")), (w, Some("/a"))],
+                vec![None, Some(0)],
+            ),
+            (
+                vec![(None, Some("/api/")), (w, Some("/b"))],
+                vec![None, None],
+            ),
+            (vec![(a, Some("/api/")), (w, None)], vec![None, None]),
+            (vec![(w, Some("/api/")), (w, None)], vec![None, None]),
+            (
+                vec![(Some("*.b.example"), Some("/x")), (a, None)],
+                vec![None, None],
+            ),
+            (
+                vec![(None, Some("/b")), (None, Some("/ab")), (w, Some("/a"))],
+                vec![None, None, Some(1)],
+            ),
+        ] {
+            assert_eq!(overlapped(&routes), want, "{routes:?}");
         }
         let cfg = MINIMAL.replace(
             "routes: [{ upstream: api }]",

@@ -148,6 +148,7 @@ impl Resolver {
         let verifies = verifies_somewhere(&client_auth, &certs);
         let mut routes = Vec::new();
         let mut reachable = Reachable::default();
+        let mut route_overlaps = Vec::new();
         for (j, r) in l.routes.iter().enumerate() {
             let rat = format!("{at}.routes[{j}]");
             super::looked_at(1);
@@ -180,6 +181,9 @@ impl Resolver {
                 })
             });
             // By place alone: a host or prefix may be a `${NAME}` value.
+            let overlapped = matchable
+                .then(|| reachable.overlapped_by(host.as_deref(), r.path_prefix.as_deref()))
+                .flatten();
             if matchable
                 && let Some(e) = reachable.taken_by(j, host.as_deref(), r.path_prefix.as_deref())
             {
@@ -192,6 +196,13 @@ impl Resolver {
                          before {at}.routes[{e}] (the more specific route first), or remove it"
                     ),
                 );
+            } else if let Some(e) = overlapped {
+                route_overlaps.push(format!(
+                    "{rat}: {at}.routes[{e}], listed before it, takes this route's requests \
+                     whose path starts with {at}.routes[{e}]'s path_prefix (its host covers \
+                     this one's: a `*.` wildcard over it, or none), under its own rules: list \
+                     {rat} first if its requests should go to it"
+                ));
             }
             let allow = self.allow(&format!("{rat}.allow"), r.allow.as_ref());
             if allow.is_some() && !verifies {
@@ -308,6 +319,7 @@ impl Resolver {
             alpn,
             min_version,
             routes,
+            route_overlaps,
             limits,
             front,
             forward_client_cert: l.forward_client_cert.unwrap_or_default(),
