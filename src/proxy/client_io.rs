@@ -232,8 +232,9 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> ClientI
         }
     }
 
-    /// Bytes read, told to [`Activity`]: HTTP/1 heads, HTTP/2 frames.
-    fn received(&self, bytes: &[u8]) {
+    /// Bytes read, told to [`Activity`]: HTTP/1 heads, HTTP/2 frames
+    /// (a client's `RST_STREAM(NO_ERROR)` rewritten as `CANCEL` in them).
+    fn received(&self, bytes: &mut [u8]) {
         if self.reads {
             self.activity.received(bytes);
         } else {
@@ -318,7 +319,7 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> ClientI
         // Bytes read are returned; an end met after them is met again by
         // the next read.
         if buf.filled().len() > before {
-            let got = &buf.filled()[before..];
+            let got = &mut buf.filled_mut()[before..];
             if self.reads {
                 self.activity.read_in_look(got);
             }
@@ -406,7 +407,7 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> AsyncRe
         let res = this.io().poll_read(cx, buf);
         match res {
             Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                this.received(&buf.filled()[before..]);
+                this.received(&mut buf.filled_mut()[before..]);
             }
             // End of stream, or a reset / TLS EOF without close_notify:
             // the client is gone, nothing to linger for.

@@ -336,8 +336,9 @@ impl Activity {
     }
 
     /// Bytes arrived (HTTP/2): their frames walked for a header block
-    /// begun, and for the client's RST_STREAM: its stream is over.
-    pub(crate) fn received_frames(&self, bytes: &[u8]) {
+    /// begun, and for the client's RST_STREAM: its stream is over (a
+    /// `NO_ERROR` one rewritten as `CANCEL`, [`frames::walk`]).
+    pub(crate) fn received_frames(&self, bytes: &mut [u8]) {
         let (state, ids) = frames::walk(
             self.frames.load(Ordering::Relaxed),
             self.frame_ids.load(Ordering::Relaxed),

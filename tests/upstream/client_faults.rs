@@ -92,6 +92,50 @@ async fn a_client_body_fault_after_the_response_is_not_the_upstreams_error() {
     assert!(!m.contains("hotproxy_upstream_errors_total{"), "{m}");
 }
 
+/// An HTTP/2 client that resets its stream with `NO_ERROR` part way
+/// through a request body that streams upstream (`body_buffer_bytes: 0`),
+/// once its head is at the upstream, 6 times with a declared length
+/// (20000, one byte sent) and 6 times without, to an HTTP/1.1 and to an
+/// HTTP/2 upstream (whose `/upload` reads the whole body before it
+/// answers). Each is a client gone (`499`), the upstream request aborted,
+/// nothing charged to the upstream. hyper ended the body cleanly at a
+/// `NO_ERROR` reset: with a length, the upstream write failed short of it
+/// and was counted as the upstream's `protocol` error (5 eject a healthy
+/// endpoint); without, the upstream got a properly ended truncated body,
+/// a cancelled upload committed as whole, and answered it.
+#[tokio::test]
+async fn a_client_reset_with_no_error_part_way_through_its_body_is_the_client_gone() {
+    let (w, backends, mut p, addr) = two_backends("body_buffer_bytes: 0", &[]).await;
+    let admin = p.admin_addr().await;
+    let mut client = h2_to(&w, addr).await;
+    for (path, upstream, backend) in [
+        ("/h1/upload", "h1", &backends[0]),
+        ("/h2/upload", "h2", &backends[1]),
+    ] {
+        for n in 1..=12 {
+            let mut req = http::Request::post(format!("https://a.example.com{path}"));
+            if n <= 6 {
+                req = req.header("content-length", "20000");
+            }
+            client = client.ready().await.unwrap();
+            let (_resp, mut tx) = client.send_request(req.body(()).unwrap(), false).unwrap();
+            tx.send_data(Bytes::from_static(b"a"), false).unwrap();
+            wait_until(WAIT, "the request's head at the upstream", || async {
+                backend.requests_for(path) >= n
+            })
+            .await;
+            tx.send_reset(h2::Reason::NO_ERROR);
+            let gone = format!(
+                "hotproxy_http_requests_total{{listener=\"public\",upstream=\"{upstream}\",code=\"499\"}} {n}"
+            );
+            wait_metric(admin, &gone, WAIT).await;
+        }
+    }
+    let m = metrics_text(admin).await;
+    assert!(!m.contains("hotproxy_upstream_errors_total{"), "{m}");
+    assert!(!m.contains("code=\"200\""), "an upload answered: {m}");
+}
+
 /// The lines, at least `n` of them, that tell of a response body cut by a
 /// failure, the upstream's or the client's body's.
 async fn wait_cut_responses(p: &mut Proxy, n: usize, what: &str) -> Vec<serde_json::Value> {

@@ -19,6 +19,14 @@
 //! put that frame in its write buffer, the socket full, before it read
 //! the reset; it drops only the frames still queued on the stream): such
 //! a HEADERS, written after, begins nothing ([`Stream::Reset`]).
+//!
+//! The client's `RST_STREAM(NO_ERROR)` is rewritten as it is read, to
+//! `CANCEL`: hyper ends a request body cleanly at a `NO_ERROR` reset (RFC
+//! 9113 §8.1's early answer, which a server sends), so a client that gave
+//! up part way through its body had the upstream sent a truncated body as
+//! whole, or the upstream's write failing short of its declared length
+//! counted as the upstream's error. A client's reset never completes a
+//! request; after its end, the code changes nothing.
 
 use crate::proxy::listener::MAX_CONCURRENT_STREAMS;
 
@@ -31,10 +39,15 @@ const END_HEADERS: u64 = 0x4;
 
 // The state's fields: bits 0..24 the frame's length while its header is
 // read, then the payload bytes left; 24..32 its type; 32..40 its flags;
-// bit 40 a header block is open; 54..58 frame-header bytes read (9: in the
+// bit 40 a header block is open; 41 a `RST_STREAM`'s code so far is not
+// zero; 54..58 frame-header bytes read (9: in the
 // payload); 58..63 preface bytes left.
 const LEN: u64 = 0xff_ffff;
 const OPEN: u64 = 1 << 40;
+/// A byte of a `RST_STREAM`'s code read so far is not zero: not `NO_ERROR`.
+const CODE_SET: u64 = 1 << 41;
+/// `CANCEL`, the last byte of the code a client's `NO_ERROR` reset becomes.
+const CANCEL: u8 = 0x8;
 const GOT_AT: u32 = 54;
 const PREFACE_AT: u32 = 58;
 
@@ -76,13 +89,16 @@ fn whole_header(bytes: &[u8]) -> Option<(u64, u64, u64, u32)> {
 
 /// `state` and `ids` after `bytes` are read; `reset` is told the stream
 /// id of each RST_STREAM frame read whole (the client's: its stream ends).
-pub fn walk(state: u64, mut ids: u64, bytes: &[u8], mut reset: impl FnMut(u32)) -> (u64, u64) {
+/// A `RST_STREAM(NO_ERROR)` in `bytes` is rewritten as `CANCEL` (the
+/// module's doc), however reads split it.
+pub fn walk(state: u64, mut ids: u64, bytes: &mut [u8], mut reset: impl FnMut(u32)) -> (u64, u64) {
     let mut preface = state >> PREFACE_AT;
     let mut got = (state >> GOT_AT) & 0xf;
     let mut len = state & LEN;
     let mut kind = (state >> 24) & 0xff;
     let mut flags = (state >> 32) & 0xff;
     let mut open = state & OPEN != 0;
+    let mut set = state & CODE_SET != 0;
     let skip = preface.min(bytes.len() as u64);
     preface -= skip;
     let mut i = skip as usize;
@@ -102,6 +118,7 @@ pub fn walk(state: u64, mut ids: u64, bytes: &[u8], mut reset: impl FnMut(u32)) 
             ids = ids & !ID | u64::from(id);
             i += 9;
             got = 9;
+            set = false;
             if matches!(kind, HEADERS | PUSH_PROMISE | CONTINUATION) {
                 open = flags & END_HEADERS == 0;
             }
@@ -116,6 +133,9 @@ pub fn walk(state: u64, mut ids: u64, bytes: &[u8], mut reset: impl FnMut(u32)) 
         }
         if got == 9 {
             let n = len.min((bytes.len() - i) as u64);
+            if kind == RST_STREAM {
+                cancel_no_error(&mut bytes[i..i + n as usize], len, &mut set);
+            }
             len -= n;
             i += n as usize;
             if len == 0 {
@@ -134,6 +154,7 @@ pub fn walk(state: u64, mut ids: u64, bytes: &[u8], mut reset: impl FnMut(u32)) 
         }
         got += 1;
         if got == 9 {
+            set = false;
             if matches!(kind, HEADERS | PUSH_PROMISE | CONTINUATION) {
                 open = flags & END_HEADERS == 0;
             }
@@ -149,10 +170,24 @@ pub fn walk(state: u64, mut ids: u64, bytes: &[u8], mut reset: impl FnMut(u32)) 
     let state = preface << PREFACE_AT
         | got << GOT_AT
         | if open { OPEN } else { 0 }
+        | if set { CODE_SET } else { 0 }
         | flags << 32
         | kind << 24
         | len;
     (state, ids)
+}
+
+/// Payload bytes `part` of a client's `RST_STREAM`, `left` of its bytes
+/// still to come with them: a code all zero (`NO_ERROR`, `set` when a byte
+/// of it before these was not) has its last byte made `CANCEL`.
+fn cancel_no_error(part: &mut [u8], left: u64, set: &mut bool) {
+    for (k, b) in part.iter_mut().enumerate() {
+        if left - k as u64 > 1 {
+            *set |= *b != 0;
+        } else if !*set && *b == 0 {
+            *b = CANCEL;
+        }
+    }
 }
 
 /// The highest stream id of a header block ended (a request come), from
@@ -376,6 +411,11 @@ mod tests {
         out
     }
 
+    /// [`super::walk`] of bytes the caller keeps as they were.
+    fn walk(state: u64, ids: u64, bytes: &[u8], reset: impl FnMut(u32)) -> (u64, u64) {
+        super::walk(state, ids, &mut bytes.to_vec(), reset)
+    }
+
     fn read(parts: &[&[u8]]) -> u64 {
         parts.iter().fold(START, |s, p| walk(s, 0, p, |_| {}).0)
     }
@@ -573,6 +613,41 @@ mod tests {
                 walk(s, ids, p, |id| resets.push(id))
             });
             assert_eq!(resets, [1, 0x10003], "read {size} bytes at a time");
+        }
+    }
+
+    /// The client's `RST_STREAM(NO_ERROR)` is read as `CANCEL`, however
+    /// reads split it; other codes, and the frames around, are kept.
+    #[test]
+    fn a_client_no_error_reset_is_read_as_cancel() {
+        let wire = |code: u32, other: &[u8]| {
+            [
+                &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
+                &frame_on(1, 0x4, 1, b"\x83"),
+                &frame_on(0, 0, 1, &[0, 0, 0, 0]),
+                &frame_on(3, 0, 1, &code.to_be_bytes()),
+                other,
+            ]
+            .concat()
+        };
+        let cases = [
+            (0, 8),
+            (8, 8),
+            (2, 2),
+            (0x100, 0x100),
+            (0x0100_0000, 0x0100_0000),
+        ];
+        for (code, read_as) in cases {
+            let after = frame_on(3, 0, 3, &[0, 0, 0, 0]);
+            let want = wire(read_as, &frame_on(3, 0, 3, &[0, 0, 0, 8]));
+            for size in [1, 2, 3, 9, 14, 1000] {
+                let mut got = wire(code, &after);
+                let mut state = (START, 0);
+                for p in got.chunks_mut(size) {
+                    state = super::walk(state.0, state.1, p, |_| {});
+                }
+                assert_eq!(got, want, "code {code}, read {size} bytes at a time");
+            }
         }
     }
 

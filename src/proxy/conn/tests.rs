@@ -397,19 +397,19 @@ fn a_response_head_written_after_the_clients_reset_is_not_begun() {
         let mut read = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         read.extend(h2_frame(4, 0, 0, &[]));
         read.extend(h2_frame(HEADERS, 0x5, 1, b"\x82\x87\x84"));
-        a.received_frames(&read);
+        a.received_frames(&mut read);
         drop(a.begin(false));
         let head = h2_frame(HEADERS, 0x4, 1, b"\x88");
         let reset = h2_frame(RST_STREAM, 0, 1, &8u32.to_be_bytes());
         if reset_first {
-            a.received_frames(&reset);
+            a.received_frames(&mut reset.clone());
             a.sent_frames(&head);
         } else {
             a.sent_frames(&head);
-            a.received_frames(&reset);
+            a.received_frames(&mut reset.clone());
         }
         a.flushed(true);
-        a.received_frames(&h2_frame(HEADERS, 0x1, 3, b"\x82"));
+        a.received_frames(&mut h2_frame(HEADERS, 0x1, 3, b"\x82"));
         assert!(a.block_begun(), "reset first: {reset_first}");
     }
 }
