@@ -160,7 +160,7 @@ fn common_request_path_allocations() {
             &mut resp,
             false,
             hotproxy::proxy::headers::Message::Response,
-        )
+        );
     });
     assert_eq!(n, 0);
     assert_eq!(resp.len(), 1, "{resp:?}");

@@ -115,6 +115,9 @@ pub struct ClientBody {
     /// `body_read_timeout` and `max_body_bytes`, for a body with content
     /// (boxed: a body is moved several times, and most requests have none).
     limits: Option<Box<BodyLimits>>,
+    /// The names the request's `Connection` nominated: its trailers lose
+    /// them (none, most requests: no allocation).
+    nominated: Vec<http::HeaderName>,
 }
 
 /// Where the body's bytes come from.
@@ -282,6 +285,7 @@ impl ClientBody {
                 counted: None,
                 limits,
                 reading: None,
+                nominated: Vec::new(),
             },
             fault,
         )
@@ -295,6 +299,7 @@ impl ClientBody {
             counted: None,
             limits: None,
             reading: None,
+            nominated: Vec::new(),
         }
     }
 
@@ -318,6 +323,7 @@ impl ClientBody {
             counted: None,
             limits: None,
             reading: None,
+            nominated: Vec::new(),
         };
         (body, fault)
     }
@@ -356,6 +362,19 @@ impl ClientBody {
     /// Whether this body has been read to its end, asked later.
     pub fn sent(&self) -> BodySent {
         BodySent(self.state.clone())
+    }
+
+    /// Trailer fields named in the request's `Connection` are removed:
+    /// at once from a body read whole (its replicas with it), as they come
+    /// from one streamed.
+    pub fn nominated(mut self, names: Vec<http::HeaderName>) -> ClientBody {
+        if let Source::Whole(whole) = &mut self.source
+            && let Some(t) = &mut whole.trailers
+        {
+            crate::proxy::trailers::remove_named(t, &names);
+        }
+        self.nominated = names;
+        self
     }
 
     /// Add the bytes read to `counter` (the access log's `bytes_in`).
@@ -422,6 +441,12 @@ impl Body for ClientBody {
         {
             let _ = state.failed.set(Fault::Malformed(e.to_string()));
             return Poll::Ready(Some(Err(e.into())));
+        }
+        if !this.nominated.is_empty()
+            && let Poll::Ready(Some(Ok(frame))) = &mut polled
+            && let Some(t) = frame.trailers_mut()
+        {
+            crate::proxy::trailers::remove_named(t, &this.nominated);
         }
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()

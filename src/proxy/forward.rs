@@ -219,6 +219,8 @@ impl Upstream {
         // Read whole, the body is through before any answer; streamed, it
         // holds the client's connection until it is.
         let reading = parts.extensions.remove::<BodyInFlight>();
+        // Trailer fields the request's `Connection` named go as its head's.
+        let named = crate::proxy::trailers::Nominated::take(&mut parts.extensions);
         let (body, body_fault) = if !upgrade && buffer::wanted(&body, ctx.body_buffer_bytes) {
             // Boxed: only requests with a small body wait here, and the
             // read would grow every request's future.
@@ -239,7 +241,7 @@ impl Upstream {
             let (body, fault) = ClientBody::new(body, ctx.body_read_timeout, max_body);
             (body.counted(counted).reading(reading), fault)
         };
-        let req = Request::from_parts(parts, body);
+        let req = Request::from_parts(parts, body.nominated(named));
         // The upstream's `request_timeout` runs from here, once a body read
         // whole is in (Envoy's route timeout starts once the request is
         // whole, nginx's `proxy_read_timeout` once it is sent): counted from the
@@ -365,8 +367,8 @@ impl Upstream {
             strip_hop_by_hop(resp.headers_mut(), true, Message::Response);
             return resp;
         }
-        strip_hop_by_hop(resp.headers_mut(), false, Message::Response);
-        resp
+        let named = strip_hop_by_hop(resp.headers_mut(), false, Message::Response);
+        crate::proxy::trailers::lose_nominated(resp, named)
     }
 
     /// Send `req` on a leased connection; once more on a new connection

@@ -27,8 +27,13 @@ pub enum Message {
 /// backends need to be told), and the `Trailer` announcement, cut to the
 /// names a trailer may carry ([`trailers::announced`]). Over HTTP/1.1
 /// hyper writes only the trailer fields a head announced, so without it an
-/// HTTP/1.1 peer would get none.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, message: Message) {
+/// HTTP/1.1 peer would get none. A name `Connection` nominated is cut from
+/// it, and returned (none: no allocation) for the trailers to lose too.
+pub fn strip_hop_by_hop(
+    headers: &mut HeaderMap,
+    keep_upgrade: bool,
+    message: Message,
+) -> Vec<HeaderName> {
     // One pass over the names first: most messages carry none of these
     // or only `Connection`, and the pass is far cheaper than hashing and
     // probing for each of the ten names.
@@ -46,13 +51,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, message: Me
     // name it there too (RFC 9110 §10.1.4).
     let te_trailers =
         message == Message::Request && present & (1 << TE_AT) != 0 && takes_trailers(headers);
-    let trailer = if present & (1 << TRAILER_AT) != 0 {
+    let mut trailer = if present & (1 << TRAILER_AT) != 0 {
         trailers::announced(headers, message)
     } else {
         None
     };
-    if nominates {
-        strip_connection_nominated(headers);
+    let named = if nominates {
+        strip_connection_nominated(headers)
+    } else {
+        Vec::new()
+    };
+    if !named.is_empty() {
+        trailer = trailer.and_then(|v| trailers::without(&v, &named));
     }
     // An upgrade keeps `Upgrade` (and gets `Connection: upgrade` back).
     let removed = if keep_upgrade {
@@ -74,6 +84,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, message: Me
     if let Some(names) = trailer {
         headers.insert(header::TRAILER, names);
     }
+    named
 }
 
 /// For an HTTP/1.1 upstream: a request that keeps `TE` (`te: trailers`,
@@ -120,13 +131,15 @@ fn takes_trailers(headers: &HeaderMap) -> bool {
 /// cuts to `trailers`), so that a later pass removes nothing more. On a
 /// request this runs first, before hotproxy adds anything: a client naming
 /// `X-Request-Id` or a client-certificate header in `Connection` must not
-/// strip what the proxy tells the upstream.
-pub fn strip_connection_nominated(headers: &mut HeaderMap) {
+/// strip what the proxy tells the upstream. The names removed are
+/// returned (none: no allocation), and cut from `Trailer`: the trailer
+/// fields they name go too (RFC 9110 §7.6.1: header or trailer fields).
+pub fn strip_connection_nominated(headers: &mut HeaderMap) -> Vec<HeaderName> {
     let mut values = headers.get_all(header::CONNECTION).iter();
     if let (Some(v), None) = (values.next(), values.next())
         && lone_option(v)
     {
-        return;
+        return Vec::new();
     }
     // `close`, `keep-alive` and `upgrade` (what nearly every `Connection`
     // says) are skipped without building a name: the common message costs
@@ -148,10 +161,21 @@ pub fn strip_connection_nominated(headers: &mut HeaderMap) {
         })
         .collect();
     if named.is_empty() {
-        return;
+        return named;
     }
-    for n in named {
+    for n in &named {
         headers.remove(n);
+    }
+    if headers.contains_key(header::TRAILER) {
+        let kept: Vec<HeaderValue> = headers
+            .get_all(header::TRAILER)
+            .iter()
+            .filter_map(|v| trailers::without(v, &named))
+            .collect();
+        headers.remove(header::TRAILER);
+        for v in kept {
+            headers.append(header::TRAILER, v);
+        }
     }
     let options: Vec<&str> = connection_tokens(headers)
         .filter(|t| is_option(t))
@@ -164,6 +188,7 @@ pub fn strip_connection_nominated(headers: &mut HeaderMap) {
             headers.remove(header::CONNECTION);
         }
     }
+    named
 }
 
 /// Every token of every `Connection` header, trimmed.
@@ -397,6 +422,30 @@ mod tests {
         let before = h.clone();
         strip_hop_by_hop(&mut h, false, Message::Response);
         assert_eq!(h, before);
+    }
+
+    /// A name `Connection` nominates leaves `Trailer` too, and comes back
+    /// for the trailer fields to lose; none named, none come back.
+    #[test]
+    fn connection_nominated_names_leave_the_trailer_announcement() {
+        for message in [Message::Request, Message::Response] {
+            let mut h = HeaderMap::new();
+            h.insert("connection", HeaderValue::from_static("close, X-Hop"));
+            h.insert("trailer", HeaderValue::from_static("x-hop, x-checksum"));
+            h.insert("te", HeaderValue::from_static("trailers"));
+            assert_eq!(strip_hop_by_hop(&mut h, false, message), ["x-hop"]);
+            assert_eq!(h["trailer"], "x-checksum", "{message:?}");
+            let mut h = HeaderMap::new();
+            h.insert("connection", HeaderValue::from_static("x-hop"));
+            h.insert("trailer", HeaderValue::from_static("x-hop"));
+            assert_eq!(strip_connection_nominated(&mut h), ["x-hop"]);
+            assert!(!h.contains_key("trailer"), "{h:?}");
+            let mut h = HeaderMap::new();
+            h.insert("connection", HeaderValue::from_static("keep-alive"));
+            h.insert("trailer", HeaderValue::from_static("x-checksum"));
+            assert!(strip_hop_by_hop(&mut h, false, message).is_empty());
+            assert_eq!(h["trailer"], "x-checksum", "{message:?}");
+        }
     }
 
     #[test]

@@ -647,7 +647,11 @@ async fn handle(
     if req.version() == http::Version::HTTP_2 {
         req.headers_mut().reserve(ADDED_FIELDS);
     }
-    let named = request::Named::first_pass(req.headers_mut());
+    let (named, nominated) = request::Named::first_pass(req.headers_mut());
+    if !nominated.is_empty() {
+        req.extensions_mut()
+            .insert(crate::proxy::trailers::Nominated(nominated));
+    }
     let edge = listener.edge.load();
     let mut exchange = Exchange::begin(&edge, ctx, &mut req, start, named.request_id);
     let prepared = match crowded {

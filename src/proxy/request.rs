@@ -129,17 +129,21 @@ impl Named {
     /// The names a request carries, and the headers its `Connection`
     /// names removed: first, before hotproxy adds anything
     /// ([`crate::proxy::headers::strip_connection_nominated`]).
-    pub fn first_pass(headers: &mut http::HeaderMap) -> Named {
+    /// The names its `Connection` nominated come back too (none: no
+    /// allocation), for its trailers to lose.
+    pub fn first_pass(headers: &mut http::HeaderMap) -> (Named, Vec<http::HeaderName>) {
         let mut named = Named::default();
         for name in headers.keys() {
             named.connection |= *name == header::CONNECTION;
             named.upgrade |= *name == header::UPGRADE;
             named.request_id |= *name == crate::proxy::request_id::X_REQUEST_ID;
         }
-        if named.connection {
-            crate::proxy::headers::strip_connection_nominated(headers);
-        }
-        named
+        let nominated = if named.connection {
+            crate::proxy::headers::strip_connection_nominated(headers)
+        } else {
+            Vec::new()
+        };
+        (named, nominated)
     }
 
     /// Whether `req` asks for an upgrade hotproxy tunnels
@@ -533,12 +537,12 @@ mod tests {
     fn the_first_pass_notes_the_names_and_strips_the_nominated() {
         let mut h = http::HeaderMap::new();
         h.insert("host", HeaderValue::from_static("a.test"));
-        assert_eq!(Named::first_pass(&mut h), Named::default());
+        assert_eq!(Named::first_pass(&mut h).0, Named::default());
         h.insert("upgrade", HeaderValue::from_static("websocket"));
         h.insert("x-request-id", HeaderValue::from_static("abc"));
         h.insert("connection", HeaderValue::from_static("Upgrade, x-b"));
         h.insert("x-b", HeaderValue::from_static("1"));
-        let named = Named::first_pass(&mut h);
+        let named = Named::first_pass(&mut h).0;
         assert!(named.connection && named.upgrade && named.request_id);
         assert!(!h.contains_key("x-b") && h.contains_key("upgrade"), "{h:?}");
         let r = req(Version::HTTP_11, "/", &["a.test"]);

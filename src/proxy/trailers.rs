@@ -21,6 +21,9 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use http_body_util::BodyExt;
+
+use crate::proxy::forward::ResponseBody;
 use crate::proxy::headers::{Message, is_hop_by_hop, is_vouched_for, remove_where};
 use crate::proxy::request::{MAX_HEADER_FIELDS, padded};
 
@@ -85,6 +88,70 @@ fn decides_the_request(name: &HeaderName) -> bool {
 /// client's stream instead of ending it).
 pub fn clean_response(trailers: &mut HeaderMap) {
     remove_where(trailers, never_a_trailer);
+}
+
+/// A `Trailer` value without the `named` names (those a `Connection`
+/// nominated: [`crate::proxy::hop::strip_connection_nominated`]); `None`
+/// when none is left.
+pub fn without(value: &HeaderValue, named: &[HeaderName]) -> Option<HeaderValue> {
+    let kept: Vec<&str> = value
+        .to_str()
+        .ok()?
+        .split(',')
+        .map(str::trim)
+        .filter(|t| {
+            !t.is_empty() && HeaderName::from_bytes(t.as_bytes()).is_ok_and(|n| !named.contains(&n))
+        })
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&kept.join(", ")).ok()
+}
+
+/// The names a request's `Connection` nominated (none: not in its
+/// extensions), for its trailers to lose as its head did.
+#[derive(Clone, Debug)]
+pub struct Nominated(pub Vec<HeaderName>);
+
+impl Nominated {
+    /// Those a request's `extensions` hold, taken out (none: empty).
+    pub fn take(extensions: &mut http::Extensions) -> Vec<HeaderName> {
+        extensions
+            .remove::<Nominated>()
+            .map(|n| n.0)
+            .unwrap_or_default()
+    }
+}
+
+/// `resp` whose trailer fields named in its `Connection` (`named`, taken
+/// from its head) go as the head's did: an HTTP/2 client is sent every
+/// trailer field, announced or not. None named (nearly every response):
+/// `resp` as it is.
+pub fn lose_nominated(
+    resp: http::Response<ResponseBody>,
+    named: Vec<HeaderName>,
+) -> http::Response<ResponseBody> {
+    if named.is_empty() {
+        return resp;
+    }
+    resp.map(|body| {
+        body.map_frame(move |mut frame| {
+            if let Some(t) = frame.trailers_mut() {
+                remove_named(t, &named);
+            }
+            frame
+        })
+        .boxed()
+    })
+}
+
+/// Remove the `named` fields from `trailers` (a `Connection` nominated
+/// them: RFC 9110 §7.6.1).
+pub fn remove_named(trailers: &mut HeaderMap, named: &[HeaderName]) {
+    for n in named {
+        trailers.remove(n);
+    }
 }
 
 /// The `Trailer` header a message goes on with: of the first

@@ -231,3 +231,39 @@ async fn announced_trailers_pass_over_http1_both_ways() {
     // so waiting for the body's end closed each one (three dials here).
     assert_eq!(h1.accepted.load(Ordering::SeqCst), 1);
 }
+
+/// Fields an HTTP/1.1 client's `Connection` names are hop-by-hop as
+/// trailer fields too (RFC 9110 §7.6.1: a proxy removes the header or
+/// trailer fields it names): `Connection: x-hop` with `Trailer: x-hop,
+/// x-checksum` and a chunked body ending in both reaches an HTTP/1.1 and an
+/// HTTP/2 backend with `x-checksum` alone, announced and sent. `Trailer`
+/// was cut before the nominated fields went, so `x-hop` stayed announced,
+/// and the trailers lost only fixed names: `x-hop: v` reached the backend.
+#[tokio::test]
+async fn trailer_fields_named_in_connection_do_not_pass() {
+    let w = world().await;
+    let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
+    let h2 = Backend::start("h2", &w.backend_pair, None).await;
+    for (name, backend) in [("h1", &h1), ("h2", &h2)] {
+        let (_p, addr) = serve(&w.scene.one_upstream_config(name, backend.addr, &[])).await;
+        let upload = "POST /trailers/upload HTTP/1.1\r\nHost: a.example.com\r\n\
+             Connection: x-hop, TE, close\r\nTE: trailers\r\n\
+             Trailer: x-hop, x-checksum\r\nTransfer-Encoding: chunked\r\n\r\n\
+             4\r\nabcd\r\n0\r\nx-hop: v\r\nx-checksum: crc32c=1\r\n\r\n";
+        let r = raw(&w, addr, upload.as_bytes()).await;
+        assert_eq!(r.status, 200, "{name}: {}", r.body);
+        let seen = r.json();
+        assert_eq!(seen["body_bytes"], 4, "{name}: {seen}");
+        assert_eq!(
+            seen["trailers"],
+            serde_json::json!({ "x-checksum": "crc32c=1" }),
+            "{name}: {seen}"
+        );
+        if name == "h1" {
+            assert_eq!(seen["headers"]["trailer"], "x-checksum", "{seen}");
+        } else {
+            let trailer = &seen["headers"]["trailer"];
+            assert!(trailer.is_null() || trailer == "x-checksum", "{seen}");
+        }
+    }
+}
