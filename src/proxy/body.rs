@@ -131,6 +131,22 @@ enum Source {
     Streamed(Incoming),
 }
 
+/// A request body kept to send again ([`ClientBody::kept`]): none, or
+/// one read whole and its `body_read_timeout`.
+pub struct KeptBody(Option<(Whole, Duration)>);
+
+impl KeptBody {
+    /// The body again, as [`ClientBody::replica`] gives it.
+    pub fn body(self) -> ClientBody {
+        match self.0 {
+            None => ClientBody::empty(),
+            Some((Whole { data, trailers }, limit)) => {
+                ClientBody::whole(data.unwrap_or_default(), trailers, limit).0
+            }
+        }
+    }
+}
+
 /// A body read whole: the data and trailers still to send.
 #[derive(Clone)]
 struct Whole {
@@ -340,14 +356,19 @@ impl ClientBody {
     /// for a body streamed from the client (it cannot be read twice).
     /// Taken before the first send.
     pub fn replica(&self) -> Option<ClientBody> {
+        self.kept().map(KeptBody::body)
+    }
+
+    /// What makes [`ClientBody::replica`] later, taken before the first
+    /// send: a body read whole shares its bytes (no copy, no allocation).
+    pub fn kept(&self) -> Option<KeptBody> {
         match &self.source {
-            Source::Empty => Some(ClientBody::empty()),
-            Source::Streamed(inner) if inner.is_end_stream() => Some(ClientBody::empty()),
+            Source::Empty => Some(KeptBody(None)),
+            Source::Streamed(inner) if inner.is_end_stream() => Some(KeptBody(None)),
             Source::Streamed(_) => None,
             Source::Whole(whole) => {
-                let Whole { data, trailers } = (**whole).clone();
                 let limit = self.state.as_ref().map_or(Duration::ZERO, |s| s.limit);
-                Some(ClientBody::whole(data.unwrap_or_default(), trailers, limit).0)
+                Some(KeptBody(Some(((**whole).clone(), limit))))
             }
         }
     }

@@ -142,7 +142,8 @@ pub fn copy_of(req: &Request<ClientBody>) -> Request<ClientBody> {
 /// (on a new connection, or its sends spent, [`crate::proxy::resends`]):
 /// its failure, and the request for another endpoint if one may take it:
 /// handed back unwritten, or its copy (`copy`) when the connection closed
-/// before the response head. Handed back by a `reused` connection (the
+/// before the response head, or when none of it reached the socket
+/// (`unwritten`). Handed back, or unwritten, on a `reused` connection (the
 /// endpoint closed it while idle, its keep-alive timeout racing the
 /// request), it is [`Failure::IdleClosed`], as over HTTP/2 `Unsent`: the endpoint never
 /// saw it, and passive health and `hotproxy_upstream_errors_total` counted
@@ -152,16 +153,51 @@ pub fn copy_of(req: &Request<ClientBody>) -> Request<ClientBody> {
 /// after a TLS 1.3 handshake, whose cause the error keeps).
 pub fn h1_spent(
     mut err: TrySendError<Request<ClientBody>>,
-    copy: Option<Request<ClientBody>>,
+    copy: Option<(Request<ClientBody>, bool)>,
     reused: bool,
 ) -> (Failure, Option<Request<ClientBody>>) {
-    match err.take_message() {
-        Some(unsent) if reused => (Failure::IdleClosed(err.into_error()), Some(unsent)),
-        Some(unsent) => (Failure::Request(err.into_error()), Some(unsent)),
-        None => {
+    match (err.take_message(), copy) {
+        (Some(unsent), _) if reused => (Failure::IdleClosed(err.into_error()), Some(unsent)),
+        (Some(unsent), _) => (Failure::Request(err.into_error()), Some(unsent)),
+        (None, Some((copy, true))) if reused => (Failure::IdleClosed(err.into_error()), Some(copy)),
+        (None, copy) => {
             let again = copy.filter(|_| closed_before_response(err.error()));
-            (Failure::Request(err.into_error()), again)
+            (Failure::Request(err.into_error()), again.map(|(c, _)| c))
         }
+    }
+}
+
+/// An HTTP/1.1 send that failed with a send again left to its endpoint:
+/// the request to send on a new connection, its error and what to log;
+/// or its failure and the request for another endpoint. Sent again when
+/// handed back unwritten; when hyper took it and none of it reached a
+/// `reused` connection's socket (`copy`'s flag, [`crate::proxy::kept`]),
+/// whatever its method; or, its `copy` (idempotent) kept, when a reused
+/// connection closed before the response head. A new connection closed on
+/// this very request: the endpoint may have failed on it; not this one
+/// again, another may take it (the copy is kept for that).
+// Its `Err` is the one `Upstream::send` returns.
+#[allow(clippy::type_complexity, clippy::result_large_err)]
+pub fn h1_again(
+    mut err: TrySendError<Request<ClientBody>>,
+    copy: Option<(Request<ClientBody>, bool)>,
+    reused: bool,
+) -> Result<(Request<ClientBody>, hyper::Error, &'static str), (Failure, Option<Request<ClientBody>>)>
+{
+    const UNSENT: &str = "request not sent; retrying on a new connection";
+    if let Some(unsent) = err.take_message() {
+        return Ok((unsent, err.into_error(), UNSENT));
+    }
+    match copy {
+        Some((copy, true)) if reused => Ok((copy, err.into_error(), UNSENT)),
+        Some((copy, _)) if closed_before_response(err.error()) => {
+            if !reused {
+                return Err((Failure::Request(err.into_error()), Some(copy)));
+            }
+            let what = "reused connection closed; retrying on a new connection";
+            Ok((copy, err.into_error(), what))
+        }
+        _ => Err((Failure::Request(err.into_error()), None)),
     }
 }
 

@@ -47,8 +47,8 @@ use crate::proxy::budget::Budget;
 use crate::proxy::buffer;
 use crate::proxy::edge::{Abandoned, BytesIn, UpstreamAnswered};
 use crate::proxy::failure::{
-    Failure, closed_before_response, copy_of, diagnose, dispatch_gone, early, h1_spent, idempotent,
-    refused_stream, replayable, unprocessed,
+    Failure, closed_before_response, copy_of, diagnose, dispatch_gone, early, h1_again, h1_spent,
+    idempotent, refused_stream, replayable, unprocessed,
 };
 use crate::proxy::framing;
 use crate::proxy::headers::{Message, rewrite_request_headers, strip_hop_by_hop};
@@ -427,11 +427,13 @@ impl Upstream {
                     // needed: an idempotent one whose body can be sent twice
                     // (none, or read whole), on a reused connection while
                     // the sends again allow one, or on any when another
-                    // endpoint may take it.
+                    // endpoint may take it. On a reused one any other, for
+                    // none of it reaching the socket (`Kept::unwritten`).
                     let reused = c.reused();
                     let again = !fresh && reused && resends.on_new(false);
                     let copy = ((may_retry || again) && replayable(&req))
-                        .then(|| Kept::of(&req, same.then_some(fields.bytes)));
+                        .then(|| Kept::of(&req, same.then_some(fields.bytes)))
+                        .or_else(|| Kept::unwritten(&req, reused));
                     // hyper's HTTP/1.1 client frames a GET or HEAD body of
                     // unknown length as none: the upstream got a bare GET
                     // and the connection, the body unsent, was closed. Told
@@ -597,7 +599,6 @@ impl Upstream {
                     }
                 }
             };
-            let mut err = err;
             // Within the budget an HTTP/2 send keeps to (`Resends`): an
             // endpoint whose connections come up HTTP/2 and HTTP/1.1 (a
             // balancer before mixed pods) had a request its HTTP/2 ones
@@ -608,24 +609,9 @@ impl Upstream {
             if fresh || !resends.on_new(false) {
                 return Err(h1_spent(err, copy, reused));
             }
-            let what = if let Some(unsent) = err.take_message() {
-                req = unsent;
-                "request not sent; retrying on a new connection"
-            } else if let Some(copy) = copy
-                && closed_before_response(err.error())
-            {
-                if !reused {
-                    // A new connection closed on this very request: the
-                    // endpoint may have failed on it. Not this one again;
-                    // another may take it (the copy is kept for that).
-                    return Err((Failure::Request(err.into_error()), Some(copy)));
-                }
-                req = copy;
-                "reused connection closed; retrying on a new connection"
-            } else {
-                return Err((Failure::Request(err.into_error()), None));
-            };
-            self.resending(endpoint, check, err.error(), what);
+            let (again, err, what) = h1_again(err, copy, reused)?;
+            req = again;
+            self.resending(endpoint, check, &err, what);
             resends.count(false);
             fresh = true;
         }

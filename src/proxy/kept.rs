@@ -4,7 +4,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Uri, Version};
 
-use crate::proxy::body::ClientBody;
+use crate::proxy::body::{ClientBody, KeptBody};
 use crate::proxy::failure::copy_of;
 use crate::proxy::forward::StandInHost;
 use crate::upstream::conn::H1;
@@ -13,9 +13,16 @@ use crate::upstream::conn::H1;
 /// the request it writes. A request without a body whose head is small is
 /// sent again from its head as written ([`H1::sent_head`]), which costs no
 /// copy of its fields per request; any other, from a copy taken before.
+/// A request none of which reached the socket is sent again whatever its
+/// method ([`Kept::unwritten`]): from its head as written and its `body`.
 pub(super) enum Kept {
     Copy(Box<Request<ClientBody>>),
-    Written { version: Version, stand_in: bool },
+    Written {
+        version: Version,
+        stand_in: bool,
+        /// `Some`: sent again only if never written, with this body.
+        body: Option<KeptBody>,
+    },
 }
 
 /// The largest head (its fields' bytes) sent again from what was written:
@@ -78,24 +85,57 @@ impl Kept {
                 return Kept::Written {
                     version: req.version(),
                     stand_in: req.extensions().get::<StandInHost>().is_some(),
+                    body: None,
                 };
             }
         }
         Kept::Copy(Box::new(copy_of(req)))
     }
 
+    /// A request on a `reused` connection that [`Kept::of`] does not keep
+    /// (any method, or no send again allowed), whose body can be sent
+    /// twice: kept to go again only if none of it reaches the socket (the
+    /// upstream reset the idle connection, the reset not yet read, and
+    /// the write failed). hyper hands back no request it has taken, and
+    /// such a `POST` got a `502` the upstream never saw a byte of. Costs
+    /// no copy: the head comes from what hyper meant to write, a body
+    /// read whole shares its bytes.
+    pub(super) fn unwritten(req: &Request<ClientBody>, reused: bool) -> Option<Kept> {
+        if !reused {
+            return None;
+        }
+        Some(Kept::Written {
+            version: req.version(),
+            stand_in: req.extensions().get::<StandInHost>().is_some(),
+            body: Some(req.body().kept()?),
+        })
+    }
+
     /// The request again, from the head hyper wrote or tried to write (a
     /// write that failed keeps what it was given, [`H1::sent_head`]: hyper
     /// hands back no request it has taken); `None` if hyper never began
-    /// to write it (then it hands the request back itself).
-    pub(super) fn request(self, c: &H1, path: &PathAndQuery) -> Option<Request<ClientBody>> {
-        let (version, stand_in) = match self {
-            Kept::Copy(req) => return Some(*req),
-            Kept::Written { version, stand_in } => (version, stand_in),
+    /// to write it (then it hands the request back itself), or if it is
+    /// kept only unwritten ([`Kept::unwritten`]) and some of it was. And
+    /// whether none of it reached the socket: then it was never sent.
+    pub(super) fn request(
+        self,
+        c: &H1,
+        path: &PathAndQuery,
+    ) -> Option<(Request<ClientBody>, bool)> {
+        let (version, stand_in, body) = match self {
+            Kept::Copy(req) => return Some((*req, c.sent_head().is_some_and(|(_, u)| u))),
+            Kept::Written {
+                version,
+                stand_in,
+                body,
+            } => (version, stand_in, body),
         };
-        let head = c.sent_head()?;
+        let (head, unwritten) = c.sent_head()?;
+        if body.is_some() && !unwritten {
+            return None;
+        }
         let (method, headers) = crate::proxy::failure::parse_written_head(&head)?;
-        let mut req = Request::new(ClientBody::empty());
+        let mut req = Request::new(body.map_or_else(ClientBody::empty, KeptBody::body));
         *req.method_mut() = method;
         *req.uri_mut() = Uri::from(path.clone());
         *req.version_mut() = version;
@@ -103,6 +143,168 @@ impl Kept {
         if stand_in {
             req.extensions_mut().insert(StandInHost);
         }
-        Some(req)
+        Some((req, unwritten))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::proxy::body::ClientBody;
+    use crate::proxy::forward::Upstream;
+
+    /// Whether the IPv4 socket bound to `local` is ESTABLISHED, by the
+    /// kernel's table (not by reading the socket, which is what the test
+    /// is about).
+    fn established(local: std::net::SocketAddr) -> bool {
+        let std::net::IpAddr::V4(ip) = local.ip() else {
+            return false;
+        };
+        let want = format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(ip.octets()),
+            local.port()
+        );
+        std::fs::read_to_string("/proc/net/tcp")
+            .unwrap()
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                Some((f.nth(1)?.to_owned(), f.nth(1)?.to_owned()))
+            })
+            .any(|(at, state)| at == want && state == "01")
+    }
+
+    /// A request head, and its body of `content-length` bytes, read from `s`.
+    async fn read_request(s: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            assert_eq!(s.read(&mut b).await.unwrap(), 1, "no request");
+            head.push(b[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let len = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .map_or(0, |n| n.parse().unwrap());
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).await.unwrap();
+        (head, body)
+    }
+
+    /// A `POST` whose body was read whole, taken by a pooled connection
+    /// the upstream reset while it was idle, after the pool found it
+    /// ready but before any byte of the request reached its socket (the
+    /// reset in the kernel, not yet in tokio's readiness: hyper's idle
+    /// read sees nothing, its write fails). hyper hands back no request
+    /// it has taken, and only an idempotent one was kept to send again:
+    /// the `POST` got a `502`, counted against the endpoint, which never
+    /// saw a byte of it (SPEC: a request never written is sent again,
+    /// whatever its method). It is sent again on a new connection: the
+    /// upstream gets it once, the client its answer.
+    #[tokio::test]
+    async fn a_post_a_reused_connection_never_wrote_is_sent_again() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let endpoint = Arc::new(crate::upstream::endpoint::tests::endpoint(port, false, 4));
+        let mut config = crate::upstream::endpoint::tests::config(4, Duration::from_secs(2));
+        config.name = "kept-post-unwritten".into();
+        let tls = crate::tls::client::build(None, None, &[]).unwrap();
+        let upstream = Upstream::new(config, tls, None);
+        // A connection that carried one request, answered keep-alive.
+        let mut c = crate::upstream::pool::tests::h1(&listener).await;
+        let (mut server, client) = listener.accept().await.unwrap();
+        let req = http::Request::get("/").body(ClientBody::empty()).unwrap();
+        let answer = async {
+            read_request(&mut server).await;
+            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+            server.write_all(ok).await.unwrap();
+        };
+        let (resp, ()) = tokio::join!(c.send(req), answer);
+        let mut body = resp.map_err(|e| e.into_error()).unwrap().into_body();
+        std::future::poll_fn(|cx| {
+            c.poll_conn(cx);
+            hyper::body::Body::poll_frame(std::pin::Pin::new(&mut body), cx)
+                .map(|f| assert!(f.is_none()))
+        })
+        .await;
+        drop(body);
+        // Idle and read to the end (tokio's readiness cleared): pooled.
+        assert!(c.ready().await, "the used connection is not ready");
+        endpoint.pool.put(c);
+        // The upstream resets it (SO_LINGER 0). Awaited in the kernel's
+        // table without yielding: tokio's IO driver has not seen it.
+        socket2::SockRef::from(&server)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(server);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while established(client) {
+            assert!(std::time::Instant::now() < deadline, "the reset never came");
+            std::thread::yield_now();
+        }
+        // What the upstream gets on its next connections.
+        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let seen_tx = seen_tx.clone();
+                tokio::spawn(async move {
+                    let request = read_request(&mut s).await;
+                    seen_tx.send(request).unwrap();
+                    let done = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ndone";
+                    s.write_all(done).await.unwrap();
+                    // Kept open: the answer is not cut by a close.
+                    let _ = s.read(&mut [0u8; 1]).await;
+                });
+            }
+        });
+        let (body, _) = ClientBody::whole(Bytes::from_static(b"hello"), None, Duration::ZERO);
+        let mut req = http::Request::post("/x").body(body).unwrap();
+        let headers = req.headers_mut();
+        headers.insert(http::header::HOST, "app.example.com".parse().unwrap());
+        headers.insert(http::header::CONTENT_LENGTH, "5".parse().unwrap());
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        let timed_out = AtomicBool::new(false);
+        let path = http::uri::PathAndQuery::from_static("/x");
+        let sent = upstream
+            .send(
+                &endpoint,
+                req,
+                path,
+                false,
+                &|| false,
+                &timed_out,
+                until,
+                false,
+            )
+            .await;
+        let resp = match sent {
+            Ok(resp) => resp,
+            Err((failure, _)) => {
+                let (reason, cause, status) = crate::proxy::failure::diagnose(&failure);
+                panic!("not sent again: {status} {reason}: {cause}");
+            }
+        };
+        assert_eq!(resp.status(), http::StatusCode::OK);
+        let answer = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&answer[..], b"done");
+        let (head, body) = seen.recv().await.unwrap();
+        assert!(head.starts_with("POST /x HTTP/1.1\r\n"), "{head}");
+        assert_eq!(body, b"hello");
+        assert!(seen.try_recv().is_err(), "the upstream got it twice");
+        // Sent again after a failed write (counted), not dialled anew by
+        // a pool that saw the reset (the race this test is about).
+        let resends = "hotproxy_upstream_resends_total{upstream=\"kept-post-unwritten\"} 1";
+        let metrics = crate::metrics::METRICS.render();
+        assert!(metrics.lines().any(|l| l == resends), "{metrics}");
     }
 }

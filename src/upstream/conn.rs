@@ -271,9 +271,9 @@ impl H1 {
     }
 
     /// The head of the request last sent on it, as written, if all of it
-    /// was ([`HeadWait::sent`]).
-    pub fn sent_head(&self) -> Option<Vec<u8>> {
-        self.head.sent()
+    /// was, and whether none of it reached the socket ([`HeadWait::written`]).
+    pub fn sent_head(&self) -> Option<(Vec<u8>, bool)> {
+        self.head.written()
     }
 
     /// Closed, its server slot kept for a new connection: a request sent

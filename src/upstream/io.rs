@@ -95,6 +95,27 @@ impl AsyncWrite for MaybeTls {
     }
 }
 
+impl MaybeTls {
+    /// The bytes a TLS stream has written to its socket (wrapping); 0
+    /// for a plain one, whose writes say themselves what they wrote.
+    fn socket_sent(&self) -> u64 {
+        match self {
+            MaybeTls::Plain(_) => 0,
+            MaybeTls::Tls(tls) => tls.sent(),
+        }
+    }
+
+    /// Whether a write, `before` being [`MaybeTls::socket_sent`] ahead of
+    /// it, put bytes on the socket (a TLS stream's `Ok` may have left all
+    /// it took in rustls, and its error come after records went out).
+    fn reached(&self, before: u64, polled: &Poll<std::io::Result<usize>>) -> bool {
+        match self {
+            MaybeTls::Plain(_) => matches!(polled, Poll::Ready(Ok(n)) if *n > 0),
+            MaybeTls::Tls(_) => self.socket_sent() != before,
+        }
+    }
+}
+
 /// The bytes of one upstream connection plus its server slot
 /// (`max_connections_per_server`), freed when the connection closes —
 /// also when it ends as an upgraded tunnel.
@@ -151,12 +172,14 @@ const NOT_WAITING: usize = usize::MAX;
 /// The bytes written since the last [`HeadWait::count`], up to the end of
 /// the request's head (an empty line; a head with no body is written
 /// alone), and no more than [`SENT_HEAD_KEPT`]: `whole` once the head is
-/// in, `over` once that many bytes came without it.
+/// in, `over` once that many bytes came without it; `reached` once any
+/// byte written since reached the socket (a TLS stream's records too).
 #[derive(Default)]
 struct SentHead {
     bytes: Vec<u8>,
     whole: bool,
     over: bool,
+    reached: bool,
 }
 
 /// The most of a request's head kept as written.
@@ -178,6 +201,7 @@ impl HeadWait {
             sent.bytes.clear();
             sent.whole = false;
             sent.over = false;
+            sent.reached = false;
         }
         self.0.store(0, Ordering::Relaxed);
         HeadCount(self.clone())
@@ -190,6 +214,15 @@ impl HeadWait {
         sent.whole.then(|| sent.bytes.clone())
     }
 
+    /// [`HeadWait::sent`], and whether none of what was written since the
+    /// request was handed over reached the socket: a write that failed
+    /// first (an idle connection the upstream reset, its reset not yet
+    /// read), the upstream got no byte of this request.
+    pub fn written(&self) -> Option<(Vec<u8>, bool)> {
+        let sent = self.sent_head();
+        sent.whole.then(|| (sent.bytes.clone(), !sent.reached))
+    }
+
     fn sent_head(&self) -> std::sync::MutexGuard<'_, SentHead> {
         self.1.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -199,23 +232,32 @@ impl HeadWait {
     /// meant to write. hyper hands back no request it has taken, so a
     /// bodyless request whose first write failed (a connection reset just
     /// as it was reused) is sent again from these bytes: never written,
-    /// as the SPEC's resend promise says.
-    fn polled(&self, bufs: &[std::io::IoSlice<'_>], polled: &Poll<std::io::Result<usize>>) {
+    /// as the SPEC's resend promise says. `reached`: the call put bytes
+    /// on the socket.
+    fn polled(
+        &self,
+        bufs: &[std::io::IoSlice<'_>],
+        polled: &Poll<std::io::Result<usize>>,
+        reached: bool,
+    ) {
         match polled {
-            Poll::Ready(Ok(n)) => self.wrote(bufs, *n),
-            Poll::Ready(Err(_)) => self.wrote(bufs, bufs.iter().map(|b| b.len()).sum()),
+            Poll::Ready(Ok(n)) => self.wrote(bufs, *n, reached),
+            Poll::Ready(Err(_)) => self.wrote(bufs, bufs.iter().map(|b| b.len()).sum(), reached),
+            Poll::Pending if reached => self.wrote(bufs, 0, true),
             Poll::Pending => {}
         }
     }
 
     /// `n` bytes of `bufs` were written: kept until the head is whole.
     /// Its end is an empty line, the only one in a head, so the bytes in
-    /// are the whole head once they end with one.
-    fn wrote(&self, bufs: &[std::io::IoSlice<'_>], mut n: usize) {
+    /// are the whole head once they end with one. `reached`: some bytes
+    /// reached the socket.
+    fn wrote(&self, bufs: &[std::io::IoSlice<'_>], mut n: usize, reached: bool) {
         if self.0.load(Ordering::Relaxed) == NOT_WAITING {
             return;
         }
         let mut sent = self.sent_head();
+        sent.reached |= reached;
         for buf in bufs {
             if sent.whole || sent.over || n == 0 {
                 return;
@@ -313,9 +355,11 @@ impl AsyncWrite for Framed {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
+        let before = this.io.socket_sent();
         let polled = Pin::new(&mut this.io).poll_write(cx, buf);
         if let Some(head) = &this.head {
-            head.polled(&[std::io::IoSlice::new(buf)], &polled);
+            let reached = this.io.reached(before, &polled);
+            head.polled(&[std::io::IoSlice::new(buf)], &polled, reached);
         }
         if let (Some(frames), Poll::Ready(Ok(n))) = (&mut this.frames, &polled) {
             frames.wrote(&[std::io::IoSlice::new(buf)], *n);
@@ -329,9 +373,11 @@ impl AsyncWrite for Framed {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
+        let before = this.io.socket_sent();
         let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
         if let Some(head) = &this.head {
-            head.polled(bufs, &polled);
+            let reached = this.io.reached(before, &polled);
+            head.polled(bufs, &polled, reached);
         }
         if let (Some(frames), Poll::Ready(Ok(n))) = (&mut this.frames, &polled) {
             frames.wrote(bufs, *n);
@@ -344,7 +390,16 @@ impl AsyncWrite for Framed {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        let before = this.io.socket_sent();
+        let polled = Pin::new(&mut this.io).poll_flush(cx);
+        // A TLS stream's records written now (a plain one's flush writes none).
+        if let Some(head) = &this.head
+            && this.io.socket_sent() != before
+        {
+            head.wrote(&[], 0, true);
+        }
+        polled
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -356,10 +411,7 @@ impl AsyncWrite for Framed {
 /// count; a plain one's writes say themselves whether they wrote.
 impl Sent for UpstreamIo {
     fn sent(&self) -> u64 {
-        match &self.io.inner().io {
-            MaybeTls::Plain(_) => 0,
-            MaybeTls::Tls(tls) => tls.sent(),
-        }
+        self.io.inner().io.socket_sent()
     }
 }
 

@@ -48,7 +48,24 @@ pub(crate) fn endpoint(port: u16, https: bool, slots: usize) -> Endpoint {
 
 /// [`endpoint`], with `connect_timeout`.
 fn endpoint_timed(port: u16, https: bool, slots: usize, connect_timeout: Duration) -> Endpoint {
-    let limits = UpstreamConfig {
+    let limits = config(slots, connect_timeout);
+    let dialer = Dialer {
+        tls: Arc::new(arc_swap::ArcSwap::new(
+            crate::tls::client::build(None, None, &[]).unwrap(),
+        )),
+        server_name: None,
+        connect_timeout: limits.connect_timeout,
+        h2_keepalive: None,
+        h2_stream_window: limits.http2_stream_window_bytes,
+    };
+    let scheme = if https { "https" } else { "http" };
+    let url = format!("{scheme}://127.0.0.1:{port}");
+    Endpoint::new(url, https, "127.0.0.1".into(), port, dialer, &limits).unwrap()
+}
+
+/// The upstream settings of [`endpoint_timed`]'s endpoints.
+pub(crate) fn config(slots: usize, connect_timeout: Duration) -> UpstreamConfig {
+    UpstreamConfig {
         name: "api".into(),
         servers: vec![],
         tls: UpstreamTls::default(),
@@ -65,19 +82,7 @@ fn endpoint_timed(port: u16, https: bool, slots: usize, connect_timeout: Duratio
         retry_budget: Default::default(),
         http2_keepalive: None,
         http2_stream_window_bytes: crate::config::DEFAULT_HTTP2_STREAM_WINDOW,
-    };
-    let dialer = Dialer {
-        tls: Arc::new(arc_swap::ArcSwap::new(
-            crate::tls::client::build(None, None, &[]).unwrap(),
-        )),
-        server_name: None,
-        connect_timeout: limits.connect_timeout,
-        h2_keepalive: None,
-        h2_stream_window: limits.http2_stream_window_bytes,
-    };
-    let scheme = if https { "https" } else { "http" };
-    let url = format!("{scheme}://127.0.0.1:{port}");
-    Endpoint::new(url, https, "127.0.0.1".into(), port, dialer, &limits).unwrap()
+    }
 }
 
 /// Every slot taken, a retry (which may not reuse a pooled connection)

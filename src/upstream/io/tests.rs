@@ -103,7 +103,7 @@ fn the_head_written_is_kept_whole_however_writes_split_it() {
     let head = b"GET /a?b HTTP/1.1\r\nhost: a.example.com\r\nx-two: 1\r\nx-two: 2\r\n\r\n";
     let wait = Arc::new(HeadWait::default());
     // Not counting: nothing kept.
-    wait.wrote(&[std::io::IoSlice::new(b"stale")], 5);
+    wait.wrote(&[std::io::IoSlice::new(b"stale")], 5, true);
     for size in 1..=head.len() {
         let _counted = wait.count();
         let chunks: Vec<&[u8]> = head.chunks(size).collect();
@@ -111,18 +111,18 @@ fn the_head_written_is_kept_whole_however_writes_split_it() {
             assert!(wait.sent().is_none(), "writes of {size}, before {i}");
             // Written with a body queued behind, of which nothing went.
             let bufs = [std::io::IoSlice::new(chunk), std::io::IoSlice::new(b"body")];
-            wait.wrote(&bufs, chunk.len());
+            wait.wrote(&bufs, chunk.len(), true);
         }
         assert_eq!(wait.sent().as_deref(), Some(&head[..]), "writes of {size}");
     }
     // Head and body in one write: the head alone.
     let _counted = wait.count();
     let bufs = [std::io::IoSlice::new(head), std::io::IoSlice::new(b"body")];
-    wait.wrote(&bufs, head.len() + 4);
+    wait.wrote(&bufs, head.len() + 4, true);
     assert_eq!(wait.sent().as_deref(), Some(&head[..]));
     // Half of it written: not whole.
     let _counted = wait.count();
-    wait.wrote(&bufs, head.len() / 2);
+    wait.wrote(&bufs, head.len() / 2, true);
     assert_eq!(wait.sent(), None);
     // Too long to keep.
     let _counted = wait.count();
@@ -130,13 +130,15 @@ fn the_head_written_is_kept_whole_however_writes_split_it() {
         "GET / HTTP/1.1\r\nx: {}\r\n\r\n",
         "a".repeat(SENT_HEAD_KEPT)
     );
-    wait.wrote(&[std::io::IoSlice::new(long.as_bytes())], long.len());
+    wait.wrote(&[std::io::IoSlice::new(long.as_bytes())], long.len(), true);
     assert_eq!(wait.sent(), None);
 }
 
 /// A write that failed keeps the head it was given (after a part an
 /// earlier write took, or all of it), so a bodyless request whose write
-/// failed can be sent again; a write still pending keeps nothing.
+/// failed can be sent again; a write still pending keeps nothing. It
+/// is unwritten (any request may go again) only if no byte reached the
+/// socket: not after a part was taken, nor after a flush wrote records.
 #[test]
 fn a_head_whose_write_failed_is_kept_as_meant() {
     let head = b"GET /a HTTP/1.1\r\nhost: a.example.com\r\n\r\n";
@@ -145,17 +147,34 @@ fn a_head_whose_write_failed_is_kept_as_meant() {
     for taken in [0, 7] {
         let _counted = wait.count();
         if taken > 0 {
-            wait.polled(&[std::io::IoSlice::new(head)], &Poll::Ready(Ok(taken)));
+            wait.polled(
+                &[std::io::IoSlice::new(head)],
+                &Poll::Ready(Ok(taken)),
+                true,
+            );
         }
-        wait.polled(&[std::io::IoSlice::new(&head[taken..])], &Poll::Pending);
+        wait.polled(
+            &[std::io::IoSlice::new(&head[taken..])],
+            &Poll::Pending,
+            false,
+        );
         assert_eq!(wait.sent(), None, "after {taken} taken, then pending");
-        wait.polled(&[std::io::IoSlice::new(&head[taken..])], &failed);
+        wait.polled(&[std::io::IoSlice::new(&head[taken..])], &failed, false);
         assert_eq!(
             wait.sent().as_deref(),
             Some(&head[..]),
             "after {taken} taken"
         );
+        let (_, unwritten) = wait.written().unwrap();
+        assert_eq!(unwritten, taken == 0, "after {taken} taken");
     }
+    // All taken into a TLS stream's buffer, some records flushed, then
+    // a write failed: reached.
+    let _counted = wait.count();
+    wait.polled(&[std::io::IoSlice::new(head)], &Poll::Ready(Ok(3)), false);
+    wait.wrote(&[], 0, true);
+    wait.polled(&[std::io::IoSlice::new(&head[3..])], &failed, false);
+    assert_eq!(wait.written(), Some((head.to_vec(), false)));
 }
 
 /// However writes split them (and however much of a vectored write is
