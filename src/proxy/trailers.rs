@@ -93,15 +93,22 @@ pub fn clean_response(trailers: &mut HeaderMap) {
 /// A `Trailer` value without the `named` names (those a `Connection`
 /// nominated: [`crate::proxy::hop::strip_connection_nominated`]); `None`
 /// when none is left.
+///
+/// A hostile head may name thousands on both sides (`Connection: a,a,…`,
+/// `Trailer: b,b,…`, 64 KiB each): the names are looked up in a set, and
+/// no more `Trailer` tokens are read than a section may hold fields (as
+/// [`announced`] reads them). A scan of `named` per token cost the product,
+/// ~10⁸ comparisons a request before routing.
 pub fn without(value: &HeaderValue, named: &[HeaderName]) -> Option<HeaderValue> {
+    let named: std::collections::HashSet<&HeaderName> = named.iter().collect();
     let kept: Vec<&str> = value
         .to_str()
         .ok()?
         .split(',')
         .map(str::trim)
-        .filter(|t| {
-            !t.is_empty() && HeaderName::from_bytes(t.as_bytes()).is_ok_and(|n| !named.contains(&n))
-        })
+        .filter(|t| !t.is_empty())
+        .take(MAX_HEADER_FIELDS)
+        .filter(|t| HeaderName::from_bytes(t.as_bytes()).is_ok_and(|n| !named.contains(&n)))
         .collect();
     if kept.is_empty() {
         return None;

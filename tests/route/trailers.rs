@@ -267,3 +267,32 @@ async fn trailer_fields_named_in_connection_do_not_pass() {
         }
     }
 }
+
+/// A head naming thousands of fields in `Connection` and announcing
+/// thousands in `Trailer` (1 MiB heads allowed) is answered: each
+/// announced name was looked for among every nominated one, ~10¹⁰
+/// comparisons on the connection's task before routing (minutes for one
+/// request, the worker held). Now linear in the head.
+#[tokio::test]
+async fn a_head_naming_thousands_in_connection_and_trailer_is_answered() {
+    let w = world().await;
+    let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
+    let cfg = w.scene.one_upstream_config("h1", h1.addr, &[]);
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "    routes:",
+        "    limits: { max_header_bytes: 1048576 }\n    routes:",
+        1,
+    );
+    write(&cfg, &text);
+    let (_p, addr) = serve(&cfg).await;
+    let nominated = vec!["a"; 200_000].join(",");
+    let announced = vec!["b"; 200_000].join(",");
+    let upload = format!(
+        "POST /trailers/upload HTTP/1.1\r\nHost: a.example.com\r\n\
+         Connection: {nominated}, close\r\nTrailer: {announced}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n"
+    );
+    let r = raw(&w, addr, upload.as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["body_bytes"], 4);
+}
