@@ -60,11 +60,11 @@ const VIA_H2: HeaderValue = HeaderValue::from_static("2 hotproxy");
 
 /// Whether hotproxy vouches for `name` on a request: a header it replaces
 /// or removes (`replaced_by_hotproxy`), `Via` or `X-Request-Id`, or a
-/// look-alike with `_` for `-` of one, or of a framing or hop-by-hop
-/// header (`strip_client_claims`).
+/// look-alike of one with `_`, `.` or other punctuation for `-`, or of a
+/// framing or hop-by-hop header (`strip_client_claims`).
 pub fn is_vouched_for(name: &HeaderName) -> bool {
     let n = name.as_str();
-    vouched(n) || underscore_lookalike(n)
+    vouched(n) || lookalike(n)
 }
 
 /// A header hotproxy sets, replaces or removes on a request: what it
@@ -75,54 +75,69 @@ fn vouched(n: &str) -> bool {
         || n == crate::proxy::request_id::X_REQUEST_ID.as_str()
 }
 
-/// A name with `_` that reads, `_` as `-`, as one hotproxy vouches for
-/// ([`vouched`]): `X_Request_Id`, `x_forwarded_for`, `ssl_client_verify`;
-/// or as a header that frames the message or speaks for one connection
-/// ([`frames`]): `Transfer_Encoding`, `Content_Length`, `Keep_Alive`. So
-/// does one that reads, after a leading `HTTP_` (any case), as one hotproxy
-/// vouches for: CGI's name of the header, which code ported from PHP reads
-/// as a header's own name (the common Java `getIpAddr` helper takes
-/// `HTTP_CLIENT_IP` and `HTTP_X_FORWARDED_FOR` as the client's address);
-/// `HTTP_VIA` too, as hotproxy sets `Via`. Not `HTTP_` then a framing or
-/// hop-by-hop name (`HTTP_Upgrade`, `HTTP_TE`): no backend frames a body
-/// or keeps a connection by one (CGI makes `HTTP_TE` `HTTP_HTTP_TE`), so it
-/// is the application's own and passes.
-fn underscore_lookalike(n: &str) -> bool {
-    // Most names have no `_`: one scan settles them.
-    n.as_bytes().contains(&b'_')
+/// A name with a byte other than a letter, digit or `-` (`_`, `.`, `+`,
+/// `~`, `!`, ...) that reads, each such byte as `-`, as one hotproxy
+/// vouches for ([`vouched`]): `X_Request_Id`, `x.forwarded.for`,
+/// `ssl_client_verify`; or as a header that frames the message or speaks
+/// for one connection ([`frames`]): `Transfer_Encoding`, `Content_Length`,
+/// `Keep_Alive`. lighttpd names every such byte `_` for CGI, FastCGI and
+/// SCGI (`X.Forwarded.For` is `HTTP_X_FORWARDED_FOR`) and PHP makes `.` in
+/// `$_SERVER` keys `_`, so these are all one variable there. So does one
+/// that reads, after a leading `HTTP` and such a byte (any case), as one
+/// hotproxy vouches for: CGI's name of the header, which code ported from
+/// PHP reads as a header's own name (the common Java `getIpAddr` helper
+/// takes `HTTP_CLIENT_IP` and `HTTP_X_FORWARDED_FOR` as the client's
+/// address); `HTTP_VIA` too, as hotproxy sets `Via`. Not `HTTP_` then a
+/// framing or hop-by-hop name (`HTTP_Upgrade`, `HTTP_TE`): no backend
+/// frames a body or keeps a connection by one (CGI makes `HTTP_TE`
+/// `HTTP_HTTP_TE`), so it is the application's own and passes.
+fn lookalike(n: &str) -> bool {
+    // Most names have only letters, digits and `-`: one scan settles them.
+    n.bytes().any(folds)
         && (dashed_is(n, |d| vouched(d) || frames(d))
             || cgi_unprefixed(n).is_some_and(|rest| dashed_is(rest, vouched)))
 }
 
-/// `n` after a leading `http_` (any case), if there is more.
+/// A byte a look-alike may have for `-`: any but a letter, digit or `-`
+/// (a name is lowercase here).
+fn folds(b: u8) -> bool {
+    !(b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// `n` after a leading `http` (any case) and a byte that [`folds`], if
+/// there is more.
 fn cgi_unprefixed(n: &str) -> Option<&str> {
     let prefix = n.as_bytes().get(..5)?;
     // Five ASCII bytes: the rest starts on a character boundary.
-    (prefix.eq_ignore_ascii_case(b"http_") && n.len() > 5).then(|| &n[5..])
+    (prefix[..4].eq_ignore_ascii_case(b"http") && folds(prefix[4]) && n.len() > 5).then(|| &n[5..])
 }
 
-/// Whether `n`, `_` read as `-`, is a name `protected` picks. Spelled
-/// out on the stack: an application's own `_` names (`api_key`) pass
-/// here on every request, and a copy on the heap each time was an
-/// allocation per such name. Every protected name but the prefix families
-/// (`X-Forwarded-*`, `X-Client-Cert-*`, ...) is shorter than the buffer;
-/// a longer name is rare and spelled out on the heap.
+/// Whether `n`, each byte that [`folds`] read as `-`, is a name
+/// `protected` picks. Spelled out on the stack: an application's own `_`
+/// names (`api_key`) pass here on every request, and a copy on the heap
+/// each time was an allocation per such name. Every protected name but the
+/// prefix families (`X-Forwarded-*`, `X-Client-Cert-*`, ...) is shorter
+/// than the buffer; a longer name is rare and spelled out on the heap.
 fn dashed_is(n: &str, protected: impl Fn(&str) -> bool) -> bool {
     let mut buf = [0u8; 64];
     let Some(dashed) = buf.get_mut(..n.len()) else {
-        return protected(&n.replace('_', "-"));
+        let dashed: String = n
+            .bytes()
+            .map(|b| if folds(b) { '-' } else { char::from(b) })
+            .collect();
+        return protected(&dashed);
     };
     for (d, &b) in dashed.iter_mut().zip(n.as_bytes()) {
-        *d = if b == b'_' { b'-' } else { b };
+        *d = if folds(b) { b'-' } else { b };
     }
-    // A header name is ASCII: this cannot fail.
+    // A header name is ASCII, and so is every byte written: this cannot fail.
     let dashed = std::str::from_utf8(dashed).unwrap_or_default();
     protected(dashed)
 }
 
 /// `Content-Length` or a hop-by-hop header ([`is_hop_by_hop`]): how a
 /// message is framed or a connection kept. Those with a `-` have `_`
-/// look-alikes a backend folding `_` into `-` would frame a body by.
+/// look-alikes a backend folding `_` (or `.`) into `-` would frame a body by.
 fn frames(n: &str) -> bool {
     n == header::CONTENT_LENGTH.as_str() || is_hop_by_hop_name(n)
 }
@@ -182,7 +197,7 @@ pub fn remove_where(headers: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool)
 
 /// Remove what a client may not say: from one that is not a trusted proxy
 /// (`trusted` false) every forwarding header ([`claims_origin`]), and from
-/// any client every [`underscore_lookalike`]. One pass over the names,
+/// any client every [`lookalike`]. One pass over the names,
 /// which allocates nothing when there is nothing to remove (the common
 /// request).
 ///
@@ -192,7 +207,8 @@ pub fn remove_where(headers: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool)
 /// client's copies, trusted or not, were removed
 /// ([`crate::proxy::client_cert::apply`]).
 ///
-/// The look-alikes: a client's header whose name, `_` read as `-`, is one hotproxy
+/// The look-alikes: a client's header whose name, `_` (or `.`, `+`, any
+/// byte but a letter, digit or `-`) read as `-`, is one hotproxy
 /// sets, replaces or removes ([`vouched`]): a forwarding header, a
 /// client-certificate header
 /// ([`crate::proxy::client_cert::is_identity_header`]) or `X-Request-Id`
@@ -204,7 +220,8 @@ pub fn remove_where(headers: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool)
 /// is the application's).
 /// CGI, WSGI and PHP servers fold `_` and `-` into one
 /// variable (`X_Client_Cert_Subject` and `X-Client-Cert-Subject` are both
-/// `HTTP_X_CLIENT_CERT_SUBJECT`), and Puma before 6.4.3 did for any header
+/// `HTTP_X_CLIENT_CERT_SUBJECT`; lighttpd folds `.` and `+` too), and
+/// Puma before 6.4.3 did for any header
 /// (CVE-2024-45614), so such a look-alike would reach the backend as, or
 /// override, the header hotproxy set: `X_Request_Id` in place of the id
 /// a `trust_client: false` listener generated and logged, or a
@@ -217,7 +234,7 @@ pub fn remove_where(headers: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool)
 fn strip_client_claims(headers: &mut HeaderMap, trusted: bool) -> Seen {
     let drop = |n: &str| {
         (!trusted && claims_origin(n) && !crate::proxy::client_cert::is_identity_header(n))
-            || underscore_lookalike(n)
+            || lookalike(n)
     };
     // The same pass notes what [`rewrite_request_headers`] asks next, so
     // that it need not hash and probe for each: a client's field dropped
@@ -637,10 +654,18 @@ mod tests {
             "keep_alive",
             "proxy_connection",
             "http2_settings",
+            "transfer.encoding",
+            "content+length",
         ] {
             assert!(is_vouched_for(&HeaderName::from_static(n)), "{n}");
         }
-        for n in ["api_key", "content_type", "x_custom"] {
+        for n in [
+            "api_key",
+            "content_type",
+            "x_custom",
+            "api.key",
+            "x-custom.thing",
+        ] {
             assert!(!is_vouched_for(&HeaderName::from_static(n)), "{n}");
         }
         let mut h = HeaderMap::new();
@@ -674,6 +699,9 @@ mod tests {
             "http_via",
             "http_client-ip",
             "wl_proxy_client_ip",
+            "http.client.ip",
+            "x.forwarded~for",
+            "ssl!client+verify",
         ];
         let own = [
             "http_user_agent",
@@ -689,6 +717,8 @@ mod tests {
             "http_transfer_encoding",
             "http_proxy_authorization",
             "http_content-length",
+            "http.user.agent",
+            "http.te",
         ];
         for trusted in [false, true] {
             let mut c = ctx(false);

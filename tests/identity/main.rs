@@ -14,6 +14,7 @@ mod per_name;
 mod rules;
 mod san_patterns;
 mod san_values;
+mod spellings;
 mod subject_values;
 mod subjects;
 mod text_uri_patterns;
