@@ -103,8 +103,21 @@ const CLOUDFLARE: [&str; 2] = ["cf-cert-", "cf-client-cert-"];
 /// `CertificateForwarding` default, base64 DER), `X-SSL-Cert` (the nginx
 /// recipe in ASP.NET's docs) and `X-ARR-ClientCert` (IIS ARR, Azure App
 /// Service). A certificate is public: a client's copy of someone else's
-/// would make it that someone to such a backend.
-const TRUSTED_ELSEWHERE: [&str; 3] = ["x-client-cert", "x-ssl-cert", "x-arr-clientcert"];
+/// would make it that someone to such a backend. And Puppet Server's
+/// `X-Client-DN` and `X-Client-Verify` (its `ssl-client-header` and
+/// `ssl-client-verify-header` defaults, trusted with
+/// `allow-header-cert-info`), and HAProxy's recipe's `X-SSL-Issuer` and
+/// bare `X-SSL` (`1` when the client sent a certificate): a client's
+/// `X-Client-Verify: SUCCESS` with any DN would be that DN to Puppet.
+const TRUSTED_ELSEWHERE: [&str; 7] = [
+    "x-client-cert",
+    "x-ssl-cert",
+    "x-arr-clientcert",
+    "x-client-dn",
+    "x-client-verify",
+    "x-ssl-issuer",
+    "x-ssl",
+];
 
 /// Remove every client-certificate header a client may have sent: the
 /// ones any mode writes, any other `X-Client-Cert-*` (a backend may read a
@@ -429,7 +442,14 @@ mod tests {
         for n in TRUSTED_ELSEWHERE {
             assert!(is_identity_header(n), "{n}");
         }
-        for n in ["x-client-certainty", "x-ssl-certified", "x-arr-clientcerts"] {
+        for n in [
+            "x-client-certainty",
+            "x-ssl-certified",
+            "x-arr-clientcerts",
+            "x-client-dnssec",
+            "x-ssl-issuers",
+            "x-sslv3",
+        ] {
             assert!(!is_identity_header(n), "{n}");
         }
     }

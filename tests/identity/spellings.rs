@@ -72,3 +72,41 @@ async fn punctuation_lookalikes_of_stripped_headers_are_removed() {
     }
     drop(p);
 }
+
+/// Client-certificate headers of Puppet Server (`X-Client-DN`,
+/// `X-Client-Verify`: its `ssl-client-header` and
+/// `ssl-client-verify-header` defaults, trusted with
+/// `allow-header-cert-info`) and of HAProxy's recipe (`X-SSL-Issuer`, the
+/// bare `X-SSL`) never reach the backend, nor their look-alikes, in the
+/// head, over HTTP/1.1 and HTTP/2. A name they only begin
+/// (`X-Client-DNSSEC`) passes.
+#[tokio::test]
+async fn puppet_and_haproxy_client_cert_headers_are_removed() {
+    let w = world().await;
+    let mut p = start(&w);
+    let addr = p.listener_addr("partners").await;
+    let forged = [
+        ("X-Client-DN", "CN=admin"),
+        ("X-Client-Verify", "SUCCESS"),
+        ("X-SSL-Issuer", "CN=partners issuing CA"),
+        ("X-SSL", "1"),
+        ("x_client_dn", "CN=admin"),
+        ("X.Client.Verify", "SUCCESS"),
+        ("x_ssl_issuer", "CN=partners issuing CA"),
+        ("x_ssl", "1"),
+    ];
+    let mut sent = forged.to_vec();
+    sent.push(("x-client-dnssec", "kept"));
+    for h2 in [false, true] {
+        let h = seen_over(&w, addr, h2, &sent).await;
+        for (name, _) in forged {
+            let lower = name.to_ascii_lowercase();
+            assert!(
+                h.get(&lower).is_none(),
+                "h2: {h2}: {name} reached the backend: {h}"
+            );
+        }
+        assert_eq!(h["x-client-dnssec"], "kept", "h2: {h2}: {h}");
+    }
+    drop(p);
+}
