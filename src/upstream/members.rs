@@ -58,8 +58,14 @@ pub struct Member {
     out: AtomicBool,
     checks: Arc<Checks>,
     in_flight: AtomicUsize,
-    /// Its series were removed ([`Member::forget_requests`]).
-    gone: AtomicBool,
+    /// Its series were removed ([`Member::forget_requests`]). One flag
+    /// for every member at its address (`label`) in its upstream and the
+    /// upstreams edits replaced it with, as long as the address stays an
+    /// endpoint ([`Member::beside`], [`Member::succeeding`]): the series
+    /// are theirs too, and the last one to drop the address removes them.
+    /// A request still in flight on a member of a replaced upstream, or of
+    /// an older set, made them again when it was answered.
+    gone: Arc<AtomicBool>,
 }
 
 /// What an endpoint's active checks said of it. Shared as its passive
@@ -168,7 +174,23 @@ impl Member {
     }
 
     pub fn new(endpoint: Arc<Endpoint>) -> Arc<Member> {
-        Self::with(endpoint, Arc::default(), Arc::default())
+        Self::with(endpoint, Arc::default(), Arc::default(), Arc::default())
+    }
+
+    /// A new member of `endpoint`, counted in the series of the members of
+    /// `among` at its address (another server's in its set, the set it
+    /// replaces, the upstream an edit replaces) while those are exported:
+    /// whichever of them drops the address last removes them, for all.
+    pub fn beside<'a>(
+        endpoint: Arc<Endpoint>,
+        among: impl IntoIterator<Item = &'a Arc<Member>>,
+    ) -> Arc<Member> {
+        let label = endpoint.authority.to_string();
+        let gone = among
+            .into_iter()
+            .find(|m| m.label == label && !m.gone.load(Ordering::Acquire))
+            .map_or_else(Arc::default, |m| m.gone.clone());
+        Self::with(endpoint, Arc::default(), Arc::default(), gone)
     }
 
     /// The member of `endpoint` in the upstream an edit puts in service,
@@ -176,7 +198,8 @@ impl Member {
     /// it shares `from`'s passive health (an ejection, its back-off, the
     /// failures so far) while `passive` health is on, and the verdict of
     /// its checks while `active` checks are configured; otherwise it
-    /// starts in service, as a new endpoint does. Its pool is its own.
+    /// starts in service, as a new endpoint does. Its pool is its own; its
+    /// series are `from`'s (see [`Member::beside`]).
     /// An edit (a server added, a `read_timeout` changed) used to put an
     /// ejected endpoint back in rotation at once.
     pub fn succeeding(
@@ -195,13 +218,23 @@ impl Member {
         } else {
             Arc::default()
         };
-        let member = Self::with(endpoint, health, checks);
+        let gone = if from.gone.load(Ordering::Acquire) {
+            Arc::default()
+        } else {
+            from.gone.clone()
+        };
+        let member = Self::with(endpoint, health, checks, gone);
         let out = member.health.ejected(Instant::now());
         member.out.store(out, Ordering::Relaxed);
         member
     }
 
-    fn with(endpoint: Arc<Endpoint>, health: Arc<Health>, checks: Arc<Checks>) -> Arc<Member> {
+    fn with(
+        endpoint: Arc<Endpoint>,
+        health: Arc<Health>,
+        checks: Arc<Checks>,
+        gone: Arc<AtomicBool>,
+    ) -> Arc<Member> {
         Arc::new(Member {
             label: endpoint.authority.to_string(),
             endpoint,
@@ -210,7 +243,7 @@ impl Member {
             out: AtomicBool::new(false),
             checks,
             in_flight: AtomicUsize::new(0),
-            gone: AtomicBool::new(false),
+            gone,
         })
     }
 }

@@ -342,7 +342,11 @@ impl Resolution {
                         let passive = health.passive.consecutive_failures > 0;
                         Member::succeeding(endpoint, from, passive, health.active.is_some())
                     }
-                    None => Member::new(endpoint),
+                    // Another server's at this address, here or in the set
+                    // this one replaces: their series are this one's too.
+                    None => {
+                        Member::beside(endpoint, members.iter().chain(previous).chain(replaced))
+                    }
                 });
             }
         }

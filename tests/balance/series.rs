@@ -196,3 +196,70 @@ async fn an_edit_that_drops_a_server_drops_its_series() {
     }
     assert!(!metrics(&w).await.contains(&series(w.pods[2].addr)));
 }
+
+/// A request held through an upstream's endpoint while two edits go by:
+/// the first replaces the upstream with one that keeps the address, the
+/// second drops it, and its series go. Answered then with a status the
+/// first upstream's endpoint had not counted yet, it made the series
+/// again: the replaced upstream's member was never told its series had
+/// gone (only its successor's was), and the series stayed, of an endpoint
+/// no longer configured, for the life of the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_held_across_edits_does_not_bring_a_dropped_series_back() {
+    let pods = Pods::new();
+    let pod = pods.pod_at("127.0.0.2", "pod").await;
+    let other = pods.pod_at("127.0.0.3", "other").await;
+    let on = |targets: &[&Backend]| {
+        let servers: Vec<String> = targets
+            .iter()
+            .map(|p| format!("https://{}", p.addr))
+            .collect();
+        upstream("app", &servers.join(", "), "    balance: round_robin\n")
+    };
+    let w = pods
+        .serve("[{ upstream: app }]", &on(&[&pod]), Vec::new())
+        .await;
+    let reloads = |w: &World| {
+        w.proxy
+            .logs()
+            .iter()
+            .filter(|l| l.contains("\"configuration reloaded\""))
+            .count()
+    };
+    // One status counted (502: more header fields than taken), then a
+    // request held at the pod until a second `/burst/2` comes.
+    let mut send = client(&w).await;
+    assert_eq!(get_pod(&mut send, "/many-headers/150").await.0, 502);
+    let mut held_send = client(&w).await;
+    let held = tokio::spawn(async move { get_pod(&mut held_send, "/burst/2").await });
+    wait_until(WAIT, "the request held at the pod", || async {
+        pod.requests_for("/burst/2") == 1
+    })
+    .await;
+    // The upstream replaced by one that keeps the pod, then by one without.
+    w.scene
+        .public_config("[{ upstream: app }]", &on(&[&pod, &other]));
+    wait_until(WAIT, "the first edit applied", || async {
+        reloads(&w) == 1
+    })
+    .await;
+    w.scene.public_config("[{ upstream: app }]", &on(&[&other]));
+    wait_until(WAIT, "the second edit applied", || async {
+        reloads(&w) == 2
+    })
+    .await;
+    let gone = format!("endpoint=\"{}\"", pod.addr);
+    let m = metrics(&w).await;
+    assert!(!m.lines().any(|l| l.contains(&gone)), "{m}");
+    // The held request answered (200, never counted on the pod before).
+    let cfg = client_config(
+        &w.backend_ca.cert_pem,
+        Some(&w.backend_ca.client_pair("releaser")),
+        &[b"http/1.1"],
+    );
+    let release = get(pod.addr, "app.prod.svc", cfg, false, "/burst/2", &[]).await;
+    assert_eq!(release.unwrap().status, 200);
+    assert_eq!(held.await.unwrap().0, 200);
+    let m = metrics(&w).await;
+    assert!(!m.lines().any(|l| l.contains(&gone)), "{m}");
+}
