@@ -62,11 +62,7 @@ impl Reloader {
         // instead of trying another pod. As nginx, no reload while
         // shutting down; a queued retry of a rejected one ends too.
         if *self.shutdown.borrow() {
-            self.config_retry = None;
-            if !std::mem::replace(&mut self.shutdown_ignores_config, true) {
-                info!(target: LOG, path = %shown, "shutting down; configuration change ignored");
-            }
-            return Ok(ConfigOutcome::Ignored);
+            return Ok(self.ignored_while_shutting_down(&shown));
         }
         // An in-place writer truncates, then writes: a read in between
         // sees an empty or cut file that may still parse (a configuration
@@ -168,6 +164,12 @@ impl Reloader {
                 self.warn_outside_roots(Some(&roots));
                 Ok(Some((changes, restart)))
             });
+        // Shutdown began while the reload was built (a name's lookup
+        // waited for): `apply_config` dropped it before its commit, and the
+        // sockets' release waited behind it.
+        if result.as_ref().is_err_and(|e| e == SHUTDOWN_BEGAN) {
+            return Ok(self.ignored_while_shutting_down(&shown));
+        }
         let count = |result: &str| {
             METRICS
                 .config_reloads
@@ -227,6 +229,15 @@ impl Reloader {
                 Err(problem)
             }
         }
+    }
+
+    /// No reload once shutdown has begun (logged once).
+    fn ignored_while_shutting_down(&mut self, shown: &impl std::fmt::Display) -> ConfigOutcome {
+        self.config_retry = None;
+        if !std::mem::replace(&mut self.shutdown_ignores_config, true) {
+            info!(target: LOG, path = %shown, "shutting down; configuration change ignored");
+        }
+        ConfigOutcome::Ignored
     }
 
     /// Make `new` the running configuration, or change nothing.
@@ -401,6 +412,13 @@ impl Reloader {
         // The access log opens its file here: a path that cannot be opened
         // rejects the configuration like an unbindable address.
         let access_log = crate::access_log::prepare(new.access_log.as_ref())?;
+        // Shutdown may have begun while this was built (up to 5 s per
+        // upstream whose name's lookup hangs): committed, it would bind
+        // new ports with nobody to accept on them, and hold the release of
+        // the listening sockets queued behind it (SPEC §3).
+        if self.shutting_down() {
+            return Err(SHUTDOWN_BEGAN.to_owned());
+        }
         // Last, nothing else refusing the reload: sockets bound beside a
         // running listener's take its clients at once.
         let planned = self.bind_beside_last(planned, &givers)?;
@@ -762,6 +780,10 @@ impl ConfigOutcome {
         }
     }
 }
+
+/// What [`Reloader::apply_config`] answers when shutdown began while it
+/// built the configuration: nothing was applied.
+pub(super) const SHUTDOWN_BEGAN: &str = "shutting down; the configuration was not applied";
 
 /// The first and the longest wait before a rejected configuration is read again.
 const CONFIG_RETRY_FIRST: Duration = Duration::from_secs(1);

@@ -704,3 +704,43 @@ async fn a_name_refused_a_place_waits_a_second() {
 
 /// Gaps between refusals in a row that [`a_name_refused_a_place_waits_a_second`] measures.
 const GAPS: usize = 3;
+
+/// SIGTERM while a reload waits for a name's lookup (its name server
+/// silent): once the lookup gives up, the reload is dropped, not applied
+/// (no reload once shutdown has begun, SPEC §3). Shutdown was checked only
+/// when a reload began: this one was committed after shutdown began, and
+/// the listening sockets' release waited behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_still_building_when_shutdown_begins_is_not_applied() {
+    let (dns, mut w) = app_by_name("stopping", "0s").await;
+    let port = w.pods[0].addr.port();
+    // A request held at the pod: the drain lasts until the test ends.
+    let mut held_send = client(&w).await;
+    let held = tokio::spawn(async move { get_pod(&mut held_send, "/hang").await });
+    wait_until(WAIT, "the request held at the pod", || async {
+        w.pods[0].requests_for("/hang") == 1
+    })
+    .await;
+    let late = own_name("stopping-late");
+    dns.hold_name(&late);
+    let edited = upstream("app", &format!("https://{late}:{port}"), "");
+    w.scene.public_config("[{ upstream: app }]", &edited);
+    dns.wait_held("the edit's lookup").await;
+    w.proxy.signal("TERM");
+    let began = "shutting down: no new connections, draining open ones";
+    w.proxy
+        .wait_log("shutdown begun", |v| v["message"] == began)
+        .await;
+    let outcome = w
+        .proxy
+        .wait_log("the reload's end", |v| {
+            v["message"] == "configuration reloaded"
+                || v["message"] == "shutting down; configuration change ignored"
+        })
+        .await;
+    assert_eq!(
+        outcome["message"], "shutting down; configuration change ignored",
+        "{outcome}"
+    );
+    held.abort();
+}
