@@ -164,22 +164,7 @@ mod tests {
     /// kernel's table (not by reading the socket, which is what the test
     /// is about).
     fn established(local: std::net::SocketAddr) -> bool {
-        let std::net::IpAddr::V4(ip) = local.ip() else {
-            return false;
-        };
-        let want = format!(
-            "{:08X}:{:04X}",
-            u32::from_le_bytes(ip.octets()),
-            local.port()
-        );
-        std::fs::read_to_string("/proc/net/tcp")
-            .unwrap()
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.split_whitespace();
-                Some((f.nth(1)?.to_owned(), f.nth(1)?.to_owned()))
-            })
-            .any(|(at, state)| at == want && state == "01")
+        crate::upstream::conn::tests::tcp_state_is(local, "01")
     }
 
     /// A request head, and its body of `content-length` bytes, read from `s`.

@@ -796,4 +796,4 @@ mod stream;
 pub use stream::{Refuser, StreamGuard, Unanswered};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

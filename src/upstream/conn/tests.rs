@@ -5,6 +5,13 @@ use super::*;
 /// Whether the IPv4 socket bound to `local` is in CLOSE_WAIT (its peer's
 /// FIN received), by the kernel's table.
 fn close_wait(local: std::net::SocketAddr) -> bool {
+    tcp_state_is(local, "08")
+}
+
+/// Whether the IPv4 socket bound to `local` is in the TCP `state` the
+/// kernel's table prints (`01` ESTABLISHED, `08` CLOSE_WAIT): read there,
+/// not by reading the socket, which is what such tests are about.
+pub(crate) fn tcp_state_is(local: std::net::SocketAddr, state: &str) -> bool {
     let std::net::IpAddr::V4(ip) = local.ip() else {
         return false;
     };
@@ -22,7 +29,7 @@ fn close_wait(local: std::net::SocketAddr) -> bool {
             let mut f = l.split_whitespace();
             Some((f.nth(1)?.to_owned(), f.nth(1)?.to_owned()))
         })
-        .any(|(at, state)| at == want && state == "08")
+        .any(|(at, st)| at == want && st == state)
 }
 
 /// An idle HTTP/1.1 connection the upstream closes (its keep-alive
