@@ -164,25 +164,9 @@ async fn queued_lines_do_not_pin_request_heads() {
     use http_body_util::{BodyExt, Empty};
     let scene = Scene::new();
     let ca = TestCa::new("edge CA");
-    scene.pair("a", &ca.server_pair(&["localhost"]));
     let fifo = scene.path("access.fifo");
     mkfifo(&fifo);
-    let config = scene.config(&format!(
-        r#"
-access_log: {{ path: {}, format: json }}
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls: {{ certs: [{{ cert_file: a.crt, key_file: a.key }}] }}
-    routes: [{{ upstream: app }}]
-upstreams:
-  - name: app
-    servers: [http://127.0.0.1:9]
-"#,
-        fifo.display()
-    ));
-    let mut p = Proxy::start(&config);
-    let addr = p.listener_addr("public").await;
+    let (p, addr) = logged_to(&scene, &ca, "json", &fifo).await;
     let pad = "p".repeat(48 * 1024);
     let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
     let before = rss_kib(p.pid());

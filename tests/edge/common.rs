@@ -192,8 +192,19 @@ pub async fn logged(
     ca: &TestCa,
     format: &str,
 ) -> (Proxy, SocketAddr, std::path::PathBuf) {
-    scene.pair("a", &ca.server_pair(&["localhost"]));
     let log = scene.path("access.log");
+    let (p, addr) = logged_to(scene, ca, format, &log).await;
+    (p, addr, log)
+}
+
+/// [`logged`] with its access log at `log` (a FIFO, say).
+pub async fn logged_to(
+    scene: &Scene,
+    ca: &TestCa,
+    format: &str,
+    log: &std::path::Path,
+) -> (Proxy, SocketAddr) {
+    scene.pair("a", &ca.server_pair(&["localhost"]));
     let config = scene.config(&format!(
         r#"
 access_log: {{ path: {log}, format: {format} }}
@@ -210,5 +221,5 @@ upstreams:
     ));
     let mut p = Proxy::start(&config);
     let addr = p.listener_addr("public").await;
-    (p, addr, log)
+    (p, addr)
 }

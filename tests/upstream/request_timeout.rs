@@ -25,6 +25,19 @@ async fn holding_backend(w: &World, at: &str) -> (SocketAddr, Held) {
     (addr, held)
 }
 
+/// Once the first endpoint holds the request, at `at` refuse it
+/// (`REFUSED_STREAM`): a retry that begins then, with what is left.
+async fn refuse_at(held_first: &Held, at: tokio::time::Instant) {
+    wait_until(WAIT, "the first has the request", || async {
+        held_first.lock().unwrap().len() == 1
+    })
+    .await;
+    tokio::time::sleep_until(at).await;
+    for mut respond in held_first.lock().unwrap().drain(..) {
+        respond.send_reset(h2::Reason::REFUSED_STREAM);
+    }
+}
+
 /// An endpoint whose TLS handshake never comes: the kernel's backlog
 /// completes the connect, nothing answers the ClientHello (a dial that
 /// runs into `connect_timeout`). Kept open while the listener lives.
@@ -258,16 +271,7 @@ async fn a_retry_left_a_quarter_of_a_short_request_timeout_is_no_failure_of_its_
     let (second, held) = holding_backend(&w, "127.0.0.2:0").await;
     let (mut p, addr) = shorter_than_a_dial(&w, first, second).await;
     let start = tokio::time::Instant::now();
-    let refuse = async {
-        wait_until(WAIT, "the first has the request", || async {
-            held_first.lock().unwrap().len() == 1
-        })
-        .await;
-        tokio::time::sleep_until(start + Duration::from_millis(1500)).await;
-        for mut respond in held_first.lock().unwrap().drain(..) {
-            respond.send_reset(h2::Reason::REFUSED_STREAM);
-        }
-    };
+    let refuse = refuse_at(&held_first, start + Duration::from_millis(1500));
     let (r, ()) = tokio::join!(h1_get(&w, addr, "/"), refuse);
     assert_eq!((r.status, r.body.as_str()), (504, "upstream timed out\n"));
     assert_eq!(
@@ -334,16 +338,7 @@ async fn a_retrys_dial_left_less_than_connect_timeout_is_no_failure_of_its_endpo
     let mut p = Proxy::start(&w.scene.public_config("[{ upstream: app }]", &upstream));
     let addr = p.listener_addr("public").await;
     let start = tokio::time::Instant::now();
-    let refuse = async {
-        wait_until(WAIT, "the first has the request", || async {
-            held_first.lock().unwrap().len() == 1
-        })
-        .await;
-        tokio::time::sleep_until(start + Duration::from_millis(1250)).await;
-        for mut respond in held_first.lock().unwrap().drain(..) {
-            respond.send_reset(h2::Reason::REFUSED_STREAM);
-        }
-    };
+    let refuse = refuse_at(&held_first, start + Duration::from_millis(1250));
     let (r, ()) = tokio::join!(h1_get(&w, addr, "/"), refuse);
     assert_eq!((r.status, r.body.as_str()), (504, "upstream timed out\n"));
     p.wait_log("the request's failure", |v| {
