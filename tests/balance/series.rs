@@ -134,13 +134,6 @@ async fn series_shared_by_two_servers_at_one_address_go_with_the_last() {
     assert_has(&m, &series(502));
     // An edit keeps one of the two servers: the address is still an
     // endpoint, and both series stay.
-    let reloads = |w: &World| {
-        w.proxy
-            .logs()
-            .iter()
-            .filter(|l| l.contains("\"configuration reloaded\""))
-            .count()
-    };
     w.scene
         .public_config("[{ upstream: app }]", &on(&names[..1]));
     wait_until(WAIT, "the first edit applied", || async {
@@ -219,13 +212,6 @@ async fn a_request_held_across_edits_does_not_bring_a_dropped_series_back() {
     let w = pods
         .serve("[{ upstream: app }]", &on(&[&pod]), Vec::new())
         .await;
-    let reloads = |w: &World| {
-        w.proxy
-            .logs()
-            .iter()
-            .filter(|l| l.contains("\"configuration reloaded\""))
-            .count()
-    };
     // One status counted (502: more header fields than taken), then a
     // request held at the pod until a second `/burst/2` comes.
     let mut send = client(&w).await;
@@ -262,4 +248,13 @@ async fn a_request_held_across_edits_does_not_bring_a_dropped_series_back() {
     assert_eq!(held.await.unwrap().0, 200);
     let m = metrics(&w).await;
     assert!(!m.lines().any(|l| l.contains(&gone)), "{m}");
+}
+
+/// How many reloads the proxy has logged as applied.
+fn reloads(w: &World) -> usize {
+    w.proxy
+        .logs()
+        .iter()
+        .filter(|l| l.contains("\"configuration reloaded\""))
+        .count()
 }

@@ -303,6 +303,19 @@ impl hyper::body::Body for Endless {
     }
 }
 
+/// The other 63 slots, each a token holder's request in flight: the
+/// slots and their requests (ended by dropping them).
+async fn token_holders_in_flight(slots: &Arc<Slots>) -> Vec<(Slot, crate::proxy::conn::InFlight)> {
+    let mut busy = Vec::new();
+    for n in 1..MAX_CONNECTIONS {
+        let slot = slots.take(peer(n)).await.unwrap();
+        slot.conn().request(true);
+        let in_flight = slot.conn().activity().begin(false);
+        busy.push((slot, in_flight));
+    }
+    busy
+}
+
 /// Clients without a token that pipeline requests and read the answers
 /// steadily for 4.5 s, then drain them and rest half a second (a run of
 /// their own each time), hold every slot: none stalls 5 s nor waits for a
@@ -318,13 +331,7 @@ impl hyper::body::Body for Endless {
 async fn a_newcomer_that_waited_takes_the_slot_of_a_run_without_a_token() {
     let slots = Arc::new(Slots::default());
     let (conn, serving, client) = an_endless_scrape(&slots).await;
-    let mut busy = Vec::new();
-    for n in 1..MAX_CONNECTIONS {
-        let slot = slots.take(peer(n)).await.unwrap();
-        slot.conn().request(true);
-        let in_flight = slot.conn().activity().begin(false);
-        busy.push((slot, in_flight));
-    }
+    let _busy = token_holders_in_flight(&slots).await;
     let newcomer = slots.take(peer(MAX_CONNECTIONS)).await;
     assert!(newcomer.is_some());
     assert!(conn.evicted.load(Ordering::SeqCst), "another was evicted");
@@ -539,13 +546,7 @@ async fn newcomers_evicting_idle_connections_at_once_cut_no_run() {
 async fn an_impatient_newcomer_takes_an_idle_connection_before_a_run() {
     let slots = Arc::new(Slots::default());
     let (scrape, serving, client) = an_endless_scrape(&slots).await;
-    let mut busy = Vec::new();
-    for n in 1..MAX_CONNECTIONS {
-        let slot = slots.take(peer(n)).await.unwrap();
-        slot.conn().request(true);
-        let in_flight = slot.conn().activity().begin(false);
-        busy.push((slot, in_flight));
-    }
+    let mut busy = token_holders_in_flight(&slots).await;
     let run = scrape.began + Duration::from_millis(scrape.run_ms.load(Ordering::SeqCst));
     tokio::time::sleep_until((run + RUN).into()).await;
     let noop = Waker::noop();
