@@ -292,4 +292,97 @@ mod tests {
         let metrics = crate::metrics::METRICS.render();
         assert!(metrics.lines().any(|l| l == resends), "{metrics}");
     }
+
+    /// A `POST` whose body the upstream stops reading once it has
+    /// answered (keep-alive, before the body's end): hyper took the last
+    /// of the body (`BodySent::done`) but its socket did not, and the
+    /// connection was pooled with the body's tail unflushed. The next
+    /// request taken on it waited behind that tail for `request_timeout`
+    /// (a `504` counted against the endpoint). Closed instead, the next
+    /// request goes on a new connection.
+    #[tokio::test]
+    async fn a_connection_whose_request_body_is_unflushed_is_not_pooled() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let endpoint = Arc::new(crate::upstream::endpoint::tests::endpoint(port, false, 4));
+        let mut config = crate::upstream::endpoint::tests::config(4, Duration::from_secs(2));
+        config.name = "kept-unflushed".into();
+        let tls = crate::tls::client::build(None, None, &[]).unwrap();
+        let upstream = Upstream::new(config, tls, None);
+        // The first connection: its request answered at its head, its
+        // body never read. Every later one answered after the body.
+        let (stopped_tx, stopped) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut stopped_tx = Some(stopped_tx);
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let first = stopped_tx.take();
+                tokio::spawn(async move {
+                    if let Some(stopped_tx) = first {
+                        let mut head = Vec::new();
+                        while !head.ends_with(b"\r\n\r\n") {
+                            let mut b = [0u8; 1];
+                            assert_eq!(s.read(&mut b).await.unwrap(), 1, "no request");
+                            head.push(b[0]);
+                        }
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                        s.write_all(ok).await.unwrap();
+                        let _ = stopped_tx.send(());
+                        // Holds the connection, reading nothing more.
+                        std::future::pending::<()>().await;
+                    }
+                    loop {
+                        read_request(&mut s).await;
+                        let done = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ndone";
+                        s.write_all(done).await.unwrap();
+                    }
+                });
+            }
+        });
+        let send = |req: http::Request<ClientBody>, path: &'static str| {
+            let (upstream, endpoint) = (upstream.clone(), endpoint.clone());
+            async move {
+                let until = tokio::time::Instant::now() + Duration::from_secs(10);
+                let path = http::uri::PathAndQuery::from_static(path);
+                let timed_out = AtomicBool::new(false);
+                let sent = upstream
+                    .send(
+                        &endpoint,
+                        req,
+                        path,
+                        false,
+                        &|| false,
+                        &timed_out,
+                        until,
+                        false,
+                    )
+                    .await;
+                match sent {
+                    Ok(resp) => resp.into_body().collect().await.unwrap().to_bytes(),
+                    Err((failure, _)) => {
+                        let (reason, cause, status) = crate::proxy::failure::diagnose(&failure);
+                        panic!("{status} {reason}: {cause}");
+                    }
+                }
+            }
+        };
+        // More than any pair of loopback socket buffers holds.
+        let big = Bytes::from(vec![b'x'; 64 << 20]);
+        let (body, _) = ClientBody::whole(big, None, Duration::ZERO);
+        let mut req = http::Request::post("/up").body(body).unwrap();
+        let len = (64usize << 20).to_string().parse().unwrap();
+        req.headers_mut().insert(http::header::CONTENT_LENGTH, len);
+        assert_eq!(&send(req, "/up").await[..], b"");
+        stopped.await.unwrap();
+        let req = http::Request::get("/next")
+            .body(ClientBody::empty())
+            .unwrap();
+        // Pooled, it waited behind the tail for good (here, with no
+        // `request_timeout` around `send`): bounded, to fail, not hang.
+        let next = tokio::time::timeout(Duration::from_secs(10), send(req, "/next"));
+        let next = next
+            .await
+            .expect("the GET waited behind the POST's unsent tail");
+        assert_eq!(&next[..], b"done");
+    }
 }

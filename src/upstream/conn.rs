@@ -250,7 +250,7 @@ pub struct H1 {
     /// closed when the check is done, never handed to a request.
     pub unpooled: bool,
     /// What it reads while a request waits for the response head.
-    head: Arc<HeadWait>,
+    pub head: Arc<HeadWait>,
 }
 
 impl H1 {

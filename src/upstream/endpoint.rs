@@ -748,12 +748,15 @@ impl Drop for LeasedBody {
         // A body read to its end leaves the connection reusable, once the
         // request's own body is through too. Otherwise it closes with the
         // drop: a response cut short (the client went away), or one the
-        // upstream sent before the request's body was in. Pooled, that
-        // connection would hold the next request behind a client that may
-        // never send the rest.
+        // upstream sent before the request's body was in, or before it
+        // read all of it (hyper holds its tail, `HeadWait::unflushed`).
+        // Pooled, that connection would hold the next request behind a
+        // client that may never send the rest, or an upstream that may
+        // never read it.
         if let Some((c, endpoint)) = self.h1.take()
             && (self.ended || self.body.is_end_stream())
             && self.sent.done()
+            && !c.head.unflushed()
         {
             endpoint.pool.put(c);
         }

@@ -164,7 +164,9 @@ pub const HEAD_WAIT_BYTES: usize = 128 * 1024;
 /// It also keeps the head of the request as written ([`HeadWait::sent`]):
 /// a request hyper has written is gone, and one the upstream may not have
 /// processed is sent again from these bytes ([`crate::proxy::forward`]).
-pub struct HeadWait(AtomicUsize, Mutex<SentHead>);
+/// And whether the connection's last write or flush waited on its socket
+/// ([`HeadWait::unflushed`]).
+pub struct HeadWait(AtomicUsize, Mutex<SentHead>, AtomicBool);
 
 /// [`HeadWait`]'s value while no request waits for a head.
 const NOT_WAITING: usize = usize::MAX;
@@ -187,7 +189,11 @@ const SENT_HEAD_KEPT: usize = 4096;
 
 impl Default for HeadWait {
     fn default() -> HeadWait {
-        HeadWait(AtomicUsize::new(NOT_WAITING), Mutex::default())
+        HeadWait(
+            AtomicUsize::new(NOT_WAITING),
+            Mutex::default(),
+            AtomicBool::new(false),
+        )
     }
 }
 
@@ -221,6 +227,15 @@ impl HeadWait {
     pub fn written(&self) -> Option<(Vec<u8>, bool)> {
         let sent = self.sent_head();
         sent.whole.then(|| (sent.bytes.clone(), !sent.reached))
+    }
+
+    /// Whether the connection's last write or flush waited on its socket:
+    /// hyper holds bytes it has not written, maybe the tail of a request
+    /// body it took whole (`BodySent::done`) that the upstream stopped
+    /// reading once it had answered. Pooled, the connection would hold
+    /// the next request behind them.
+    pub fn unflushed(&self) -> bool {
+        self.2.load(Ordering::Relaxed)
     }
 
     fn sent_head(&self) -> std::sync::MutexGuard<'_, SentHead> {
@@ -360,6 +375,7 @@ impl AsyncWrite for Framed {
         if let Some(head) = &this.head {
             let reached = this.io.reached(before, &polled);
             head.polled(&[std::io::IoSlice::new(buf)], &polled, reached);
+            head.2.store(polled.is_pending(), Ordering::Relaxed);
         }
         if let (Some(frames), Poll::Ready(Ok(n))) = (&mut this.frames, &polled) {
             frames.wrote(&[std::io::IoSlice::new(buf)], *n);
@@ -378,6 +394,7 @@ impl AsyncWrite for Framed {
         if let Some(head) = &this.head {
             let reached = this.io.reached(before, &polled);
             head.polled(bufs, &polled, reached);
+            head.2.store(polled.is_pending(), Ordering::Relaxed);
         }
         if let (Some(frames), Poll::Ready(Ok(n))) = (&mut this.frames, &polled) {
             frames.wrote(bufs, *n);
@@ -393,11 +410,12 @@ impl AsyncWrite for Framed {
         let this = self.get_mut();
         let before = this.io.socket_sent();
         let polled = Pin::new(&mut this.io).poll_flush(cx);
-        // A TLS stream's records written now (a plain one's flush writes none).
-        if let Some(head) = &this.head
-            && this.io.socket_sent() != before
-        {
-            head.wrote(&[], 0, true);
+        if let Some(head) = &this.head {
+            // A TLS stream's records written now (a plain one's flush writes none).
+            if this.io.socket_sent() != before {
+                head.wrote(&[], 0, true);
+            }
+            head.2.store(polled.is_pending(), Ordering::Relaxed);
         }
         polled
     }
