@@ -160,6 +160,35 @@ mod tests {
     use crate::proxy::body::ClientBody;
     use crate::proxy::forward::Upstream;
 
+    /// `req` sent to `endpoint` as forwarding sends it (10 s to answer, no
+    /// retry elsewhere); the failure's status, reason and cause if not.
+    async fn sent(
+        upstream: &Upstream,
+        endpoint: &Arc<crate::upstream::endpoint::Endpoint>,
+        req: http::Request<ClientBody>,
+        path: &'static str,
+    ) -> Result<http::Response<crate::proxy::forward::ResponseBody>, String> {
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        let path = http::uri::PathAndQuery::from_static(path);
+        let timed_out = AtomicBool::new(false);
+        let sent = upstream
+            .send(
+                endpoint,
+                req,
+                path,
+                false,
+                &|| false,
+                &timed_out,
+                until,
+                false,
+            )
+            .await;
+        sent.map_err(|(failure, _)| {
+            let (reason, cause, status) = crate::proxy::failure::diagnose(&failure);
+            format!("{status} {reason}: {cause}")
+        })
+    }
+
     /// Whether the IPv4 socket bound to `local` is ESTABLISHED, by the
     /// kernel's table (not by reading the socket, which is what the test
     /// is about).
@@ -257,28 +286,9 @@ mod tests {
         let headers = req.headers_mut();
         headers.insert(http::header::HOST, "app.example.com".parse().unwrap());
         headers.insert(http::header::CONTENT_LENGTH, "5".parse().unwrap());
-        let until = tokio::time::Instant::now() + Duration::from_secs(10);
-        let timed_out = AtomicBool::new(false);
-        let path = http::uri::PathAndQuery::from_static("/x");
-        let sent = upstream
-            .send(
-                &endpoint,
-                req,
-                path,
-                false,
-                &|| false,
-                &timed_out,
-                until,
-                false,
-            )
-            .await;
-        let resp = match sent {
-            Ok(resp) => resp,
-            Err((failure, _)) => {
-                let (reason, cause, status) = crate::proxy::failure::diagnose(&failure);
-                panic!("not sent again: {status} {reason}: {cause}");
-            }
-        };
+        let resp = sent(&upstream, &endpoint, req, "/x")
+            .await
+            .unwrap_or_else(|e| panic!("not sent again: {e}"));
         assert_eq!(resp.status(), http::StatusCode::OK);
         let answer = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&answer[..], b"done");
@@ -342,28 +352,9 @@ mod tests {
         let send = |req: http::Request<ClientBody>, path: &'static str| {
             let (upstream, endpoint) = (upstream.clone(), endpoint.clone());
             async move {
-                let until = tokio::time::Instant::now() + Duration::from_secs(10);
-                let path = http::uri::PathAndQuery::from_static(path);
-                let timed_out = AtomicBool::new(false);
-                let sent = upstream
-                    .send(
-                        &endpoint,
-                        req,
-                        path,
-                        false,
-                        &|| false,
-                        &timed_out,
-                        until,
-                        false,
-                    )
-                    .await;
-                match sent {
-                    Ok(resp) => resp.into_body().collect().await.unwrap().to_bytes(),
-                    Err((failure, _)) => {
-                        let (reason, cause, status) = crate::proxy::failure::diagnose(&failure);
-                        panic!("{status} {reason}: {cause}");
-                    }
-                }
+                let resp = sent(&upstream, &endpoint, req, path).await;
+                let resp = resp.unwrap_or_else(|e| panic!("{e}"));
+                resp.into_body().collect().await.unwrap().to_bytes()
             }
         };
         // More than any pair of loopback socket buffers holds.
