@@ -62,7 +62,8 @@ pub fn strip_hop_by_hop(
         Vec::new()
     };
     if !named.is_empty() {
-        trailer = trailer.and_then(|v| trailers::without(&v, &named));
+        let set = named.iter().cloned().collect();
+        trailer = trailer.and_then(|v| trailers::without(&v, &set));
     }
     // An upgrade keeps `Upgrade` (and gets `Connection: upgrade` back).
     let removed = if keep_upgrade {
@@ -163,6 +164,10 @@ pub fn strip_connection_nominated(headers: &mut HeaderMap) -> Vec<HeaderName> {
     if named.is_empty() {
         return named;
     }
+    // Each name once: `Connection: a,a,…` names one field 32,000 times,
+    // and every use below (and the trailers') would pay each copy.
+    let set: std::collections::HashSet<HeaderName> = named.into_iter().collect();
+    let named: Vec<HeaderName> = set.iter().cloned().collect();
     for n in &named {
         headers.remove(n);
     }
@@ -170,7 +175,7 @@ pub fn strip_connection_nominated(headers: &mut HeaderMap) -> Vec<HeaderName> {
         let kept: Vec<HeaderValue> = headers
             .get_all(header::TRAILER)
             .iter()
-            .filter_map(|v| trailers::without(v, &named))
+            .filter_map(|v| trailers::without(v, &set))
             .collect();
         headers.remove(header::TRAILER);
         for v in kept {
