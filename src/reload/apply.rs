@@ -374,7 +374,12 @@ impl Reloader {
             .map(|(n, (u, _, _))| (n.clone(), u.clone()))
             .collect();
 
-        // 3. Listeners: build snapshots, bind new addresses.
+        // 3. Listeners: build snapshots, bind new addresses. Not once
+        // shutdown began during the lookups above: a port bound and
+        // listening here would queue clients nobody accepts.
+        if self.shutting_down() {
+            return Err(SHUTDOWN_BEGAN.to_owned());
+        }
         let mut planned = Vec::new();
         // Running listeners whose socket a new one serves on (a rename, a swap).
         let mut shared = BTreeSet::new();
