@@ -106,17 +106,17 @@ const CLOUDFLARE: [&str; 2] = ["cf-cert-", "cf-client-cert-"];
 /// would make it that someone to such a backend. And Puppet Server's
 /// `X-Client-DN` and `X-Client-Verify` (its `ssl-client-header` and
 /// `ssl-client-verify-header` defaults, trusted with
-/// `allow-header-cert-info`), and HAProxy's recipe's `X-SSL-Issuer` and
-/// bare `X-SSL` (`1` when the client sent a certificate): a client's
-/// `X-Client-Verify: SUCCESS` with any DN would be that DN to Puppet.
-const TRUSTED_ELSEWHERE: [&str; 7] = [
+/// `allow-header-cert-info`), and HAProxy's recipe's `X-SSL-Issuer`: a
+/// client's `X-Client-Verify: SUCCESS` with any DN would be that DN to
+/// Puppet. (The recipe's bare `X-SSL`, "the connection was TLS", is a
+/// forwarding claim: `headers::claims_origin`.)
+const TRUSTED_ELSEWHERE: [&str; 6] = [
     "x-client-cert",
     "x-ssl-cert",
     "x-arr-clientcert",
     "x-client-dn",
     "x-client-verify",
     "x-ssl-issuer",
-    "x-ssl",
 ];
 
 /// Remove every client-certificate header a client may have sent: the

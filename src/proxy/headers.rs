@@ -29,7 +29,7 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 /// The [`claims_origin`] names outside the `X-Forwarded-` prefix and
 /// `Forwarded`, by first byte.
-static CLAIMS_ORIGIN_X: [&str; 13] = [
+static CLAIMS_ORIGIN_X: [&str; 14] = [
     "x-real-ip",
     "x-original-url",
     "x-rewrite-url",
@@ -43,6 +43,9 @@ static CLAIMS_ORIGIN_X: [&str; 13] = [
     "x-remote-ip",
     "x-remote-addr",
     "x-proxyuser-ip",
+    // HAProxy's recipe: `1` when its client connection was TLS, as
+    // `X-Forwarded-Ssl` says.
+    "x-ssl",
 ];
 static CLAIMS_ORIGIN_C: [&str; 4] = [
     "cf-connecting-ip",
