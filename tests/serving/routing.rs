@@ -395,14 +395,7 @@ async fn the_access_log_holds_the_path_as_sent() {
 async fn a_route_an_earlier_one_takes_every_request_of_is_refused() {
     let w = world().await;
     let guard = "{ path_prefix: /admin/, upstream: plain, allow_from: [10.0.0.0/8] }";
-    let config = |routes: &str| {
-        format!(
-            "watch: {{ debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }}\n\
-             admin: {{ bind: \"127.0.0.1:0\" }}\nlisteners:\n{}\nupstreams:{}\n",
-            listener_yaml("public", "127.0.0.1:0", routes),
-            plain_upstream(&w)
-        )
-    };
+    let config = |routes: &str| watched_config(&w, routes);
     let cfg = w
         .scene
         .config(&config(&format!("[{guard}, {{ upstream: plain }}]")));
@@ -519,14 +512,7 @@ async fn a_route_an_earlier_one_takes_part_of_is_warned_about() {
                    listeners[0].routes[0]'s path_prefix";
     let routes = "[{ host: \"*.internal.example\", path_prefix: /api/, upstream: plain, \
                   allow_from: [10.0.0.0/8] }, { host: status.internal.example, upstream: plain }]";
-    let config = |routes: &str| {
-        format!(
-            "watch: {{ debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }}\n\
-             admin: {{ bind: \"127.0.0.1:0\" }}\nlisteners:\n{}\nupstreams:{}\n",
-            listener_yaml("public", "127.0.0.1:0", routes),
-            plain_upstream(&w)
-        )
-    };
+    let config = |routes: &str| watched_config(&w, routes);
     let file = w.scene.path("overlap.yaml");
     write(&file, &config(routes));
     let (code, out, err) = run_cli(&["check", "--config", file.to_str().unwrap()]);
@@ -557,4 +543,15 @@ async fn a_route_an_earlier_one_takes_part_of_is_warned_about() {
         .await;
     assert_eq!(get_status(&w, addr, host, "/api/x").await.0, "403");
     assert_eq!(get_status(&w, addr, host, "/x").await.0, "200");
+}
+
+/// A watched configuration (50 ms debounce) with the admin API and one
+/// listener `public` on `routes`, every route's upstream `plain`.
+fn watched_config(w: &World, routes: &str) -> String {
+    format!(
+        "watch: {{ debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }}\n\
+         admin: {{ bind: \"127.0.0.1:0\" }}\nlisteners:\n{}\nupstreams:{}\n",
+        listener_yaml("public", "127.0.0.1:0", routes),
+        plain_upstream(w)
+    )
 }
