@@ -147,6 +147,33 @@ impl Abandoned {
 #[derive(Clone, Copy, Debug)]
 pub struct UpstreamAnswered;
 
+/// A request's `Referer` and `User-Agent` as its client sent them, for a
+/// `combined` line (none otherwise: JSON has no such fields). Taken before
+/// the hop-by-hop pass, which removes the fields a `Connection` names:
+/// `Connection: close, user-agent` hid the user agent from the log.
+#[derive(Default)]
+pub struct Sent {
+    referer: Option<Box<[u8]>>,
+    user_agent: Option<Box<[u8]>>,
+}
+
+impl Sent {
+    /// Copied from `headers` when `edge` writes `combined` lines.
+    pub fn of(edge: &EdgePolicy, headers: &http::HeaderMap) -> Sent {
+        if !(edge.access_log && access_log::enabled() && access_log::combined()) {
+            return Sent::default();
+        }
+        // The bytes as sent, escaped when written: a value with a byte
+        // outside ASCII is no valid text, yet must not vanish from the
+        // log (one added byte hid a client's user agent).
+        let raw = |v: Option<&HeaderValue>| v.map(|v| Box::from(v.as_bytes()));
+        Sent {
+            referer: raw(headers.get(http::header::REFERER)),
+            user_agent: raw(headers.get(http::header::USER_AGENT)),
+        }
+    }
+}
+
 /// One request's edge bookkeeping.
 pub struct Exchange {
     started: Instant,
@@ -163,22 +190,20 @@ impl Exchange {
     /// log line needs from the request head and start counting its body.
     /// `client_id`: the request may carry an `X-Request-Id` (false: it
     /// has none, and none is looked for).
+    /// `sent`: the request's referer and user agent, taken before its
+    /// hop-by-hop pass ([`Sent::of`]).
     pub fn begin(
         edge: &EdgePolicy,
         ctx: &RequestContext,
         req: &mut Request<Incoming>,
         started: Instant,
         client_id: bool,
+        sent: Sent,
     ) -> Exchange {
         let trusted = edge.request_id.trust_client && client_id;
         let request_id = request_id::settle(req.headers_mut(), trusted);
         let log = (edge.access_log && access_log::enabled()).then(|| {
             let h = req.headers();
-            let combined = access_log::combined();
-            // The bytes as sent, escaped when written: a value with a byte
-            // outside ASCII is no valid text, yet must not vanish from the
-            // log (one added byte hid a client's user agent).
-            let raw = |v: Option<&HeaderValue>| v.map(|v| Box::from(v.as_bytes()));
             let line = Box::new(RequestLine {
                 ts: SystemTime::now(),
                 listener: ctx.listener.clone(),
@@ -211,12 +236,8 @@ impl Exchange {
                 tls_version: ctx.tls_version,
                 resumed: ctx.resumed,
                 authz: "allowed",
-                referer: combined
-                    .then(|| raw(h.get(http::header::REFERER)))
-                    .flatten(),
-                user_agent: combined
-                    .then(|| raw(h.get(http::header::USER_AGENT)))
-                    .flatten(),
+                referer: sent.referer,
+                user_agent: sent.user_agent,
             });
             // A request without a body (most GETs) needs no counter.
             let counter = (!hyper::body::Body::is_end_stream(req.body()))

@@ -24,7 +24,7 @@ use crate::config::{FrontConfig, Limits};
 use crate::metrics;
 use crate::proxy::client_io::ClientIo;
 use crate::proxy::conn::{Activity, Driver, Outcome, TrackedBody};
-use crate::proxy::edge::Exchange;
+use crate::proxy::edge::{Exchange, Sent};
 use crate::proxy::forward::{RequestContext, ResponseBody};
 use crate::proxy::headers::client_ip_value;
 use crate::proxy::listener::{Listener, Slot};
@@ -254,7 +254,8 @@ pub async fn redirect_connection(
         hyper::service::service_fn(move |mut req: Request<Incoming>| {
             let in_flight = activity.begin(!req.body().is_end_stream());
             let start = Instant::now();
-            let exchange = Exchange::begin(&edge, &ctx, &mut req, start, true);
+            let sent = Sent::of(&edge, req.headers());
+            let exchange = Exchange::begin(&edge, &ctx, &mut req, start, true, sent);
             let mut resp = redirect(req, port);
             front.set_response_headers(resp.headers_mut());
             // Keep-alive off: every answer is the connection's last, and

@@ -27,7 +27,7 @@ use crate::metrics;
 use crate::proxy::body::{self, Fault};
 use crate::proxy::client_io::ClientIo;
 use crate::proxy::conn::{self, Activity, Driver, TrackedBody};
-use crate::proxy::edge::{EdgePolicy, Exchange, UpstreamAddr, UpstreamAnswered};
+use crate::proxy::edge::{EdgePolicy, Exchange, Sent, UpstreamAddr, UpstreamAnswered};
 use crate::proxy::forward::{RequestContext, ResponseBody, client_fault, error_response};
 use crate::proxy::front::{self, Front};
 use crate::proxy::headers::client_ip_value;
@@ -647,13 +647,15 @@ async fn handle(
     if req.version() == http::Version::HTTP_2 {
         req.headers_mut().reserve(ADDED_FIELDS);
     }
+    let edge = listener.edge.load();
+    // Before the hop-by-hop pass: the log has the fields as sent.
+    let sent = Sent::of(&edge, req.headers());
     let (named, nominated) = request::Named::first_pass(req.headers_mut());
     if !nominated.is_empty() {
         req.extensions_mut()
             .insert(crate::proxy::trailers::Nominated(nominated));
     }
-    let edge = listener.edge.load();
-    let mut exchange = Exchange::begin(&edge, ctx, &mut req, start, named.request_id);
+    let mut exchange = Exchange::begin(&edge, ctx, &mut req, start, named.request_id, sent);
     let prepared = match crowded {
         true => Err(request::Refused::TooManyHeaders),
         false => request::prepare(&mut req, &ctx.hosts),

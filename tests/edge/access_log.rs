@@ -54,6 +54,26 @@ async fn combined_shows_non_ascii_header_bytes_escaped() {
     );
 }
 
+/// A `Connection` that names `User-Agent` and `Referer` removes them from
+/// what goes upstream, not from the log: the combined line holds the
+/// bytes sent. They were copied after the hop-by-hop pass, and logged
+/// `"-" "-"`, so a client hid its user agent with one header.
+#[tokio::test]
+async fn combined_logs_a_user_agent_its_connection_names() {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let (_p, addr, log) = logged(&scene, &ca, "combined").await;
+    let reply = send(
+        addr,
+        &ca,
+        b"GET /a HTTP/1.1\r\nHost: localhost\r\nUser-Agent: scan/1\r\nReferer: https://r.test/\r\nConnection: close, user-agent, referer\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 502"), "{reply}");
+    let line = &combined_lines(&log, 1).await[0];
+    assert!(line.ends_with(r#" "https://r.test/" "scan/1""#), "{line}");
+}
+
 /// A `Host` with a byte outside ASCII is refused, and its JSON line shows
 /// what was sent, escaped as `\xHH` inside the string (a `\` as `\x5C`),
 /// where it used to be `null`.
