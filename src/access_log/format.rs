@@ -270,7 +270,37 @@ impl std::fmt::Display for Escaped<'_> {
 }
 
 fn push_json(out: &mut Vec<u8>, line: &JsonLine<'_>) {
-    let _ = serde_json::to_writer(out, line);
+    let mut ser = serde_json::Serializer::with_formatter(out, AsciiOnly);
+    let _ = line.serialize(&mut ser);
+}
+
+/// serde_json's compact form, with every character outside ASCII, and DEL,
+/// written as `\uXXXX` (UTF-16 units: a surrogate pair beyond U+FFFF), as
+/// serde_json writes those below U+0020: a line is ASCII, and parses back
+/// to the same strings. A path holds what its client sent (the `http`
+/// crate takes UTF-8 in a target), and written raw, a C1 control (U+009B,
+/// the 8-bit CSI), a line or paragraph separator or a bidi override
+/// (U+202E) went to the terminal or viewer the line is read in.
+struct AsciiOnly;
+
+impl serde_json::ser::Formatter for AsciiOnly {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut rest = fragment;
+        // The first byte over 0x7E is DEL or a character's first byte.
+        while let Some(at) = rest.bytes().position(|b| b > 0x7E) {
+            w.write_all(&rest.as_bytes()[..at])?;
+            let c = rest[at..].chars().next().unwrap_or_default();
+            for unit in c.encode_utf16(&mut [0; 2]) {
+                write!(w, "\\u{unit:04x}")?;
+            }
+            rest = &rest[at + c.len_utf8()..];
+        }
+        w.write_all(rest.as_bytes())
+    }
 }
 
 /// A value serialized as its `Display` text, without an intermediate string.
@@ -403,6 +433,28 @@ pub(super) mod tests {
         assert!(text.ends_with(&want), "{text}");
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["upstream_addr"], last);
+    }
+
+    /// Every character outside ASCII, and DEL, as `\\uXXXX` (a surrogate
+    /// pair beyond U+FFFF): the line is ASCII and parses back to the path.
+    #[test]
+    fn json_is_ascii() {
+        let path = "/\u{9B}\u{85}\u{2028}\u{2029}\u{202E}\u{2066}\u{7F}caf\u{E9}\u{1F600}\"\\";
+        let r = RequestLine {
+            path: path.into(),
+            ..line()
+        };
+        let mut out = Vec::new();
+        write(&mut out, &Line::Request(Box::new(r)), LogFormat::Json);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains(
+                r#""path":"/\u009b\u0085\u2028\u2029\u202e\u2066\u007fcaf\u00e9\ud83d\ude00\"\\""#
+            ),
+            "{text}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["path"], path);
     }
 
     /// nginx `combined`, with `"` escaped as nginx does; the path without its query.

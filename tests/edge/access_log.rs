@@ -93,6 +93,35 @@ async fn json_shows_a_non_ascii_host_escaped() {
     assert_eq!(line["host"], r"b\xC3\xA9\x5C.test", "{line}");
 }
 
+/// A path with characters outside ASCII (a C1 control, U+009B, the 8-bit
+/// CSI a terminal takes as `ESC [`; U+2028 LINE SEPARATOR; U+202E
+/// RIGHT-TO-LEFT OVERRIDE) is written in the JSON line as `\uXXXX`
+/// escapes: the line's bytes hold none of them, and it parses back to the
+/// path sent. They were written raw (serde_json escapes only what is
+/// below U+0020), into the terminal or viewer a line is read in.
+#[tokio::test]
+async fn json_escapes_a_path_outside_ascii() {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let (_p, addr, log) = logged(&scene, &ca, "json").await;
+    let reply = send(
+        addr,
+        &ca,
+        b"GET /\xC2\x9B31mok\xE2\x80\xA8\xE2\x80\xAEx HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 502"), "{reply}");
+    let line = &wait_access_log(&log, 1, WAIT).await[0];
+    assert_eq!(line["path"], "/\u{9B}31mok\u{2028}\u{202E}x", "{line}");
+    let raw = std::fs::read(&log).unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(raw.is_ascii(), "{text}");
+    assert!(
+        text.contains(r#""path":"/\u009b31mok\u2028\u202ex""#),
+        "{text}"
+    );
+}
+
 /// A `CONNECT` (authority-form target, answered 405) is logged with its
 /// authority as the target, as nginx logs `$request`; it was an empty one
 /// (`"CONNECT  HTTP/1.1"`). JSON's `path` holds the same.
