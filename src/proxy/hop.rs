@@ -2,6 +2,7 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::proxy::request::MAX_HEADER_FIELDS;
 use crate::proxy::trailers;
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -142,31 +143,14 @@ pub fn strip_connection_nominated(headers: &mut HeaderMap) -> Vec<HeaderName> {
     {
         return Vec::new();
     }
-    // `close`, `keep-alive` and `upgrade` (what nearly every `Connection`
-    // says) are skipped without building a name: the common message costs
-    // no allocation here.
-    let named: Vec<HeaderName> = connection_tokens(headers)
-        .filter(|t| !t.is_empty() && !is_option(t))
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        // The framing headers say how the body was read: hyper already read
-        // it by them, and the checks on them (`request::prepare`) run after
-        // this, so naming them must not remove them first.
-        .filter(|n| {
-            !matches!(
-                *n,
-                header::HOST
-                    | header::CONNECTION
-                    | header::TRANSFER_ENCODING
-                    | header::CONTENT_LENGTH
-            )
-        })
-        .collect();
-    if named.is_empty() {
-        return named;
-    }
     // Each name once: `Connection: a,a,…` names one field 32,000 times,
-    // and every use below (and the trailers') would pay each copy.
-    let set: std::collections::HashSet<HeaderName> = named.into_iter().collect();
+    // and every use below (and the trailers') would pay each copy. (A
+    // request naming more than a head holds was refused before this:
+    // [`nominates_too_many`].) An empty set allocates nothing.
+    let set: std::collections::HashSet<HeaderName> = nominated_names(headers).collect();
+    if set.is_empty() {
+        return Vec::new();
+    }
     let named: Vec<HeaderName> = set.iter().cloned().collect();
     for n in &named {
         headers.remove(n);
@@ -194,6 +178,42 @@ pub fn strip_connection_nominated(headers: &mut HeaderMap) -> Vec<HeaderName> {
         }
     }
     named
+}
+
+/// The header names `Connection` nominates, repeats included: its own
+/// options (`close`, `keep-alive`, `upgrade`, what nearly every
+/// `Connection` says) skipped without building a name (the common message
+/// costs no allocation), and never `Host`, `Connection` or the framing
+/// headers: hyper already read the body by those, and the checks on them
+/// (`request::prepare`) run after this, so naming them must not remove
+/// them first.
+fn nominated_names(headers: &HeaderMap) -> impl Iterator<Item = HeaderName> + '_ {
+    connection_tokens(headers)
+        .filter(|t| !t.is_empty() && !is_option(t))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .filter(|n| {
+            !matches!(
+                *n,
+                header::HOST
+                    | header::CONNECTION
+                    | header::TRANSFER_ENCODING
+                    | header::CONTENT_LENGTH
+            )
+        })
+}
+
+/// Whether a request's `Connection` nominates more distinct names than a
+/// head may carry fields ([`MAX_HEADER_FIELDS`]): naming more protects
+/// nothing more, and [`strip_connection_nominated`] would keep each name
+/// for the request's trailers, for as long as its body lasts (~14,000
+/// short names fill a 64 KiB head, ~1 MB held). Stops reading at the first
+/// name past the limit; repeats of one name count once.
+pub fn nominates_too_many(headers: &HeaderMap) -> bool {
+    let mut distinct = std::collections::HashSet::new();
+    nominated_names(headers).any(|n| {
+        distinct.insert(n);
+        distinct.len() > MAX_HEADER_FIELDS
+    })
 }
 
 /// Every token of every `Connection` header, trimmed.
@@ -542,6 +562,29 @@ mod tests {
         h.insert("trailer", HeaderValue::from_str(&repeats).unwrap());
         strip_hop_by_hop(&mut h, false, Message::Request);
         assert_eq!(h["trailer"], "x-a");
+    }
+
+    /// More distinct nominated names than a head holds fields: repeats,
+    /// `Connection`'s own options and the names never removed do not count.
+    #[test]
+    fn nominating_more_names_than_a_head_holds_is_told() {
+        let says = |names: Vec<String>| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::CONNECTION,
+                HeaderValue::from_str(&names.join(", ")).unwrap(),
+            );
+            nominates_too_many(&h)
+        };
+        let n = crate::proxy::request::MAX_HEADER_FIELDS;
+        let distinct = |k: usize| (0..k).map(|i| format!("x{i}")).collect::<Vec<_>>();
+        assert!(!says((0..50).flat_map(|_| distinct(n)).collect()));
+        let mut others = distinct(n);
+        others
+            .extend(["close", "keep-alive", "upgrade", "host", "content-length"].map(String::from));
+        assert!(!says(others));
+        assert!(says(distinct(n + 1)));
+        assert!(says(distinct(14_000)));
     }
 
     /// `te` joins what `Connection` says, once, and only beside `TE`.

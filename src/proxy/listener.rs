@@ -651,14 +651,19 @@ async fn handle(
     // Before the hop-by-hop pass: the log has the fields as sent.
     let sent = Sent::of(&edge, req.headers());
     let (named, nominated) = request::Named::first_pass(req.headers_mut());
-    if !nominated.is_empty() {
-        req.extensions_mut()
-            .insert(crate::proxy::trailers::Nominated(nominated));
-    }
+    let nominated = match nominated {
+        Ok(names) if !names.is_empty() => {
+            let names = crate::proxy::trailers::Nominated(names);
+            req.extensions_mut().insert(names);
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(refused) => Err(refused),
+    };
     let mut exchange = Exchange::begin(&edge, ctx, &mut req, start, named.request_id, sent);
     let prepared = match crowded {
         true => Err(request::Refused::TooManyHeaders),
-        false => request::prepare(&mut req, &ctx.hosts),
+        false => nominated.and_then(|()| request::prepare(&mut req, &ctx.hosts)),
     };
     if let Err(refused) = prepared {
         return refuse(listener, ctx, exchange, refused, start);

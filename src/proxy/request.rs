@@ -41,6 +41,10 @@ pub enum Refused {
     ChunkedUpgrade,
     #[error("more than {MAX_HEADER_FIELDS} header fields")]
     TooManyHeaders,
+    /// `Connection` names more distinct headers than a head may carry
+    /// ([`crate::proxy::hop::nominates_too_many`]).
+    #[error("Connection nominates more than {MAX_HEADER_FIELDS} header names")]
+    TooManyNominated,
     #[error("authority-form target without CONNECT")]
     AuthorityForm,
     #[error("asterisk-form target without OPTIONS")]
@@ -130,18 +134,23 @@ impl Named {
     /// names removed: first, before hotproxy adds anything
     /// ([`crate::proxy::headers::strip_connection_nominated`]).
     /// The names its `Connection` nominated come back too (none: no
-    /// allocation), for its trailers to lose.
-    pub fn first_pass(headers: &mut http::HeaderMap) -> (Named, Vec<http::HeaderName>) {
+    /// allocation), for its trailers to lose; or, when it nominates more
+    /// than a head may carry fields, the refusal (nothing removed).
+    pub fn first_pass(
+        headers: &mut http::HeaderMap,
+    ) -> (Named, Result<Vec<http::HeaderName>, Refused>) {
         let mut named = Named::default();
         for name in headers.keys() {
             named.connection |= *name == header::CONNECTION;
             named.upgrade |= *name == header::UPGRADE;
             named.request_id |= *name == crate::proxy::request_id::X_REQUEST_ID;
         }
-        let nominated = if named.connection {
-            crate::proxy::headers::strip_connection_nominated(headers)
+        let nominated = if !named.connection {
+            Ok(Vec::new())
+        } else if crate::proxy::hop::nominates_too_many(headers) {
+            Err(Refused::TooManyNominated)
         } else {
-            Vec::new()
+            Ok(crate::proxy::headers::strip_connection_nominated(headers))
         };
         (named, nominated)
     }

@@ -20,6 +20,7 @@ mod h2_abuse;
 mod h2_resets;
 mod heads;
 mod listeners;
+mod nominated;
 mod routing;
 mod slow_readers;
 mod smuggling;
