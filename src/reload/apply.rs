@@ -347,6 +347,10 @@ impl Reloader {
         // 2. Upstreams: reuse unchanged ones (keeps their pools).
         let mut upstreams = BTreeMap::new();
         for u in &new.upstreams {
+            // Each may wait 5 s for its names: not once shutdown began.
+            if self.shutting_down() {
+                return Err(SHUTDOWN_BEGAN.to_owned());
+            }
             let (tls, key) = match upstream_tls(u, &entries) {
                 Ok(t) => t,
                 Err(e) => {
@@ -417,8 +421,8 @@ impl Reloader {
         // The access log opens its file here: a path that cannot be opened
         // rejects the configuration like an unbindable address.
         let access_log = crate::access_log::prepare(new.access_log.as_ref())?;
-        // Shutdown may have begun while this was built (up to 5 s per
-        // upstream whose name's lookup hangs): committed, it would bind
+        // Shutdown may have begun while this was built (up to 5 s, the
+        // last upstream's lookup): committed, it would bind
         // new ports with nobody to accept on them, and hold the release of
         // the listening sockets queued behind it (SPEC §3).
         if self.shutting_down() {

@@ -709,7 +709,9 @@ const GAPS: usize = 3;
 /// silent): once the lookup gives up, the reload is dropped, not applied
 /// (no reload once shutdown has begun, SPEC §3). Shutdown was checked only
 /// when a reload began: this one was committed after shutdown began, and
-/// the listening sockets' release waited behind it.
+/// the listening sockets' release waited behind it. Nor is the edit's
+/// second upstream built then: its lookup (5 s more) held the listening
+/// socket open with nobody accepting; its name is never asked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_still_building_when_shutdown_begins_is_not_applied() {
     let (dns, mut w) = app_by_name("stopping", "0s").await;
@@ -721,10 +723,13 @@ async fn a_reload_still_building_when_shutdown_begins_is_not_applied() {
         w.pods[0].requests_for("/hang") == 1
     })
     .await;
-    let late = own_name("stopping-late");
+    let (late, second) = (own_name("stopping-late"), own_name("stopping-second"));
     dns.hold_name(&late);
-    let edited = upstream("app", &format!("https://{late}:{port}"), "");
-    w.scene.public_config("[{ upstream: app }]", &edited);
+    dns.hold_name(&second);
+    let edited = upstream("app", &format!("https://{late}:{port}"), "")
+        + &upstream("two", &format!("https://{second}:{port}"), "");
+    let routes = "[{ path_prefix: /two, upstream: two }, { upstream: app }]";
+    w.scene.public_config(routes, &edited);
     dns.wait_held("the edit's lookup").await;
     w.proxy.signal("TERM");
     let began = "shutting down: no new connections, draining open ones";
@@ -741,6 +746,23 @@ async fn a_reload_still_building_when_shutdown_begins_is_not_applied() {
     assert_eq!(
         outcome["message"], "shutting down; configuration change ignored",
         "{outcome}"
+    );
+    wait_until(WAIT, "the listening socket closed", || async {
+        tokio::net::TcpStream::connect(w.public).await.is_err()
+    })
+    .await;
+    let asked = |name: &str| {
+        let st = dns.state.lock().unwrap();
+        st.held
+            .iter()
+            .filter(|(q, _)| qname(q).as_deref() == Some(name))
+            .count()
+    };
+    assert!(asked(&late) > 0, "the first upstream's name was asked");
+    assert_eq!(
+        asked(&second),
+        0,
+        "the second upstream was built after SIGTERM"
     );
     held.abort();
 }
