@@ -512,7 +512,10 @@ impl Upstream {
     /// `request_timeout` under twice `connect_timeout` had its dial
     /// charged when the deadline cut it short: an endpoint with a slow
     /// handshake, well within `connect_timeout`, was ejected for what the
-    /// earlier attempts had spent of the client's time.
+    /// earlier attempts had spent of the client's time. Not `less than
+    /// min(connect_timeout, request_timeout)`: with `request_timeout` no
+    /// longer than `connect_timeout` every retry would be short, and a
+    /// black-holed endpoint behind a refusing one never ejected.
     fn short_dial(&self, last: &Latest, until: tokio::time::Instant) -> bool {
         let connect = self.config.connect_timeout;
         let dial_short = self.config.request_timeout > connect
