@@ -96,7 +96,7 @@ impl std::fmt::Display for Shortfall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "open file limit {} is below the {} descriptors the listeners may hold at once (max_connections × descriptors per connection: {}; with the admin listener and files): {ADVICE}",
+            "open file limit {} is below the {} descriptors the listeners may hold at once (max_connections × descriptors per connection: {}; with the admin listener, the upstreams' idle pooled and health-check connections, and files): {ADVICE}",
             self.limit, self.need, self.listeners
         )
     }
@@ -106,7 +106,8 @@ impl std::fmt::Display for Shortfall {
 /// limit once raised) is below it. Each connection of a proxying listener
 /// counts twice (the client's socket and the upstream's), one of a
 /// `redirect_https` listener once (it answers itself); each listening
-/// socket once, the admin listener's connections, and [`FILES_MARGIN`].
+/// socket once, the admin listener's connections, the upstreams'
+/// ([`upstream_descriptors`]), and [`FILES_MARGIN`].
 pub fn shortfall(config: &Config, limit: Option<u64>) -> Option<Shortfall> {
     let limit = limit?;
     let mut need = FILES_MARGIN;
@@ -124,10 +125,24 @@ pub fn shortfall(config: &Config, limit: Option<u64>) -> Option<Shortfall> {
     if config.admin.is_some() {
         need = need.saturating_add(crate::admin::MAX_CONNECTIONS as u64 + 1);
     }
+    need = need.saturating_add(upstream_descriptors(config));
     (need > limit).then(|| Shortfall {
         limit,
         need,
         listeners: named.join(", "),
+    })
+}
+
+/// Upstream connections held besides those of the listeners' requests:
+/// each server's pool keeps up to `max_idle_connections` idle, and with
+/// `health.active` a check may open one more per server (past the slot
+/// limit: [`crate::upstream::pool::Want::Check`]). Per configured server:
+/// a name resolving to several addresses may hold that many times more.
+fn upstream_descriptors(config: &Config) -> u64 {
+    config.upstreams.iter().fold(0u64, |need, u| {
+        let per_server =
+            (u.max_idle_connections as u64).saturating_add(u64::from(u.health.active.is_some()));
+        need.saturating_add((u.servers.len() as u64).saturating_mul(per_server))
     })
 }
 
@@ -149,4 +164,39 @@ pub fn at_start(config: &Config) {
 /// (what `run` raises the soft one to).
 pub fn check_warning(config: &Config) -> Option<Shortfall> {
     shortfall(config, current().hard)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two upstreams' idle pools and one's health checks are counted
+    /// beside the listener's connections: `servers × max_idle_connections`,
+    /// plus one check connection per server with `health.active`.
+    #[test]
+    fn upstream_pools_and_checks_are_counted() {
+        let text = "
+listeners:
+  - name: public
+    bind: 127.0.0.1:8443
+    tls: { certs: [{ cert_file: a.crt, key_file: a.key }] }
+    limits: { max_connections: 100 }
+    routes: [{ path_prefix: /b, upstream: b }, { upstream: a }]
+upstreams:
+  - name: a
+    servers: [http://127.0.0.1:9001, http://127.0.0.1:9002, http://127.0.0.1:9003]
+    max_idle_connections: 10
+  - name: b
+    servers: [http://127.0.0.1:9004, http://127.0.0.1:9005]
+    max_idle_connections: 7
+    health: { active: { path: /healthz } }
+";
+        let config = crate::config::parse(text, std::path::Path::new("/etc/hotproxy/c.yaml"))
+            .unwrap_or_else(|e| panic!("{}", e.render()));
+        assert_eq!(upstream_descriptors(&config), 3 * 10 + 2 * (7 + 1));
+        // 100 × 2 + 1 for the listener, 46 for the upstreams, 64 for files.
+        let short = shortfall(&config, Some(310)).expect("310 < 311");
+        assert_eq!(short.need, 201 + 46 + FILES_MARGIN);
+        assert!(shortfall(&config, Some(311)).is_none());
+    }
 }
