@@ -2,24 +2,63 @@
 
 use super::tree::shown_written;
 
-/// Replace `${NAME}` with the environment variable NAME.
-pub(super) fn expand_env(s: &str) -> Result<String, String> {
+/// The most bytes one string value may come to with each `${NAME}`
+/// replaced: the largest file's. A few bytes of `${V}` each repeating a
+/// value of kilobytes (a million of them in a 4 MiB file) asked for
+/// gigabytes, and the process (on a reload, the serving proxy) aborted.
+pub const MAX_EXPANDED_VALUE_BYTES: usize = super::MAX_CONFIG_BYTES as usize;
+
+/// The most bytes the values of one file that name a variable may come to
+/// together, expanded: as much as its text may read as
+/// ([`super::tree::MAX_TEXT_BYTES`]).
+pub const MAX_EXPANDED_BYTES: usize = super::tree::MAX_TEXT_BYTES;
+
+/// Replace `${NAME}` with the environment variable NAME. `used`: the bytes
+/// the file's values expanded before this one came to (of
+/// [`MAX_EXPANDED_BYTES`]), this one's added on success. Past either limit
+/// the value is refused, the message naming neither it nor a variable's
+/// value.
+pub(super) fn expand_env(s: &str, used: &mut usize) -> Result<String, String> {
     if !s.contains("${") {
         return Ok(s.to_owned());
     }
-    let mut out = String::with_capacity(s.len());
+    let limit = MAX_EXPANDED_VALUE_BYTES.min(MAX_EXPANDED_BYTES.saturating_sub(*used));
+    let too_long = || {
+        if limit < MAX_EXPANDED_VALUE_BYTES {
+            format!(
+                "with each `${{NAME}}` replaced, this value and those before it come to more \
+                 than the {MAX_EXPANDED_BYTES} bytes a file's values set from the environment \
+                 may; refused (name each variable once, or fewer times)"
+            )
+        } else {
+            format!(
+                "with each `${{NAME}}` replaced, this value is more than the \
+                 {MAX_EXPANDED_VALUE_BYTES} bytes a value may be; refused (name each \
+                 variable once, or fewer times)"
+            )
+        }
+    };
+    let mut out = String::with_capacity(s.len().min(limit));
     let mut rest = s;
+    let push = |out: &mut String, part: &str| {
+        if out.len() + part.len() > limit {
+            return Err(too_long());
+        }
+        out.push_str(part);
+        Ok(())
+    };
     while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
+        push(&mut out, &rest[..start])?;
         let after = &rest[start + 2..];
         let end = after
             .find('}')
             .ok_or_else(|| format!("unterminated ${{ in {}", super::found_text(s)))?;
         let name = &after[..end];
-        out.push_str(&var(name)?);
+        push(&mut out, &var(name)?)?;
         rest = &after[end + 1..];
     }
-    out.push_str(rest);
+    push(&mut out, rest)?;
+    *used += out.len();
     Ok(out)
 }
 

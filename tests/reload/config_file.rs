@@ -405,3 +405,92 @@ async fn a_header_read_timeout_below_its_floor_is_refused() {
     c.read_exact(&mut first).await.unwrap();
     assert!(first.starts_with(b"HTTP/1.1 "), "{first:?}");
 }
+
+/// The variable the proxy and `check` are given a value of 2 KiB in.
+const BIG: &str = "HOTPROXY_TEST_BIG";
+
+/// `${HOTPROXY_TEST_BIG}` written `n` times: a few bytes each in the file,
+/// 2 KiB each expanded.
+fn big_refs(n: usize) -> String {
+    format!("${{{BIG}}}").repeat(n)
+}
+
+/// `${NAME}` is expanded within limits: a name of 3,000 references to a
+/// 2 KiB value (6 MB expanded, from 60 KB of file) is refused at its line
+/// and field, and five more listeners' of 2,000 each (4 MB each, 20 MB
+/// together) at the one past the file's total, neither value shown; a reload to the first
+/// is rejected and the old configuration keeps serving. Unbounded, a
+/// million references in a 4 MiB file asked for 2 GB, and the process
+/// (on a reload, the serving proxy) aborted.
+#[tokio::test]
+async fn env_expansion_past_its_limits_is_refused() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (a, _) = pairs_a_and_b(&s, &ca);
+    let value = "v".repeat(2048);
+    let env = [(BIG, value.as_str())];
+    let base = base_config("a.crt", "a.key", "");
+    let cfg = s.config(&base);
+    let mut p = Proxy::start_logging(&cfg, "debug", &env);
+    let addr = p.listener_addr("public").await;
+
+    let check = |text: &str| {
+        let path = s.path("check.yaml");
+        write(&path, text);
+        let out = output_within_deadline(
+            std::process::Command::new(env!("CARGO_BIN_EXE_hotproxy"))
+                .args(["check", "--config", path.to_str().unwrap()])
+                .envs(env)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped()),
+        );
+        let printed = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{printed}");
+        assert!(!printed.contains(&value[..64]), "{printed}");
+        printed
+    };
+    let line_of = |text: &str, on: &str| text.lines().position(|l| l.contains(on)).unwrap() + 1;
+
+    let one = base.replace("name: public", &format!("name: \"p{}\"", big_refs(3000)));
+    let printed = check(&one);
+    let at = line_of(&one, "name: \"p");
+    assert!(
+        printed.contains(&format!(
+            "line {at}: listeners[0].name: with each `${{NAME}}` replaced, this value is \
+             more than the 4194304 bytes a value may be; refused"
+        )),
+        "{printed}"
+    );
+
+    let five: String = (0..5)
+        .map(|i| {
+            format!(
+                "  - name: \"l{i}{}\"\n    bind: 127.0.0.1:0\n    tls:\n      certs: [{{ cert_file: a.crt, key_file: a.key }}]\n",
+                big_refs(2000)
+            )
+        })
+        .collect();
+    let many = base_config("a.crt", "a.key", &five);
+    let printed = check(&many);
+    let at = line_of(&many, "name: \"l4");
+    assert!(
+        printed.contains(&format!(
+            "line {at}: listeners[5].name: with each `${{NAME}}` replaced, this value and \
+             those before it come to more than the 16777216 bytes a file's values set from \
+             the environment may; refused"
+        )),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains("listeners[4].name: with each"),
+        "{printed}"
+    );
+
+    write(&cfg, &one);
+    let event = p
+        .wait_log("rejected", rejected("listeners[0].name: with each"))
+        .await;
+    assert!(!event.to_string().contains(&value[..64]), "{event}");
+    assert_serves(addr, "localhost", &ca.cert_pem, &a.fingerprint).await;
+}

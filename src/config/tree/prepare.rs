@@ -16,6 +16,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::super::Withheld;
 use super::super::block_scalar::is_block_scalar;
+use super::super::env;
 use super::{Found, Node, Value};
 
 /// The longest key a mapping may have, in bytes: the longest key of the
@@ -104,6 +105,9 @@ pub struct Pending {
     /// The text values written as block scalars (`|`, `>`): at a path
     /// field, content pasted in place of a path (a key folded to one line).
     blocks: Vec<usize>,
+    /// The bytes the values that name a variable came to, expanded (at
+    /// most [`env::MAX_EXPANDED_BYTES`]).
+    expanded: usize,
 }
 
 impl Pending {
@@ -188,7 +192,7 @@ pub fn long_keys(node: &mut Node, pending: &mut Pending) {
 pub fn expand_env(node: &mut Node, text: &str, pending: &mut Pending) {
     let (id, line) = (node.id, node.line);
     match &mut node.value {
-        Value::Str(s) if s.contains("${") => match super::super::env::expand_env(s) {
+        Value::Str(s) if s.contains("${") => match env::expand_env(s, &mut pending.expanded) {
             Ok(v) => {
                 let block = node.span.is_some_and(|(at, _)| is_block_scalar(text, at));
                 let w = Withheld::from_env(&v, s, "", block);
