@@ -157,6 +157,13 @@ pub fn run(path: &Path) -> ExitCode {
             problems.push(format!("upstream {}: {e}", u.name));
         }
     }
+    // Said once, as `run` logs it when it first builds such an upstream.
+    let system = |u: &config::UpstreamConfig| matches!(u.tls.ca, config::UpstreamCa::System);
+    if config.upstreams.iter().any(system)
+        && let Some(w) = crate::tls::client::system_roots_warning()
+    {
+        warnings.push(w.to_owned());
+    }
     let mut notes = Vec::new();
     let stored = startup(&config, &mut rows, &mut problems, &mut warnings, &mut notes);
     if !problems.is_empty() {
@@ -214,6 +221,15 @@ fn entry_rows(spec: &EntrySpec, l: &Loaded, warnings: &mut Vec<String>) -> Vec<[
                 spec.id,
                 info.subject,
                 date(info.not_after)
+            ));
+        }
+        // `run` loads it too, and warns: no client accepts it until then.
+        if info.not_before > unix(std::time::SystemTime::now()) {
+            warnings.push(format!(
+                "entry {}: certificate {} is not valid until {} (loaded anyway)",
+                spec.id,
+                info.subject,
+                date(info.not_before)
             ));
         }
         rows.push([
@@ -305,8 +321,17 @@ fn startup(
         }
         (Some(Preview::Opens(stored)), Some(store)) => {
             // Like startup: material that does not load is only a warning
-            // (the entry waits for fixes).
+            // (the entry waits for fixes), and so are files outside
+            // store.file_roots.
+            let roots = crate::admin::paths::roots(config);
             for spec in &stored {
+                if let Some(files) = crate::admin::paths::outside_shown(&spec.source, &roots) {
+                    warnings.push(format!(
+                        "stored entry {} names files outside store.file_roots ({files}): {}",
+                        spec.id,
+                        crate::admin::paths::OUTSIDE_ROOTS
+                    ));
+                }
                 match pem::load(spec.kind, &spec.source) {
                     Ok(l) => rows.extend(entry_rows(spec, &l, warnings)),
                     Err(e) => warnings.push(format!(
@@ -345,7 +370,7 @@ pub fn restart_problems(
             Ok(None) => {}
             Err(e) => problems.push(e),
         }
-        problems.extend(crate::admin::auth::Tokens::problems(admin));
+        problems.extend(crate::admin::auth::Tokens::problems(admin, warnings));
     }
     let Some(store) = config.store.as_ref().filter(|_| store) else {
         return (problems, None);

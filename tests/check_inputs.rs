@@ -715,3 +715,6 @@ mod servers;
 
 #[path = "check_inputs/admin_bind.rs"]
 mod admin_bind;
+
+#[path = "check_inputs/warnings.rs"]
+mod warnings;

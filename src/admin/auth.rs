@@ -43,7 +43,7 @@ impl Tokens {
     /// Read every token; an unreadable or empty source is an error naming it.
     pub fn load(config: &AdminConfig) -> Result<Tokens, String> {
         let tokens = (0..config.tokens.len())
-            .map(|i| read_token(config, i))
+            .map(|i| read_token(config, i).map(|(role, token, _)| (role, token)))
             .collect::<Result<_, _>>()?;
         Ok(Tokens {
             config: config.clone(),
@@ -53,10 +53,17 @@ impl Tokens {
     }
 
     /// What `load` would refuse, every problem rather than the first (for
-    /// `check`). Reads the sources but keeps no token.
-    pub fn problems(config: &AdminConfig) -> Vec<String> {
+    /// `check`); what it would warn about (a short token) goes to
+    /// `warnings`. Reads the sources but keeps no token.
+    pub fn problems(config: &AdminConfig, warnings: &mut Vec<String>) -> Vec<String> {
         (0..config.tokens.len())
-            .filter_map(|i| read_token(config, i).err())
+            .filter_map(|i| match read_token(config, i) {
+                Ok((_, _, warning)) => {
+                    warnings.extend(warning);
+                    None
+                }
+                Err(e) => Some(e),
+            })
             .collect()
     }
 
@@ -89,8 +96,9 @@ impl Tokens {
                 error = %problem,
                 "admin token file refused; the running token stays"
             ),
-            Ok((_, token)) if token == running => {}
-            Ok(token) => {
+            Ok((_, token, _)) if token == running => {}
+            Ok((role, token, _)) => {
+                let token = (role, token);
                 // rcu: the watcher and SIGHUP may re-read different files at once.
                 self.current.rcu(|current| {
                     let mut next = (**current).clone();
@@ -244,10 +252,12 @@ const PLACEHOLDER: &str = "replace-me";
 /// The largest token file read (a token is a line of text).
 const MAX_TOKEN_FILE_BYTES: u64 = 64 << 10;
 
-/// Token `i` of the configuration with its role; an unreadable or empty
-/// source, the placeholder, or a token no header can carry is an error
-/// naming the field, never the token.
-fn read_token(config: &AdminConfig, i: usize) -> Result<(Role, Secret), String> {
+/// Token `i` of the configuration with its role, and what `run` warns
+/// about it (logged here, returned for `check` to print: a token shorter
+/// than 16 characters); an unreadable or empty source, the placeholder,
+/// or a token no header can carry is an error naming the field, never
+/// the token.
+fn read_token(config: &AdminConfig, i: usize) -> Result<(Role, Secret, Option<String>), String> {
     let t = &config.tokens[i];
     let (text, place) = match &t.source {
         // A regular file only: a FIFO in its place must not block startup.
@@ -300,10 +310,12 @@ fn read_token(config: &AdminConfig, i: usize) -> Result<(Role, Secret), String> 
              output of `openssl rand -hex 32`"
         ));
     }
-    if token.len() < 16 {
-        tracing::warn!(source = %place, "admin token is shorter than 16 characters; use a long random one");
-    }
-    Ok((t.role, Secret::new(token)))
+    let warning = (token.len() < 16).then(|| {
+        const SHORT: &str = "admin token is shorter than 16 characters; use a long random one";
+        tracing::warn!(source = %place, "{SHORT}");
+        format!("{place}: {SHORT}")
+    });
+    Ok((t.role, Secret::new(token), warning))
 }
 
 /// What in `token` no `Authorization: Bearer` header can carry, if
@@ -523,7 +535,7 @@ mod tests {
                     .contains(placeholder.trim().to_lowercase().as_str()),
                 "{e}"
             );
-            assert_eq!(Tokens::problems(&config), vec![e]);
+            assert_eq!(Tokens::problems(&config, &mut Vec::new()), vec![e]);
         }
         std::fs::write(&file, "editor-token-0123456789").unwrap();
         let t = Tokens::load(&config).unwrap();
@@ -570,7 +582,7 @@ mod tests {
             );
             assert!(e.contains(reason), "{token:?}: {e}");
             assert!(!e.contains(good), "the token in {e}");
-            assert_eq!(Tokens::problems(&config), vec![e]);
+            assert_eq!(Tokens::problems(&config, &mut Vec::new()), vec![e]);
         }
         std::fs::write(&file, format!("{good}\n")).unwrap();
         let t = Tokens::load(&config).unwrap();

@@ -68,6 +68,20 @@ pub fn check(source: &EntrySource, roots: &[PathBuf]) -> Result<(), String> {
     Ok(())
 }
 
+/// What is done with a stored entry naming files outside
+/// `store.file_roots` (`run` logs it, `check` prints it).
+pub const OUTSIDE_ROOTS: &str =
+    "it is kept and served, a PUT to it is refused, DELETE it to drop it";
+
+/// The files of [`outside`], shown and joined by `, `; `None` when none is.
+pub fn outside_shown(source: &EntrySource, roots: &[PathBuf]) -> Option<String> {
+    let files: Vec<String> = outside(source, roots)
+        .iter()
+        .map(|f| shown_path(f))
+        .collect();
+    (!files.is_empty()).then(|| files.join(", "))
+}
+
 /// The files `source` names that are not under one of `roots` (none for
 /// inline material): what a PUT of it would be refused for.
 pub fn outside<'a>(source: &'a EntrySource, roots: &[PathBuf]) -> Vec<&'a Path> {

@@ -131,7 +131,7 @@ impl Reloader {
                 .iter()
                 .map(|f| crate::material::shown_path(f))
                 .collect();
-            warn!(target: LOG, entry = %id, files = %files.join(", "), "entry created through the admin API names files outside store.file_roots; it is kept and served, a PUT to it is refused, DELETE it to drop it");
+            warn!(target: LOG, entry = %id, files = %files.join(", "), "entry created through the admin API names files outside store.file_roots; {}", crate::admin::paths::OUTSIDE_ROOTS);
         }
     }
 

@@ -17,6 +17,17 @@ use crate::material::{CaBundle, Pair};
 use crate::tls::TlsError;
 use crate::tls::names::{NameMismatch, NamePattern, NamesVerifier};
 
+/// What `run` warns when the operating system's trust store holds no
+/// certificate webpki takes (and `check` prints: [`system_roots_warning`]).
+const NO_SYSTEM_ROOTS: &str = "no system CA certificates found: https upstreams with \
+    `ca: { system: true }` will fail verification";
+
+/// [`NO_SYSTEM_ROOTS`] when the system's trust store is empty (loaded
+/// now, if it was not).
+pub fn system_roots_warning() -> Option<&'static str> {
+    system_roots().is_empty().then_some(NO_SYSTEM_ROOTS)
+}
+
 /// The operating system's trust store, loaded once.
 fn system_roots() -> Arc<RootCertStore> {
     static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
@@ -26,7 +37,7 @@ fn system_roots() -> Arc<RootCertStore> {
             let mut roots = RootCertStore::empty();
             let (added, _) = roots.add_parsable_certificates(found.certs);
             if added == 0 {
-                warn!("no system CA certificates found: https upstreams with `ca: {{ system: true }}` will fail verification");
+                warn!("{NO_SYSTEM_ROOTS}");
             }
             Arc::new(roots)
         })

@@ -1,0 +1,129 @@
+//! What `run` warns about at startup, `check` prints as a warning too, passing.
+
+use super::*;
+
+/// [`check_with`] on `cfg`, which passes (exit 0): what it printed.
+#[track_caller]
+fn passes(cfg: &Path, env: &[(&str, OsString)]) -> String {
+    let (code, out) = check_with(cfg, env);
+    assert_eq!(code, 0, "{out}");
+    out
+}
+
+/// An admin token shorter than 16 characters: `run` warns (a `warn!`
+/// logged), `check` said nothing (no log subscriber). It prints the
+/// warning, naming the token's source, never the token.
+#[test]
+fn a_short_admin_token_is_a_warning() {
+    const TOKEN: &str = "HOTPROXY_CHECK_INPUTS_SHORT_TOKEN";
+    let admin =
+        format!("admin:\n  bind: 127.0.0.1:0\n  tokens: [{{ role: viewer, token_env: {TOKEN} }}]");
+    let (_s, cfg) = scene("public", &admin);
+    let out = passes(&cfg, &[(TOKEN, OsString::from("v1ew3r-k3y"))]);
+    assert!(
+        out.contains(&format!(
+            "warning: admin.tokens[0].token_env {TOKEN}: admin token is shorter than 16 \
+             characters; use a long random one"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("v1ew3r-k3y"), "{out}");
+}
+
+/// An upstream trusting the system's CAs where the system has none (here
+/// `SSL_CERT_FILE`, an empty file, and `SSL_CERT_DIR`, an empty
+/// directory): `run` warns, `check` said nothing. It prints the warning.
+#[test]
+fn no_system_ca_certificates_is_a_warning() {
+    let upstream = "upstreams:\n  - name: app\n    servers: [\"https://127.0.0.1:8443\"]\n    tls: { ca: { system: true } }";
+    let (s, cfg) = scene("public", upstream);
+    write(&s.path("empty.pem"), "");
+    std::fs::create_dir(s.path("no-certs")).unwrap();
+    let env = [
+        ("SSL_CERT_FILE", s.path("empty.pem").into_os_string()),
+        ("SSL_CERT_DIR", s.path("no-certs").into_os_string()),
+    ];
+    let out = passes(&cfg, &env);
+    assert!(
+        out.contains(
+            "warning: no system CA certificates found: https upstreams with \
+             `ca: { system: true }` will fail verification"
+        ),
+        "{out}"
+    );
+}
+
+/// A server pair whose certificate is valid from tomorrow: `run` warns
+/// "certificate is not valid yet", `check` warned only of an expired one.
+/// It prints the warning with the date.
+#[test]
+fn a_certificate_not_valid_yet_is_a_warning() {
+    let (s, cfg) = scene("public", "");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    let from = time::OffsetDateTime::now_utc() + time::Duration::days(1);
+    p.not_before = from;
+    p.not_after = from + time::Duration::days(30);
+    let cert = p.self_signed(&key).unwrap();
+    write(&s.path("edge.crt"), &cert.pem());
+    write(&s.path("edge.key"), &key.serialize_pem());
+    let out = passes(&cfg, &[]);
+    let date = from
+        .replace_nanosecond(0)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    assert!(
+        out.contains(&format!(
+            "warning: entry listeners.public.tls.certs[0]: certificate CN=localhost is not \
+             valid until {date} (loaded anyway)"
+        )),
+        "{out}"
+    );
+}
+
+/// A stored entry (created through the admin API) naming files outside
+/// `store.file_roots`: `run` warns that it is kept and served, `check`
+/// said nothing. It prints the warning, naming the files.
+#[test]
+fn a_stored_entry_outside_the_file_roots_is_a_warning() {
+    let store = "store: { path: data/store.json, key_file: data/store.key, file_roots: [allowed] }";
+    let (s, cfg) = scene("public", store);
+    std::fs::create_dir(s.path("allowed")).unwrap();
+    std::fs::create_dir(s.path("other")).unwrap();
+    s.pair(
+        "other/stored",
+        &TestCa::new("ca").server_pair(&["stored.localhost"]),
+    );
+    let (crt, key) = (s.path("other/stored.crt"), s.path("other/stored.key"));
+    let def = serde_json::json!({
+        "type": "server-pair",
+        "source": "file",
+        "cert_file": crt,
+        "key_file": key,
+    });
+    let spec = serde_json::from_value::<hotproxy::material::store::Definition>(def)
+        .unwrap()
+        .into_spec("stored")
+        .unwrap();
+    let store = hotproxy::config::StoreConfig {
+        path: s.path("data/store.json"),
+        key_file: s.path("data/store.key"),
+        file_roots: None,
+    };
+    let (store, none) = hotproxy::material::store::Store::open(&store).unwrap();
+    assert!(none.is_empty());
+    store.save(&[spec]).unwrap();
+    let out = passes(&cfg, &[]);
+    assert!(
+        out.contains(&format!(
+            "warning: stored entry stored names files outside store.file_roots ({}, {}): it \
+             is kept and served, a PUT to it is refused, DELETE it to drop it",
+            crt.display(),
+            key.display()
+        )),
+        "{out}"
+    );
+}
