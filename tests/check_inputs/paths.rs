@@ -456,3 +456,63 @@ fn a_comment_line_after_a_path_key_is_no_block_header() {
         assert!(!out.contains("block scalar"), "{comment}: {out}");
     }
 }
+
+/// `hotproxy run --config cfg` until it exits: (exit code, stdout and
+/// stderr together).
+fn run_until_exit(cfg: &Path) -> (i32, String) {
+    let out = output_within_deadline(
+        Command::new(env!("CARGO_BIN_EXE_hotproxy"))
+            .args(["run", "--log-level", "info", "--config"])
+            .arg(cfg)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text.into_owned())
+}
+
+/// `store: { path: X, key_file: X }`: `check` passed (a missing key is
+/// only noted), and `run` wrote the key to X, then refused the store read
+/// from it, after binding, the key file left behind. Both refuse it as
+/// the file is read, naming both fields, and nothing is created; so is
+/// either file being the configuration file or the access log.
+#[test]
+fn the_store_and_its_key_are_files_of_their_own() {
+    let cases = [
+        (
+            "store: { path: data/one, key_file: data/one }",
+            "key_file: data/one",
+            "store.key_file: the same file as store.path",
+        ),
+        (
+            "store: { path: data/store.json, key_file: config.yaml }",
+            "key_file: config.yaml",
+            "store.key_file: the same file as the configuration file",
+        ),
+        (
+            "access_log: { path: data/log }\nstore: { path: data/log, key_file: data/key }",
+            "path: data/log, key_file",
+            "store.path: the same file as access_log.path",
+        ),
+    ];
+    for (more, on, message) in cases {
+        let (s, cfg) = scene("public", more);
+        std::fs::create_dir(s.path("data")).unwrap();
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let at = text.lines().position(|l| l.contains(on)).unwrap() + 1;
+        let said = format!("line {at}: {message}");
+        let (code, out) = check_with(&cfg, &[]);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains(&said), "{out}");
+        let (code, out) = run_until_exit(&cfg);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains(&said), "{out}");
+        assert_eq!(
+            std::fs::read_dir(s.path("data")).unwrap().count(),
+            0,
+            "{more}"
+        );
+        assert_eq!(std::fs::read_to_string(&cfg).unwrap(), text);
+    }
+}

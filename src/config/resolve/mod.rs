@@ -333,6 +333,11 @@ impl Resolver {
             })
         });
 
+        if let Some(store) = &store {
+            let log = access_log.as_ref().map(|a| a.path.as_path());
+            let log = log.filter(|p| *p != Path::new(crate::access_log::STDOUT));
+            self.store_files(store, file, log);
+        }
         let mut entries = Vec::new();
         // Hashed, not scanned: a catalogue may hold 10,000 entries.
         let mut named = Named::new();
@@ -410,6 +415,37 @@ impl Resolver {
             entries,
             listeners,
             upstreams,
+        }
+    }
+
+    /// The store's two files are two, and neither is the configuration
+    /// file or the access log: `run` wrote the key over the one, then
+    /// refused the store (after binding, the key file left behind), where
+    /// `check`, which creates nothing, passed.
+    fn store_files(&mut self, store: &StoreConfig, file: &Path, log: Option<&Path>) {
+        let others = [
+            ("store.path", Some(store.path.as_path())),
+            ("the configuration file", Some(file)),
+            ("access_log.path", log),
+        ];
+        let fields = [
+            ("store.path", &store.path),
+            ("store.key_file", &store.key_file),
+        ];
+        for (field, path) in fields {
+            let Some((other, _)) = others
+                .iter()
+                .find(|(other, p)| *other != field && *p == Some(path.as_path()))
+            else {
+                continue;
+            };
+            self.problem(
+                field,
+                format!(
+                    "the same file as {other}: the store and its key are files of their own \
+                     (`run` would write over it, then refuse the store)"
+                ),
+            );
         }
     }
 
