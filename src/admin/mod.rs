@@ -70,7 +70,9 @@ pub fn exposure(config: &AdminConfig) -> Result<Option<&'static str>, String> {
     if !config.tokens.is_empty() {
         return Ok(None);
     }
-    if !config.bind.ip().is_loopback() {
+    // `[::ffff:127.0.0.1]` is the IPv4 loopback it maps (an IPv6 address
+    // is loopback only as `::1`).
+    if !config.bind.ip().to_canonical().is_loopback() {
         return Err(format!(
             "admin.bind {} is not a loopback address and admin.tokens is empty: refusing to expose an unauthenticated admin API",
             config.bind_shown

@@ -186,3 +186,28 @@ async fn a_listening_address_from_the_environment_is_logged_withheld() {
         std::net::TcpStream::connect(("127.0.0.3", port as u16)).unwrap();
     }
 }
+
+/// `admin.bind: "[::ffff:127.0.0.1]:0"` (loopback, IPv4-mapped) with no
+/// `admin.tokens` was refused by `check` and `run` as "not a loopback
+/// address" (an IPv6 address is loopback only as `::1`). It is taken as
+/// the IPv4 address it maps, warned about as loopback, and served.
+#[tokio::test]
+async fn an_ipv4_mapped_loopback_admin_bind_is_loopback() {
+    use tokio::io::AsyncWriteExt;
+    let (_s, cfg) = scene("public", "admin: { bind: \"[::ffff:127.0.0.1]:0\" }");
+    let (code, out) = check_with(&cfg, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("warning: admin.bind [::ffff:127.0.0.1]:0: admin API has no tokens"),
+        "{out}"
+    );
+
+    let mut p = Proxy::start(&cfg);
+    let admin = p.admin_addr().await;
+    let mut tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let host = format!("127.0.0.1:{}", admin.port());
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let reply = String::from_utf8_lossy(&read_to_close(&mut tcp).await).into_owned();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+}
