@@ -216,6 +216,35 @@ pub fn not_regular(meta: &fs::Metadata) -> Option<&'static str> {
     }
 }
 
+/// Whether this process may create a file at `path` (its directories
+/// too, as `run` does): the nearest directory on its way that exists
+/// lets it write and search, asked as the kernel would answer (`check`
+/// creates nothing, and `run` met "Permission denied" only when it came
+/// to create the file). The error is the system's (`Permission denied`,
+/// `Read-only file system`).
+pub fn creatable(path: &Path) -> std::io::Result<()> {
+    let Some(dir) = path
+        .ancestors()
+        .skip(1)
+        .find(|d| d.as_os_str().is_empty() || d.is_dir())
+    else {
+        return Ok(());
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    use rustix::fs::{Access, AtFlags, CWD, accessat};
+    accessat(
+        CWD,
+        dir,
+        Access::WRITE_OK | Access::EXEC_OK,
+        AtFlags::EACCESS,
+    )
+    .map_err(Into::into)
+}
+
 /// Helpers for tests of readers: make a FIFO, run a read that must not block.
 #[cfg(test)]
 pub(crate) mod test_support {

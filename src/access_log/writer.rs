@@ -162,7 +162,8 @@ pub(super) fn preview(path: &Path) -> Result<(), String> {
             "its directory {} does not exist",
             crate::material::shown_path(dir)
         ))),
-        _ => Ok(()),
+        // As `run`'s open says it: `Permission denied (os error 13)`.
+        _ => crate::fsutil::creatable(p).map_err(|e| problem(&e)),
     }
 }
 

@@ -281,7 +281,13 @@ impl Store {
     pub fn preview(config: &StoreConfig) -> Result<Preview, String> {
         match existing_key(config)? {
             Some(key) => Store::with_key(config, key).map(|(_, entries)| Preview::Opens(entries)),
-            None => Ok(Preview::CreatesKey),
+            // As `open` would create it: where it may.
+            None => crate::fsutil::creatable(&config.key_file)
+                .map(|()| Preview::CreatesKey)
+                .map_err(|e| {
+                    let place = shown_path(&config.key_file);
+                    format!("store.key_file {place}: cannot create: {e}")
+                }),
         }
     }
 

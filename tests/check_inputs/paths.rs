@@ -516,3 +516,55 @@ fn the_store_and_its_key_are_files_of_their_own() {
         assert_eq!(std::fs::read_to_string(&cfg).unwrap(), text);
     }
 }
+
+/// `access_log.path` in a directory, and `store.key_file` (to be created)
+/// under one, that the user cannot write to: `check` passed and `run`
+/// refused to start with "Permission denied". `check` says so too, as
+/// `run` would. Run as `nobody` when the tests run as root (who writes
+/// anywhere), the directories being root's; else as the user, the
+/// directories mode 0555.
+#[test]
+fn a_directory_run_cannot_write_to_fails_the_check() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    const NOBODY: u32 = 65534;
+    let more = "access_log: { path: logs/access.log }\n\
+                store: { path: data/store.json, key_file: keys/new/store.key }";
+    let (s, cfg) = scene("public", more);
+    let mode = |p: &Path, m: u32| std::fs::set_permissions(p, PermissionsExt::from_mode(m));
+    mode(s.dir.path(), 0o755).unwrap();
+    for dir in ["logs", "keys"] {
+        std::fs::create_dir(s.path(dir)).unwrap();
+        mode(&s.path(dir), 0o555).unwrap();
+    }
+    // The build's own directories may be closed to `nobody`.
+    let bin = s.path("hotproxy");
+    std::fs::copy(env!("CARGO_BIN_EXE_hotproxy"), &bin).unwrap();
+    let mut command = Command::new(&bin);
+    command
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .current_dir(s.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
+        command.uid(NOBODY).gid(NOBODY);
+    }
+    let out = output_within_deadline(&mut command);
+    let out = String::from_utf8_lossy(&out.stdout).into_owned()
+        + &String::from_utf8_lossy(&out.stderr)
+        + &format!("\nexit: {:?}", out.status.code());
+    assert!(out.ends_with("exit: Some(1)"), "{out}");
+    let log = s.path("logs/access.log");
+    let key = s.path("keys/new/store.key");
+    for said in [
+        format!("access_log.path {}: Permission denied", log.display()),
+        format!(
+            "store.key_file {}: cannot create: Permission denied",
+            key.display()
+        ),
+    ] {
+        assert!(out.contains(&said), "{out}");
+    }
+    assert!(!log.exists() && !s.path("keys/new").exists(), "{out}");
+}
