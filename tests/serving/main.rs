@@ -21,6 +21,7 @@ mod h2_resets;
 mod heads;
 mod listeners;
 mod nominated;
+mod refused_upgrades;
 mod routing;
 mod slow_readers;
 mod smuggling;

@@ -633,6 +633,16 @@ where
 
         self.enforce_version(&mut head);
 
+        // PATCH(hotproxy): see vendor/hyper/PATCHES.md. A server's answer
+        // that refuses the upgrade its request asked for ends it: the
+        // pending upgrade kept would take over the connection at its end
+        // (`Dispatched::Upgrade`) instead of the flush and shutdown, and
+        // the write buffer, with what it still held of the last response,
+        // would be dropped. The `OnUpgrade` resolves as an error.
+        if T::is_server() && !T::agrees_to_upgrade(&head, &self.state.method) {
+            self.state.upgrade = None;
+        }
+
         let buf = self.io.headers_buf();
         match super::role::encode_headers::<T>(
             Encode {

@@ -54,6 +54,14 @@ pub(crate) trait Http1Transaction {
     }
 
     fn update_date() {}
+
+    // PATCH(hotproxy): see vendor/hyper/PATCHES.md.
+    /// Whether `head`, the answer to a request made with `req_method`,
+    /// agrees to the upgrade that request asked for: a server's `101`, or
+    /// a `2xx` to `CONNECT`. Any other answer refuses it.
+    fn agrees_to_upgrade(_head: &MessageHead<Self::Outgoing>, _req_method: &Option<Method>) -> bool {
+        true
+    }
 }
 
 /// Result newtype for `Http1Transaction::parse`.

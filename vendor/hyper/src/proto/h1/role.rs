@@ -143,6 +143,12 @@ impl Http1Transaction for Server {
     #[cfg(feature = "tracing")]
     const LOG: &'static str = "{role=server}";
 
+    // PATCH(hotproxy): see vendor/hyper/PATCHES.md.
+    fn agrees_to_upgrade(head: &MessageHead<StatusCode>, req_method: &Option<Method>) -> bool {
+        head.subject == StatusCode::SWITCHING_PROTOCOLS
+            || (req_method == &Some(Method::CONNECT) && head.subject.is_success())
+    }
+
     fn parse(buf: &mut BytesMut, ctx: ParseContext<'_>) -> ParseResult<RequestLine> {
         debug_assert!(!buf.is_empty(), "parse called with empty buf");
 
