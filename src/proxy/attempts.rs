@@ -34,7 +34,9 @@ use crate::metrics::{METRICS, UpstreamLabels};
 use crate::proxy::body::{BodyFault, ClientBody};
 use crate::proxy::budget::Slot;
 use crate::proxy::edge::{Abandoned, UpstreamAddr};
-use crate::proxy::failure::{Failure, diagnose, local_resources, never_processed, waited};
+use crate::proxy::failure::{
+    Failure, alpn_refused, diagnose, local_resources, never_processed, waited,
+};
 use crate::proxy::forward::{ResponseBody, Upstream, error_response, switch_checked};
 use crate::proxy::framing;
 use crate::upstream::conn::DialError;
@@ -464,7 +466,7 @@ impl Upstream {
 
     /// An upgrade's failed attempt on member `i` of `members` (the latest
     /// in `last`), for passive health and per-endpoint counts, as
-    /// [`Upstream::answered_failure`] has it, but for a retry's dial the
+    /// [`Upstream::upgrade_answered`] has it, but for a retry's dial the
     /// request's deadline `until` cut short ([`cut_short`]): its `504` is
     /// counted, and no failure, as in [`Upstream::send_balanced`].
     pub(super) fn upgrade_failed(
@@ -477,6 +479,18 @@ impl Upstream {
     ) {
         if cut_short(self.short_dial(last, until), failure, until) {
             members.answered(i, StatusCode::GATEWAY_TIMEOUT.as_u16());
+        } else {
+            self.upgrade_answered(members, i, failure);
+        }
+    }
+
+    /// An upgrade's failed attempt, as [`Upstream::answered_failure`] has
+    /// it, but a dial refused for its ALPN ([`alpn_refused`]: an
+    /// HTTP/2-only endpoint, where no upgrade can be made) is counted as
+    /// answered only, not as the endpoint's failure.
+    fn upgrade_answered(&self, members: &Members, i: usize, failure: &Failure) {
+        if alpn_refused(failure) {
+            members.answered(i, diagnose(failure).2.as_u16());
         } else {
             self.answered_failure(members, i, failure);
         }
@@ -632,7 +646,7 @@ impl Upstream {
                 return Err(failure);
             };
             last.retried(endpoint, &moved, next.0);
-            self.answered_failure(set, i, &failure);
+            self.upgrade_answered(set, i, &failure);
             self.retrying(endpoint, &failure);
             picked = (next, slot);
             newer = moved.or(newer);

@@ -275,6 +275,22 @@ pub fn local_resources(e: &Failure) -> bool {
     matches!(e, Failure::Dial(DialError::LocalResources(_)))
 }
 
+/// A dial whose TLS handshake failed on ALPN: the endpoint refused every
+/// protocol offered (`no_application_protocol`), or chose one not offered.
+/// For an upgrade's dial, which offers `http/1.1` alone, that is an
+/// HTTP/2-only endpoint: the upgrade is impossible there, and the endpoint
+/// is not failing (any client could eject it with upgrade requests).
+pub fn alpn_refused(e: &Failure) -> bool {
+    use rustls::{AlertDescription, Error, PeerMisbehaved};
+    matches!(
+        e,
+        Failure::Dial(DialError::Tls(
+            Error::AlertReceived(AlertDescription::NoApplicationProtocol)
+                | Error::PeerMisbehaved(PeerMisbehaved::SelectedUnofferedApplicationProtocol)
+        ))
+    )
+}
+
 /// The cause of another request's dial, which this one waited for
 /// ([`DialError::Waited`]): that dial is the endpoint's verdict, not this.
 pub fn waited(e: &Failure) -> bool {

@@ -12,6 +12,7 @@ mod broken_h2;
 mod client_faults;
 mod flow_control;
 mod goaway;
+mod h2_only_upgrades;
 mod health;
 mod informational;
 mod key_usage;
