@@ -11,17 +11,18 @@ use std::time::Instant;
 
 use super::{Line, RequestLine};
 
-/// The bytes a tunnel relayed, counted on the client's side as they pass.
+/// The bytes a tunnel relayed, counted at the writes onward: what a cut
+/// tunnel had read but not written yet was never relayed.
 #[derive(Debug, Default)]
 pub struct Relayed {
-    /// Read from the client, for the upstream.
+    /// From the client, written to the upstream.
     pub from_client: AtomicU64,
     /// Written to the client.
     pub to_client: AtomicU64,
 }
 
 impl Relayed {
-    pub fn read(&self, n: usize) {
+    pub fn to_upstream(&self, n: usize) {
         self.from_client.fetch_add(n as u64, Ordering::Relaxed);
     }
 

@@ -193,18 +193,14 @@ pub fn spawn<H: Send + 'static>(
             }
         };
         let clock = Arc::new(Clock::new());
-        // The client's side counts what it read and was written for the
-        // access log (written, not read from the upstream: what a cut
-        // tunnel still held was never sent); either side's reads wind the
-        // idle clock.
+        // Each side counts what was written to it for the access log
+        // (written, not read from the other: what a cut tunnel still held
+        // was never sent); either side's reads wind the idle clock.
         let mut client = {
             let (clock, written) = (clock.clone(), relayed.clone());
             OnRead::both(
                 TokioIo::new(client),
-                move |n| {
-                    relayed.read(n);
-                    clock.touch();
-                },
+                move |_| clock.touch(),
                 move |n| written.written(n),
             )
         };
@@ -227,7 +223,11 @@ pub fn spawn<H: Send + 'static>(
         );
         let mut upstream = {
             let clock = clock.clone();
-            OnRead::new(upstream, move |_| clock.touch())
+            OnRead::both(
+                upstream,
+                move |_| clock.touch(),
+                move |n| relayed.to_upstream(n),
+            )
         };
         let copy = async {
             let closed = relay(&mut client, &mut upstream).await;

@@ -26,6 +26,7 @@ mod routing;
 mod slow_readers;
 mod smuggling;
 mod timeouts;
+mod tunnel_bytes;
 mod tunnel_reloads;
 mod tunnels;
 mod upgrade_answers;
