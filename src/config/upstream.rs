@@ -134,9 +134,16 @@ pub struct ActiveHealth {
     pub path: String,
     pub interval: Duration,
     pub timeout: Duration,
+    /// 1 to [`MAX_ACTIVE_COUNT`].
     pub healthy_after: u32,
+    /// 1 to [`MAX_ACTIVE_COUNT`].
     pub unhealthy_after: u32,
 }
+
+/// The most `healthy_after` / `unhealthy_after` may be: checks in a row
+/// are counted in an `i32`, and thresholds are small numbers elsewhere
+/// too (nginx's `max_fails`, Envoy's `unhealthy_threshold`).
+pub const MAX_ACTIVE_COUNT: u32 = 1000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpstreamServer {

@@ -338,3 +338,35 @@ async fn an_https_server_tls_cannot_name_is_served_by_its_server_name() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["backend"], "tls", "{}", r.body);
 }
+
+/// A `healthy_after` or `unhealthy_after` past 1000 is refused naming
+/// the field. Any u32 was taken, and compared as an i32: 4294967295 read
+/// as -1 (one failed check took the endpoint out, one passed brought it
+/// back), 2147483648 overflowed the negation. 1000 is read.
+#[test]
+fn an_active_check_count_past_1000_is_refused_naming_the_field() {
+    let with = |field: &str, n: &str| {
+        let (_s, cfg) = scene(
+            "public",
+            &format!(
+                "upstreams:\n  - name: app\n    servers: [\"http://127.0.0.1:1\"]\n    \
+                 health: {{ active: {{ path: /healthz, {field}: {n} }} }}\n"
+            ),
+        );
+        check_with(&cfg, &[])
+    };
+    for field in ["healthy_after", "unhealthy_after"] {
+        for n in ["1001", "2147483648", "4294967295"] {
+            let (code, out) = with(field, n);
+            assert_eq!(code, 1, "{field}: {n}: {out}");
+            assert!(
+                out.contains(&format!(
+                    "upstreams[0].health.active.{field}: {n} is more than 1000\n"
+                )),
+                "{field}: {n}: {out}"
+            );
+        }
+        let (code, out) = with(field, "1000");
+        assert_eq!(code, 0, "{field}: 1000: {out}");
+    }
+}

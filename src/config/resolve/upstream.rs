@@ -7,8 +7,8 @@ use crate::config::bare::BALANCES;
 use crate::config::raw;
 use crate::config::{
     ActiveHealth, Balance, DEFAULT_HTTP2_STREAM_WINDOW, EntryKind, EntrySpec, HealthConfig,
-    Http2Keepalive, MAX_HTTP2_STREAM_WINDOW, MIN_HTTP2_STREAM_WINDOW, PassiveHealth, RetryBudget,
-    UpstreamConfig, UpstreamServer, UpstreamTls,
+    Http2Keepalive, MAX_ACTIVE_COUNT, MAX_HTTP2_STREAM_WINDOW, MIN_HTTP2_STREAM_WINDOW,
+    PassiveHealth, RetryBudget, UpstreamConfig, UpstreamServer, UpstreamTls,
 };
 
 impl Resolver {
@@ -287,11 +287,19 @@ impl Resolver {
                 a.timeout.as_ref(),
                 Duration::from_secs(1),
             );
-            // Each refusal names its own field, not only the block.
+            // Each refusal names its own field, not only the block. At
+            // most MAX_ACTIVE_COUNT: any u32 was taken, and 4294967295 was
+            // compared as -1 (one failed check took the endpoint out).
             let mut count = |field: &str, n: Option<u32>, default: u32| {
                 let n = n.unwrap_or(default);
                 if n == 0 {
                     self.problem(format!("{aat}.{field}"), "must be at least 1");
+                } else if n > MAX_ACTIVE_COUNT {
+                    self.problem(
+                        format!("{aat}.{field}"),
+                        format!("{n} is more than {MAX_ACTIVE_COUNT}"),
+                    );
+                    return default;
                 }
                 n
             };
@@ -605,6 +613,7 @@ mod tests {
     /// A zero `interval`, `timeout`, `healthy_after` or `unhealthy_after`
     /// is refused naming that field, not only `health.active`: with all
     /// four set, the message used to leave the operator to guess which.
+    /// So is a count past 1000 (4294967295 was taken, and read as -1).
     #[test]
     fn upstream_active_check_zeroes_name_the_field() {
         let with = |k: &str, v: &str| {
@@ -630,6 +639,17 @@ mod tests {
             ("timeout", "0ms", "more than 0s"),
             ("healthy_after", "0", "at least 1"),
             ("unhealthy_after", "0", "at least 1"),
+            ("healthy_after", "1001", "1001 is more than 1000"),
+            (
+                "unhealthy_after",
+                "4294967295",
+                "4294967295 is more than 1000",
+            ),
+            (
+                "unhealthy_after",
+                "2147483648",
+                "2147483648 is more than 1000",
+            ),
         ] {
             let m = messages(&parse_str(&with(k, v)).unwrap_err());
             assert!(
