@@ -74,7 +74,8 @@ pub struct Member {
 struct Checks {
     /// Out by active checks (`health.active`).
     unhealthy: AtomicBool,
-    /// Active checks passed (positive) or failed (negative) in a row.
+    /// Active checks passed (positive) or failed (negative) in a row, up
+    /// to the larger of `healthy_after` and `unhealthy_after`.
     streak: std::sync::atomic::AtomicI32,
 }
 
@@ -563,10 +564,15 @@ impl Members {
             return;
         }
         let passed = result.is_ok();
+        // Counted up to the larger threshold, no further: 2^31 passes in
+        // a row wrapped to i32::MIN, read as as many failures. Both are
+        // at most MAX_ACTIVE_COUNT (the configuration refuses more).
+        let most = active.healthy_after.max(active.unhealthy_after);
+        let most = i32::try_from(most).unwrap_or(i32::MAX).max(1);
         let streak = if passed {
-            m.checks.streak.fetch_max(0, Relaxed).max(0) + 1
+            m.checks.streak.fetch_max(0, Relaxed).clamp(0, most - 1) + 1
         } else {
-            m.checks.streak.fetch_min(0, Relaxed).min(0) - 1
+            m.checks.streak.fetch_min(0, Relaxed).clamp(1 - most, 0) - 1
         };
         m.checks.streak.store(streak, Relaxed);
         match &result {
@@ -578,12 +584,12 @@ impl Members {
             }
         }
         let was = m.checks.unhealthy.load(Relaxed);
-        if !was && streak <= -(active.unhealthy_after as i32) {
+        if !was && i64::from(streak) <= -i64::from(active.unhealthy_after) {
             m.checks.unhealthy.store(true, Relaxed);
             m.health.held_out(Instant::now());
             warn!(upstream = %self.upstream, endpoint = %m.label, path = %active.path, "upstream endpoint failed its active checks; out of service");
             self.publish();
-        } else if was && streak >= active.healthy_after as i32 {
+        } else if was && i64::from(streak) >= i64::from(active.healthy_after) {
             m.checks.unhealthy.store(false, Relaxed);
             m.health.back_in_service(Instant::now());
             info!(upstream = %self.upstream, endpoint = %m.label, "upstream endpoint passed its active checks; back in service");

@@ -310,3 +310,54 @@ fn an_ejection_that_ran_out_while_unhealthy_is_not_counted_after() {
     );
     members.forget_gauge();
 }
+
+/// Active checks in a row are counted up to the larger threshold, no
+/// further: the count used to go on, and 2^31 passes in a row (24 days
+/// of `interval: 1ms`) wrapped it to i32::MIN, read as that many
+/// failures: the endpoint taken out though every check passed (in a
+/// debug build, an overflow panic). Failures alike.
+#[test]
+fn active_check_streak_stops_at_the_larger_threshold() {
+    let active = ActiveHealth {
+        path: "/healthz".into(),
+        interval: std::time::Duration::from_millis(1),
+        timeout: std::time::Duration::from_secs(1),
+        healthy_after: 2,
+        unhealthy_after: 3,
+    };
+    let members = Members::new(
+        "streak-saturates".into(),
+        Arc::default(),
+        vec![Member::new(Arc::new(endpoint(1, false, 1)))],
+        Balance::default(),
+        PassiveHealth::default(),
+    );
+    let a = members.members[0].clone();
+    let streak = || a.checks.streak.load(Ordering::Relaxed);
+    let unhealthy = || a.checks.unhealthy.load(Ordering::Relaxed);
+    let failure = || CheckFailure {
+        cause: "status",
+        status: Some(503),
+        error: None,
+    };
+    for _ in 0..10 {
+        members.checked(&a, Ok(()), &active);
+    }
+    assert_eq!((streak(), unhealthy()), (3, false));
+    // As long a run of passes as any, before the count stopped.
+    a.checks.streak.store(i32::MAX, Ordering::Relaxed);
+    members.checked(&a, Ok(()), &active);
+    assert!(!unhealthy(), "taken out by a passed check");
+    assert_eq!(streak(), 3);
+    for _ in 0..10 {
+        members.checked(&a, Err(failure()), &active);
+    }
+    assert_eq!((streak(), unhealthy()), (-3, true));
+    a.checks.streak.store(i32::MIN, Ordering::Relaxed);
+    members.checked(&a, Err(failure()), &active);
+    assert_eq!((streak(), unhealthy()), (-3, true));
+    members.checked(&a, Ok(()), &active);
+    members.checked(&a, Ok(()), &active);
+    assert_eq!((streak(), unhealthy()), (2, false));
+    members.forget_gauge();
+}
