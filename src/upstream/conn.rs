@@ -37,6 +37,7 @@ use crate::tls::sent::Counted;
 use crate::upstream::io::{HeadWait, Kill, MaybeTls, Settling, UpstreamIo};
 use crate::upstream::lookup::Lookup;
 use crate::upstream::pool::Wakes;
+use crate::upstream::resolve::to_dial;
 
 /// Streams one shared HTTP/2 upstream connection carries at once before
 /// the pool opens another, unless the server's `SETTINGS_MAX_CONCURRENT_STREAMS`
@@ -177,7 +178,7 @@ impl Dialer {
 }
 
 /// TCP to `host:port`: an IP address as it is, a name through its
-/// [`Lookup`] (joined if one runs in the process, counted in the 64), its
+/// [`Lookup`] (joined if one runs, counted in the 64), its [`to_dial`]
 /// addresses tried in turn. Each dial by name ran a lookup of its own on
 /// the blocking pool, outside the 64, and one whose dial timed out left
 /// its thread blocked on a hung resolver: one more per dial. A lookup
@@ -190,11 +191,7 @@ async fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
         .answer()
         .await
         .map_err(std::io::Error::other)?;
-    if addrs.is_empty() {
-        let none = format!("no addresses for {host}");
-        return Err(std::io::Error::other(none));
-    }
-    TcpStream::connect(&addrs[..]).await
+    TcpStream::connect(&to_dial(host, addrs)?[..]).await
 }
 
 /// A connect that failed here, in `socket()` or `connect()`, for want of

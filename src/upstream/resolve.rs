@@ -40,7 +40,7 @@ use crate::config::UpstreamConfig;
 use crate::metrics;
 use crate::upstream::conn::Dialer;
 use crate::upstream::endpoint::Endpoint;
-use crate::upstream::lookup::Lookup;
+use crate::upstream::lookup::{Answer, Lookup};
 use crate::upstream::members::{Member, Members, Publishing};
 
 /// What [`Resolution::refresh`] did.
@@ -71,6 +71,9 @@ pub struct Resolution {
     last: Mutex<Vec<Option<Vec<SocketAddr>>>>,
     /// Per server: in a failure streak (logged once).
     failing: Mutex<Vec<bool>>,
+    /// Per server: the addresses its last answer had that are skipped
+    /// (unspecified, multicast), logged when they change.
+    skipped: Mutex<Vec<Vec<SocketAddr>>>,
     /// Held by [`Resolution::apply`] from reading the set in service to
     /// storing the one it makes: one name's answer at a time.
     applying: Mutex<()>,
@@ -92,11 +95,45 @@ fn is_name(host: &str) -> bool {
 /// recovery for each.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Sorted and without duplicates, so two lookups compare equal.
-fn normalise(mut addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
-    addrs.sort();
-    addrs.dedup();
-    addrs
+/// Whether an answer's address can be sent a request: not unspecified
+/// (`0.0.0.0` reaches this host), nor multicast.
+pub fn dialable(ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    !ip.is_unspecified() && !ip.is_multicast()
+}
+
+/// A dial by name's addresses: the [`dialable`] ones, in the resolver's
+/// order (`0.0.0.0` was dialled, as the endpoints of a re-resolved name).
+pub fn to_dial(host: &str, mut addrs: Vec<SocketAddr>) -> std::io::Result<Vec<SocketAddr>> {
+    addrs.retain(|a| dialable(a.ip()));
+    if addrs.is_empty() {
+        let none = format!("no usable addresses for {host}");
+        return Err(std::io::Error::other(none));
+    }
+    Ok(addrs)
+}
+
+/// An answer's addresses, sorted and without duplicates so two lookups
+/// compare equal, an IPv4-mapped IPv6 one as its IPv4 address (one pod
+/// answered both ways was two endpoints: twice its share of requests,
+/// counted twice toward the ejection cap); apart, those no request can
+/// be sent to, unspecified or multicast (`0.0.0.0` was dialled, reaching
+/// this host): (usable, skipped). Loopback is usable (sidecars).
+fn normalise(addrs: Vec<SocketAddr>) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+    let plain = |a: SocketAddr| match a {
+        SocketAddr::V6(v6) => v6
+            .ip()
+            .to_ipv4_mapped()
+            .map_or(a, |v4| SocketAddr::from((v4, a.port()))),
+        SocketAddr::V4(_) => a,
+    };
+    let (mut usable, mut skipped): (Vec<_>, Vec<_>) =
+        addrs.into_iter().map(plain).partition(|a| dialable(a.ip()));
+    for addrs in [&mut usable, &mut skipped] {
+        addrs.sort();
+        addrs.dedup();
+    }
+    (usable, skipped)
 }
 
 impl Resolution {
@@ -108,6 +145,7 @@ impl Resolution {
             dialer,
             last: Mutex::new(vec![None; n]),
             failing: Mutex::new(vec![false; n]),
+            skipped: Mutex::new(vec![Vec::new(); n]),
             applying: Mutex::new(()),
             publishing: Arc::default(),
         }
@@ -159,7 +197,7 @@ impl Resolution {
                     continue;
                 };
                 let found = match lookup.wait_until(deadline) {
-                    Some(Ok(found)) => Some(normalise(found)).filter(|f| !f.is_empty()),
+                    Some(Ok(found)) => Some(self.usable(i, found)).filter(|f| !f.is_empty()),
                     Some(Err(_)) | None => None,
                 };
                 // Still running: the first re-resolution's to join.
@@ -223,8 +261,7 @@ impl Resolution {
             Refreshed::Same
         };
         let found = match tokio::time::timeout(LOOKUP_TIMEOUT, lookup.answer()).await {
-            Ok(Ok(found)) => Ok(normalise(found)),
-            Ok(Err(e)) => Err(e),
+            Ok(answer) => answer,
             Err(_) => Err("lookup timed out".to_owned()),
         };
         // Retired while the lookup was pending (a reload replaced or
@@ -237,10 +274,20 @@ impl Resolution {
             debug!(upstream = %self.upstream, server = %s.url, "upstream retired while its names were resolved again; the answer is dropped");
             return Refreshed::Same;
         }
-        let found = match found {
+        self.answered(i, found, failed)
+    }
+
+    /// Server `i`'s lookup answered `found` (`failed`: what a failure
+    /// returns): stored as its last good addresses if any, or counted
+    /// and logged as a failure.
+    fn answered(&self, i: usize, found: Answer, failed: Refreshed) -> Refreshed {
+        let s = &self.config.servers[i];
+        let found = match found.map(|f| self.usable(i, f)) {
             Ok(f) if !f.is_empty() => f,
             other => {
-                let error = other.err().unwrap_or_else(|| "no addresses".to_owned());
+                let error = other
+                    .err()
+                    .unwrap_or_else(|| "no usable addresses".to_owned());
                 metrics::upstream_error(&self.upstream, "resolve");
                 let mut failing = self.failing.lock().expect("resolution lock");
                 if !failing[i] {
@@ -259,6 +306,22 @@ impl Resolution {
         }
         last[i] = Some(found);
         Refreshed::Changed
+    }
+
+    /// Server `i`'s answer `found`, [`normalise`]d: the addresses to
+    /// dial. Those skipped are logged, naming the upstream and server,
+    /// when they differ from the last answer's (not at every re-resolution).
+    fn usable(&self, i: usize, found: Vec<SocketAddr>) -> Vec<SocketAddr> {
+        let (usable, skipped) = normalise(found);
+        let mut last = self.skipped.lock().expect("resolution lock");
+        if last[i] != skipped {
+            if !skipped.is_empty() {
+                let addresses: Vec<String> = skipped.iter().map(|a| a.ip().to_string()).collect();
+                warn!(upstream = %self.upstream, server = %self.config.servers[i].url, addresses = %addresses.join(", "), "upstream DNS answer has unspecified or multicast addresses; skipped");
+            }
+            last[i] = skipped;
+        }
+        usable
     }
 
     /// After [`Resolution::refresh`] changed a name's addresses: the set

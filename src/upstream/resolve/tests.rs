@@ -52,7 +52,7 @@ fn resolution() -> Resolution {
 /// `n` pod addresses in 10.`net`.0.0/16, port 8080.
 fn pods(net: u8, n: u16) -> Vec<SocketAddr> {
     let pod = |k: u16| Ipv4Addr::new(10, net, (k >> 8) as u8, k as u8);
-    normalise((1..=n).map(|k| SocketAddr::from((pod(k), 8080))).collect())
+    normalise((1..=n).map(|k| SocketAddr::from((pod(k), 8080))).collect()).0
 }
 
 /// What [`Resolution::refresh`] stores for server `i` on a changed answer.
@@ -126,4 +126,52 @@ fn two_names_changed_at_once_both_reach_the_set_in_service() {
             );
         }
     }
+}
+
+/// One pod's address answered as IPv4 and as IPv4-mapped IPv6 is one
+/// endpoint (it was two: twice its share of requests, and counted twice
+/// toward the ejection cap and panic mode); an unspecified or multicast
+/// address is skipped, never dialled (0.0.0.0 reached this host);
+/// loopback stays (sidecars, tests).
+#[test]
+fn an_answer_is_one_endpoint_per_usable_address() {
+    let r = resolution();
+    let at = |ip: &str| SocketAddr::new(ip.parse().unwrap(), 8080);
+    let answer = [
+        "10.0.0.5",
+        "::ffff:10.0.0.5",
+        "::ffff:10.0.0.6",
+        "0.0.0.0",
+        "::",
+        "224.0.0.1",
+        "ff02::1",
+        "127.0.0.1",
+        "::1",
+    ];
+    let refreshed = r.answered(
+        0,
+        Ok(answer.iter().map(|ip| at(ip)).collect()),
+        Refreshed::Same,
+    );
+    assert_eq!(refreshed, Refreshed::Changed);
+    answered(&r, 1, &pods(3, 1));
+    let set = r.members(&[], &[]);
+    let web = ["10.0.0.5", "10.0.0.6", "127.0.0.1", "::1"].map(at);
+    assert_eq!(endpoints(&set), expected(&r, &web, &pods(3, 1)));
+    // Nothing usable: a failed lookup, the last good addresses kept.
+    let refreshed = r.answered(0, Ok(vec![at("0.0.0.0"), at("ff02::1")]), Refreshed::Same);
+    assert_eq!(refreshed, Refreshed::Same);
+    assert_eq!(endpoints(&r.members(&[], &[])), endpoints(&set));
+}
+
+/// A dial by name tries the usable addresses in the resolver's order;
+/// with none, it fails naming the host.
+#[test]
+fn a_dial_by_name_skips_unusable_addresses_in_order() {
+    let at = |ip: &str| SocketAddr::new(ip.parse().unwrap(), 443);
+    let found = ["::1", "0.0.0.0", "10.0.0.9", "239.1.1.1", "127.0.0.1"].map(at);
+    let dialled = to_dial("api.resolve.test", found.to_vec()).unwrap();
+    assert_eq!(dialled, ["::1", "10.0.0.9", "127.0.0.1"].map(at));
+    let e = to_dial("api.resolve.test", vec![at("::ffff:0.0.0.0")]).unwrap_err();
+    assert_eq!(e.to_string(), "no usable addresses for api.resolve.test");
 }
