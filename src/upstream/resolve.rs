@@ -29,6 +29,7 @@
 //! and its name is asked again no sooner than [`REFUSED_WAIT`] after
 //! (unless a place frees).
 
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -134,6 +135,17 @@ fn normalise(addrs: Vec<SocketAddr>) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
         addrs.dedup();
     }
     (usable, skipped)
+}
+
+/// `set`'s members by server URL and address (the first of each).
+fn by_key(set: &[Arc<Member>]) -> HashMap<(&str, &str), &Arc<Member>> {
+    let mut index = HashMap::with_capacity(set.len());
+    for m in set {
+        index
+            .entry((&*m.endpoint.url, m.label.as_str()))
+            .or_insert(m);
+    }
+    index
 }
 
 impl Resolution {
@@ -356,10 +368,21 @@ impl Resolution {
     /// dialled with its own name, as they are when not resolved here.
     /// A new member at the address of one of `replaced` (the upstream an
     /// edit replaces) carries that one's health over, not its pool.
+    /// Members are found by server and address, and by address, in hash
+    /// maps: each was looked for in every member so far, in `previous`
+    /// and in `replaced`, quadratic in a name's addresses.
     fn members(&self, previous: &[Arc<Member>], replaced: &[Arc<Member>]) -> Members {
-        let same = |m: &Member, url: &str, label: &str| &*m.endpoint.url == url && m.label == label;
+        let (previous_at, replaced_at) = (by_key(previous), by_key(replaced));
+        // The members of `previous` and `replaced` at each address, in order.
+        let mut beside_at: HashMap<&str, Vec<&Arc<Member>>> = HashMap::new();
+        for m in previous.iter().chain(replaced) {
+            beside_at.entry(m.label.as_str()).or_default().push(m);
+        }
         let last = self.last.lock().expect("resolution lock").clone();
         let mut members: Vec<Arc<Member>> = Vec::new();
+        // Those made so far: by server and address, and by address.
+        let mut made: HashSet<(&str, String)> = HashSet::new();
+        let mut made_at: HashMap<String, Vec<Arc<Member>>> = HashMap::new();
         for (s, addrs) in self.config.servers.iter().zip(&last) {
             let targets: Vec<(String, u16)> = match addrs {
                 Some(addrs) => addrs
@@ -374,10 +397,11 @@ impl Resolution {
                 } else {
                     format!("{host}:{port}")
                 };
-                if members.iter().any(|m| same(m, &s.url, &label)) {
+                if !made.insert((&s.url, label.clone())) {
                     continue;
                 }
-                if let Some(m) = previous.iter().find(|m| same(m, &s.url, &label)) {
+                if let Some(&m) = previous_at.get(&(&*s.url, &*label)) {
+                    made_at.entry(label).or_default().push(m.clone());
                     members.push(m.clone());
                     continue;
                 }
@@ -399,7 +423,7 @@ impl Resolution {
                     info!(upstream = %self.upstream, endpoint = %label, "upstream endpoint added");
                 }
                 let endpoint = Arc::new(endpoint);
-                members.push(match replaced.iter().find(|m| same(m, &s.url, &label)) {
+                let member = match replaced_at.get(&(&*s.url, &*label)) {
                     Some(from) => {
                         let health = &self.config.health;
                         let passive = health.passive.consecutive_failures > 0;
@@ -408,15 +432,17 @@ impl Resolution {
                     // Another server's at this address, here or in the set
                     // this one replaces: their series are this one's too.
                     None => {
-                        Member::beside(endpoint, members.iter().chain(previous).chain(replaced))
+                        let here = made_at.get(&label).into_iter().flatten();
+                        let before = beside_at.get(&*label).into_iter().flatten().copied();
+                        Member::beside(endpoint, here.chain(before))
                     }
-                });
+                };
+                made_at.entry(label).or_default().push(member.clone());
+                members.push(member);
             }
         }
-        for gone in previous
-            .iter()
-            .filter(|p| !members.iter().any(|m| Arc::ptr_eq(m, p)))
-        {
+        let kept: HashSet<*const Member> = members.iter().map(Arc::as_ptr).collect();
+        for gone in previous.iter().filter(|p| !kept.contains(&Arc::as_ptr(p))) {
             info!(upstream = %self.upstream, endpoint = %gone.label, "upstream endpoint removed; draining its pool");
             // For good: a request in flight that dials there closes its
             // connection after its response.
@@ -424,7 +450,7 @@ impl Resolution {
             // A retired upstream's series are its successor's too (same
             // labels): only the one in service removes them. Another
             // server's member at the same address shares them too.
-            if !self.publishing.retired() && !members.iter().any(|m| m.label == gone.label) {
+            if !self.publishing.retired() && !made_at.contains_key(&gone.label) {
                 gone.forget_requests(&self.upstream);
             }
         }

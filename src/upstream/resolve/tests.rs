@@ -175,3 +175,51 @@ fn a_dial_by_name_skips_unusable_addresses_in_order() {
     let e = to_dial("api.resolve.test", vec![at("::ffff:0.0.0.0")]).unwrap_err();
     assert_eq!(e.to_string(), "no usable addresses for api.resolve.test");
 }
+
+/// A name of 2,000 pods, half of them replaced, and a second name
+/// answering 500 of the same addresses: the set is made again with each
+/// server's address once, the members of the addresses that stay kept
+/// (their pools in service), those of the addresses gone drained.
+#[test]
+fn two_thousand_addresses_are_made_again_correctly() {
+    let r = resolution();
+    let before = pods(1, 2000);
+    let after = normalise(
+        before[1000..]
+            .iter()
+            .copied()
+            .chain(pods(2, 1000))
+            .collect(),
+    )
+    .0;
+    let api = before[1500..].to_vec();
+    answered(&r, 0, &before);
+    answered(&r, 1, &api);
+    let first = r.members(&[], &[]);
+    assert_eq!(endpoints(&first), expected(&r, &before, &api));
+    answered(&r, 0, &after);
+    let next = r.members(&first.members, &[]);
+    assert_eq!(endpoints(&next), expected(&r, &after, &api));
+    let kept: std::collections::HashSet<_> = next.members.iter().map(Arc::as_ptr).collect();
+    let (mut stayed, mut drained) = (0, 0);
+    for m in &first.members {
+        if kept.contains(&Arc::as_ptr(m)) {
+            assert!(!m.endpoint.pool.retired(), "{} kept, drained", m.label);
+            stayed += 1;
+        } else {
+            assert!(m.endpoint.pool.retired(), "{} gone, not drained", m.label);
+            drained += 1;
+        }
+    }
+    assert_eq!((stayed, drained), (1000 + 500, 1000));
+    // The same answers again: the very same members.
+    let again = r.members(&next.members, &[]);
+    assert!(
+        again
+            .members
+            .iter()
+            .zip(&next.members)
+            .all(|(a, n)| Arc::ptr_eq(a, n))
+    );
+    assert_eq!(again.members.len(), next.members.len());
+}
