@@ -153,3 +153,33 @@ pub(crate) fn may_change_content(kind: &EventKind) -> bool {
         _ => true,
     }
 }
+
+/// Whether a failure to watch a directory means it is gone: notify says
+/// so (`PathNotFound`) when inotify_add_watch finds nothing, but when the
+/// directory goes between that call and notify's stat of it (kubelet
+/// removes a `..<timestamp>` directory right after a swap), it passes the
+/// stat's error on as it is (`Io`, NotFound).
+pub(super) fn is_gone(e: &notify::Error) -> bool {
+    match &e.kind {
+        notify::ErrorKind::PathNotFound => true,
+        notify::ErrorKind::Io(io) => io.kind() == std::io::ErrorKind::NotFound,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_gone;
+
+    #[test]
+    fn a_directory_gone_before_notify_stats_it_vanished() {
+        let gone = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert!(is_gone(&notify::Error::io(gone)));
+        assert!(is_gone(&notify::Error::path_not_found()));
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert!(!is_gone(&notify::Error::io(denied)));
+        assert!(!is_gone(&notify::Error::new(
+            notify::ErrorKind::MaxFilesWatch
+        )));
+    }
+}

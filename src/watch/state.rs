@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 pub(super) use super::events::may_change_content;
-use super::events::{Filter, completes_a_write, moves_away, refilter, reindexing};
+use super::events::{Filter, completes_a_write, is_gone, moves_away, refilter, reindexing};
 use super::stat::{Leading, Link, Sig, chains, dir_id, forget_id, last_change_ago, thread_cpu};
 use super::{Msg, Subject};
 use crate::config::WatchConfig;
@@ -397,7 +397,7 @@ impl State {
                     // `..<timestamp>` directory right after a swap) is
                     // routine: polling covers it until the next re-arm
                     // drops it from the chains, and nothing is wrong.
-                    if matches!(e.kind, notify::ErrorKind::PathNotFound) {
+                    if is_gone(&e) {
                         // Chains hold only directories that existed: not
                         // degraded, no gauge. Under a parent watched all
                         // along (kubelet's `..<timestamp>`), the parent's
