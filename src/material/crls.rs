@@ -1,6 +1,6 @@
 //! A CA bundle's CRLs as webpki is given them: per issuer and scope the newest (of those a CA of the bundle signed) only, newest first; the bundle's CA certificates they revoke.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::ParsedExtension;
@@ -10,6 +10,17 @@ use x509_parser::revocation_list::CertificateRevocationList;
 use super::Note;
 use super::der::signed_by;
 use super::info::{CertInfo, inspect_crl};
+
+/// Whether `signed` is signed by the key of `spki` ([`signed_by`]),
+/// counted in tests. Callers check each (certificate or CRL, key) once:
+/// a bundle may list one CA under one key many times (renewed in place,
+/// each renewal kept), and a check per copy made a load quadratic in the
+/// bundle's size, or worse, on the reloader's thread.
+fn verified(signed: &[u8], spki: &[u8]) -> bool {
+    #[cfg(test)]
+    tests::SIGNATURE_CHECKS.with(|n| n.set(n.get() + 1));
+    signed_by(signed, spki)
+}
 
 /// One CRL of the bundle and the file it came from.
 #[derive(Clone)]
@@ -71,12 +82,15 @@ fn scope_and_age(crl: &CertificateRevocationList<'_>) -> (Scope, Age) {
 /// in Unix seconds.
 fn fact(der: &[u8], cas: &[X509Certificate<'_>], now: i64) -> Option<Fact> {
     let (_, crl) = CertificateRevocationList::from_der(der).ok()?;
+    // One check per key, however many CA certificates share it.
+    let mut by_key: HashMap<&[u8], bool> = HashMap::new();
     let signers: Vec<usize> = (0..cas.len())
         .filter(|&i| {
             let ca = &cas[i];
+            let key = ca.public_key().raw;
             ca.subject().as_raw() == crl.issuer().as_raw()
                 && signs_crls(ca)
-                && signed_by(der, ca.public_key().raw)
+                && *by_key.entry(key).or_insert_with(|| verified(der, key))
         })
         .collect();
     let verified = !signers.is_empty();
@@ -187,7 +201,10 @@ pub(super) fn rolled_back(
         let other_key = match by.is_empty() {
             false => !by
                 .iter()
-                .any(|&i| signed_by(der.as_ref(), cas[i].public_key().raw)),
+                .map(|&i| cas[i].public_key().raw)
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .any(|key| verified(der.as_ref(), key)),
             // One a CA of the bundle verifies in place of one none did
             // is a repair, however old.
             true if fact(der.as_ref(), &cas, now).is_some_and(|f| f.rank.0) => continue,
@@ -295,7 +312,7 @@ pub(super) fn newest(
         // Verified, so the one kept is too (it ranks first): by another
         // key when no signer of this one verifies that one.
         let by_signers = facts[by].as_ref().map_or(&[][..], |f| &f.signers[..]);
-        if *verified && !signers.iter().any(|s| by_signers.contains(s)) {
+        if *verified && !signers.iter().any(|s| by_signers.binary_search(s).is_ok()) {
             notes.push(Note::CrlOfAnotherKey {
                 file: crls[i].origin.clone(),
                 issuer: old.issuer,
@@ -381,8 +398,22 @@ pub(super) fn revoked_cas(
                 .map(|(_, l)| l)
         })
         .collect();
+    // The bundle's certificates by subject, and CRLs by issuer.
+    let mut named: HashMap<&[u8], Vec<usize>> = HashMap::new();
+    for (j, c) in certs.iter().enumerate() {
+        if let Some(c) = c {
+            named.entry(c.subject().as_raw()).or_default().push(j);
+        }
+    }
+    let mut crls_of: HashMap<&[u8], Vec<usize>> = HashMap::new();
+    for (k, crl) in parsed_crls.iter().enumerate() {
+        if let Some(crl) = crl {
+            crls_of.entry(crl.issuer().as_raw()).or_default().push(k);
+        }
+    }
     // Each not self-issued certificate's issuers in the bundle: the ones
-    // under its issuer's name whose key verifies its signature.
+    // under its issuer's name whose key verifies its signature (checked
+    // once per key).
     let issuers: Vec<Vec<usize>> = certs
         .iter()
         .enumerate()
@@ -391,61 +422,89 @@ pub(super) fn revoked_cas(
             if cert.issuer().as_raw() == cert.subject().as_raw() {
                 return Vec::new();
             }
-            certs
+            let mut by_key: HashMap<&[u8], bool> = HashMap::new();
+            let candidates = named
+                .get(cert.issuer().as_raw())
+                .map_or(&[][..], |v| &v[..]);
+            candidates
                 .iter()
-                .enumerate()
-                .filter(|&(j, c)| {
-                    c.as_ref().is_some_and(|c| {
-                        j != i
-                            && c.subject().as_raw() == cert.issuer().as_raw()
-                            && signed_by(roots[i].as_ref(), c.public_key().raw)
-                    })
+                .copied()
+                .filter(|&j| {
+                    let Some(c) = certs[j].as_ref().filter(|_| j != i) else {
+                        return false;
+                    };
+                    let key = c.public_key().raw;
+                    *by_key
+                        .entry(key)
+                        .or_insert_with(|| verified(roots[i].as_ref(), key))
                 })
-                .map(|(j, _)| j)
                 .collect()
         })
         .collect();
+    // Whether CRL k is signed by a key, checked once per pair.
+    let mut crl_by_key: HashMap<(usize, &[u8]), bool> = HashMap::new();
     // Why each position is out: the revoked CA's subject and the CRL's file.
     let mut out: Vec<Option<(String, String)>> = vec![None; certs.len()];
     let mut unchecked = Vec::new();
     for (i, cert) in certs.iter().enumerate() {
         let Some(cert) = cert else { continue };
-        let mut usable = false;
-        for &j in &issuers[i] {
-            let Some(issuer) = certs[j].as_ref().filter(|c| signs_crls(c)) else {
-                continue;
-            };
-            for (k, crl) in parsed_crls.iter().enumerate() {
-                let Some(crl) = crl else { continue };
-                if crl.issuer().as_raw() != issuer.subject().as_raw()
-                    || !signed_by(&crls[k].der, issuer.public_key().raw)
-                {
-                    continue;
-                }
-                usable = true;
-                let serial = cert.raw_serial();
-                if crl
-                    .iter_revoked_certificates()
+        // The distinct keys of its issuers that may sign CRLs.
+        let keys: HashSet<&[u8]> = issuers[i]
+            .iter()
+            .filter_map(|&j| certs[j].as_ref().filter(|c| signs_crls(c)))
+            .map(|c| c.public_key().raw)
+            .collect();
+        // Its issuers' CRLs (under their name: its issuer's) one of those
+        // keys verifies, in the bundle's order (newest first).
+        let listed = crls_of
+            .get(cert.issuer().as_raw())
+            .map_or(&[][..], |v| &v[..]);
+        let usable: Vec<usize> = listed
+            .iter()
+            .copied()
+            .filter(|&k| {
+                keys.iter().any(|&key| {
+                    *crl_by_key
+                        .entry((k, key))
+                        .or_insert_with(|| verified(&crls[k].der, key))
+                })
+            })
+            .collect();
+        let serial = cert.raw_serial();
+        let revoking = usable.iter().copied().find(|&k| {
+            parsed_crls[k].as_ref().is_some_and(|crl| {
+                crl.iter_revoked_certificates()
                     .any(|r| r.raw_serial() == serial)
-                {
-                    out[i] = Some((infos[i].subject.clone(), crls[k].origin.clone()));
-                }
-            }
+            })
+        });
+        if let Some(k) = revoking {
+            out[i] = Some((infos[i].subject.clone(), crls[k].origin.clone()));
         }
-        if !usable && let Some(&j) = issuers[i].first() {
+        if usable.is_empty()
+            && let Some(&j) = issuers[i].first()
+        {
             unchecked.push((i, j));
         }
     }
     // A CA issued only by CAs that are out is out too: its chain holds a
-    // revoked certificate.
-    loop {
-        let next = (0..certs.len()).find(|&i| {
-            out[i].is_none()
-                && !issuers[i].is_empty()
-                && issuers[i].iter().all(|&j| out[j].is_some())
-        });
-        let Some(i) = next else { break };
-        out[i] = out[issuers[i][0]].clone();
+    // revoked certificate. Each certificate counts its issuers not out
+    // yet; one that goes out lowers the count of those it issued.
+    let mut issued: Vec<Vec<usize>> = vec![Vec::new(); certs.len()];
+    for (i, by) in issuers.iter().enumerate() {
+        for &j in by {
+            issued[j].push(i);
+        }
+    }
+    let mut left: Vec<usize> = issuers.iter().map(Vec::len).collect();
+    let mut gone: Vec<usize> = (0..certs.len()).filter(|&i| out[i].is_some()).collect();
+    while let Some(j) = gone.pop() {
+        for &i in &issued[j] {
+            left[i] -= 1;
+            if left[i] == 0 && out[i].is_none() {
+                out[i] = out[issuers[i][0]].clone();
+                gone.push(i);
+            }
+        }
     }
     for (i, j) in unchecked {
         if out[i].is_none() {

@@ -428,3 +428,69 @@ fn only_a_crl_the_issuer_signed_revokes() {
     );
     assert_eq!(out(&[&root, &a], &[]), (Vec::new(), Vec::new()));
 }
+
+thread_local! {
+    /// Signatures [`verified`] on this thread.
+    pub(super) static SIGNATURE_CHECKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// A CA renewed in place many times (one name, one key, every renewal
+/// kept in the bundle), as many CAs it issued, and its CRL: the bundle
+/// loads with one signature check per certificate and CRL, not one per
+/// pair of a certificate and a copy of its issuer (quadratic: minutes
+/// for a bundle under 1 MiB, the reloader waiting). The CRL still
+/// revokes what it names, and only that.
+#[test]
+fn a_ca_listed_many_times_under_one_key_costs_one_check_per_certificate() {
+    const N: u64 = 400;
+    let key = KeyPair::generate().unwrap();
+    let mut shared = CertificateParams::new(Vec::<String>::new()).unwrap();
+    shared
+        .distinguished_name
+        .push(DnType::CommonName, "renewed");
+    shared.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let mut pem = String::new();
+    for serial in 1..=N {
+        shared.serial_number = Some(SerialNumber::from(serial));
+        pem.push_str(&shared.self_signed(&key).unwrap().pem());
+    }
+    let issuer = Issuer::new(shared, key);
+    let issued_key = KeyPair::generate().unwrap();
+    for i in 0..N {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name
+            .push(DnType::CommonName, format!("issued {i}"));
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.serial_number = Some(SerialNumber::from(10_000 + i));
+        pem.push_str(&p.signed_by(&issued_key, &issuer).unwrap().pem());
+    }
+    let now = OffsetDateTime::now_utc();
+    let crl_pem = CertificateRevocationListParams {
+        this_update: now,
+        next_update: now + Duration::days(30),
+        crl_number: SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![RevokedCertParams {
+            serial_number: SerialNumber::from(10_007u64),
+            revocation_time: now,
+            reason_code: None,
+            invalidity_date: None,
+        }],
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(&issuer)
+    .unwrap()
+    .pem()
+    .unwrap();
+    let names = ["ca.pem".to_owned(), "renewed.crl".to_owned()];
+    SIGNATURE_CHECKS.with(|n| n.set(0));
+    let material =
+        super::super::bundle::parse(&names, &[pem.into_bytes(), crl_pem.into_bytes()]).unwrap();
+    let checks = SIGNATURE_CHECKS.with(std::cell::Cell::get);
+    let super::super::Material::Ca(bundle) = material else {
+        panic!("not a CA bundle");
+    };
+    assert_eq!(bundle.revoked, [(N + 7) as usize]);
+    let certificates = 2 * N as usize;
+    assert!(checks <= certificates + 2, "{checks} signature checks");
+}
