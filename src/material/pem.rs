@@ -43,12 +43,22 @@ pub enum MaterialError {
     #[error("{origin}: file is empty")]
     Empty { origin: String },
     /// `text_only`: the file holds text and no BEGIN line at all (see
-    /// `text_only()`), waited on; else it is whole and holds no certificate.
+    /// `text_only()`); `other_half`: it is the key file too and holds a
+    /// key ([`half_written`]); either is waited on; else it is whole.
     #[error("{origin}: no PEM certificate found")]
-    NoCertificate { origin: String, text_only: bool },
-    /// `text_only` as for [`MaterialError::NoCertificate`].
+    NoCertificate {
+        origin: String,
+        text_only: bool,
+        other_half: bool,
+    },
+    /// `text_only` and `other_half` (the file is the certificate file too
+    /// and holds certificates) as for [`MaterialError::NoCertificate`].
     #[error("{origin}: no PEM private key found (PKCS#8, PKCS#1 or SEC1)")]
-    NoKey { origin: String, text_only: bool },
+    NoKey {
+        origin: String,
+        text_only: bool,
+        other_half: bool,
+    },
     #[error("{origin}: malformed PEM: {reason}")]
     BadPem { origin: String, reason: String },
     #[error("{origin}: invalid certificate: {reason}")]
@@ -123,6 +133,12 @@ impl MaterialError {
             }
             | MaterialError::NoKey {
                 text_only: true, ..
+            }
+            | MaterialError::NoCertificate {
+                other_half: true, ..
+            }
+            | MaterialError::NoKey {
+                other_half: true, ..
             }
             | MaterialError::NoCrl {
                 text_only: true, ..
@@ -557,6 +573,7 @@ pub(super) fn certificates(
         return Err(MaterialError::NoCertificate {
             origin: origin.into(),
             text_only: text_only(bytes),
+            other_half: false,
         });
     }
     Ok((ders, infos))
@@ -582,7 +599,50 @@ fn private_key(origin: &str, bytes: &[u8]) -> Result<PrivateKeyDer<'static>, Mat
     key.ok_or_else(|| MaterialError::NoKey {
         origin: origin.into(),
         text_only: text_only(bytes),
+        other_half: false,
     })
+}
+
+/// `e` as a half-written pair file's: a pair read from one file whose
+/// `bytes` lack the certificates and hold a key, or the other way round,
+/// is caught between a writer's two steps (`cat fullchain.pem >
+/// server.pem; cat privkey.pem >> server.pem`). Two files are not.
+fn half_written(mut e: MaterialError, source: &EntrySource, bytes: &[u8]) -> MaterialError {
+    use SectionKind as K;
+    let (origin, other_half, want_key) = match &mut e {
+        MaterialError::NoCertificate {
+            origin, other_half, ..
+        } => (origin, other_half, false),
+        MaterialError::NoKey {
+            origin, other_half, ..
+        } => (origin, other_half, true),
+        _ => return e,
+    };
+    let holds_other = sections(origin, bytes).is_ok_and(|found| {
+        found.iter().any(|(kind, _)| match want_key {
+            true => *kind == K::Certificate,
+            false => matches!(kind, K::PrivateKey | K::RsaPrivateKey | K::EcPrivateKey),
+        })
+    });
+    *other_half = holds_other && one_file(source);
+    e
+}
+
+/// Whether a pair's certificates and key come from one file: one path,
+/// or two that resolve to the same file.
+fn one_file(source: &EntrySource) -> bool {
+    let EntrySource::PairFiles {
+        cert_file,
+        key_file,
+    } = source
+    else {
+        return false;
+    };
+    cert_file == key_file
+        || matches!(
+            (std::fs::canonicalize(cert_file), std::fs::canonicalize(key_file)),
+            (Ok(a), Ok(b)) if a == b
+        )
 }
 
 /// Whether `bytes` are text with no BEGIN line (yet): what a writer that
@@ -605,13 +665,15 @@ pub(super) fn text_only(bytes: &[u8]) -> bool {
 pub fn parse(kind: EntryKind, source: &EntrySource, raw: &Raw) -> Result<Material, MaterialError> {
     let names = origins(source);
     if kind.is_pair() {
-        let (chain, infos) = certificates(&names[0], &raw.parts[0])?;
+        let (chain, infos) = certificates(&names[0], &raw.parts[0])
+            .map_err(|e| half_written(e, source, &raw.parts[0]))?;
         if super::der::leaf_signature_fails(&chain) {
             return Err(MaterialError::BadSignature {
                 origin: names[0].clone(),
             });
         }
-        let key = private_key(&names[1], &raw.parts[1])?;
+        let key = private_key(&names[1], &raw.parts[1])
+            .map_err(|e| half_written(e, source, &raw.parts[1]))?;
         let provider = crate::tls::provider::get();
         let signing = provider
             .key_provider

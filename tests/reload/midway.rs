@@ -1,4 +1,4 @@
-//! Writers caught mid-way: a file installed root-only for a moment, text before the PEM (a CRL's too); waited on, never a failure.
+//! Writers caught mid-way: a file installed root-only for a moment, text before the PEM (a CRL's too), a pair file written one half at a time; waited on, never a failure.
 
 use std::fs;
 use std::future::Future;
@@ -297,4 +297,59 @@ listeners:
     .await;
     assert!(!admits(addr, &ca, &alice).await, "alice admitted");
     assert_no_failure(&p, api, "clients", "a CRL file written text first").await;
+}
+
+/// A pair kept in one file (`cert_file` and `key_file` both `server.pem`)
+/// written in two steps, `cat fullchain.pem > server.pem; cat privkey.pem
+/// >> server.pem` (or the key first): read between the two, the file
+/// holds one half and not the other. That is a writer at work, waited on
+/// as a file cut short is, not a failure ("no PEM private key found")
+/// counted and alerted on at once while the other half is on its way.
+/// Each order, the second step once the proxy is seen to have read the
+/// first.
+#[tokio::test]
+async fn a_pair_file_written_one_half_at_a_time_is_waited_on() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let old = ca.server_pair(&["localhost"]);
+    let pem = s.path("server.pem");
+    write(&pem, &format!("{}{}", old.cert_pem, old.key_pem));
+    let config = s.config(
+        r#"
+watch: { debounce: 50ms, poll_interval: 300ms, settle_timeout: 60s }
+admin: { bind: "127.0.0.1:0" }
+certs:
+  - { id: edge, type: server-pair, cert_file: server.pem, key_file: server.pem }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{ ref: edge }]
+"#,
+    );
+    let mut p = Proxy::start(&config);
+    let addr = p.listener_addr("public").await;
+    let api = p.admin_addr().await;
+    assert_serves(addr, "localhost", &ca.cert_pem, &old.fingerprint).await;
+
+    for key_first in [false, true] {
+        let new = ca.server_pair(&["localhost"]);
+        let (first, second, missing) = match key_first {
+            false => (&new.cert_pem, &new.key_pem, "no PEM private key found"),
+            true => (&new.key_pem, &new.cert_pem, "no PEM certificate found"),
+        };
+        write(&pem, first);
+        let problem = format!("{}: {missing}", pem.display());
+        wait_until(
+            WAIT,
+            &format!("the proxy read server.pem with {missing}"),
+            || last_reload_names(api, "edge", &problem),
+        )
+        .await;
+        let mut f = fs::OpenOptions::new().append(true).open(&pem).unwrap();
+        f.write_all(second.as_bytes()).unwrap();
+        drop(f);
+        until_served(addr, "localhost", &ca.cert_pem, &new.fingerprint).await;
+    }
+    assert_no_failure(&p, api, "edge", "a pair file written one half at a time").await;
 }

@@ -611,3 +611,30 @@ fn a_leaf_signed_by_an_rsa_key_of_a_size_rustls_does_not_verify_loads() {
     let loaded = load_pair(&d, &chain, &read("leaf.key"));
     assert!(loaded.is_ok(), "{}", loaded.err().unwrap());
 }
+
+/// A pair in one file (its cert_file and key_file one path, or a link to
+/// it) holding one half (certificates and no key, or a key and no
+/// certificate) is half written, waited on; whole, it loads.
+#[test]
+fn one_half_of_a_pair_file_is_waited_on() {
+    let d = tempfile::tempdir().unwrap();
+    let pair = rcgen::generate_simple_self_signed(vec!["a.test".into()]).unwrap();
+    let (cert, key) = (pair.cert.pem(), pair.signing_key.serialize_pem());
+    let file = d.path().join("server.pem");
+    let link = d.path().join("key.pem");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    for key_file in [&file, &link] {
+        let source = EntrySource::PairFiles {
+            cert_file: file.clone(),
+            key_file: key_file.clone(),
+        };
+        for (half, missing) in [(&cert, "no PEM private key"), (&key, "no PEM certificate")] {
+            std::fs::write(&file, half).unwrap();
+            let e = load(EntryKind::ServerPair, &source).unwrap_err();
+            assert!(e.to_string().contains(missing), "{e}");
+            assert!(e.is_transient(), "{e}");
+        }
+        std::fs::write(&file, format!("{cert}{key}")).unwrap();
+        load(EntryKind::ServerPair, &source).unwrap();
+    }
+}
