@@ -3,7 +3,8 @@
 //! Idle HTTP/1.1 connections are a LIFO stack (the most recently used is
 //! the warmest and the least likely to have been closed by the upstream),
 //! capped at `max_idle_connections`, dropped after `idle_timeout`; an
-//! HTTP/2 connection without a stream for that long is let go too. At most
+//! HTTP/2 connection without a stream for that long is let go too, and
+//! idle ones past `max_idle_connections` as soon as one goes idle. At most
 //! [`MAX_DIALS`] new connections are dialled at once (one, once the
 //! endpoint is known to speak HTTP/2): other requests wait for one of
 //! them, or for a connection handed back, so a cold start never opens
@@ -20,7 +21,7 @@
 //! still in flight there, and closes when its last stream ends).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::futures::Notified;
@@ -32,7 +33,9 @@ use crate::upstream::conn::{DialCause, H1, H2, Refuser, StreamGuard};
 pub const MAX_DIALS: usize = 8;
 
 pub struct Pool {
-    state: Mutex<State>,
+    /// Shared (weakly) with [`Wakes`]: an HTTP/2 connection going idle
+    /// closes the idle ones past `max_idle` ([`Wakes::h2_went_idle`]).
+    state: Arc<Mutex<State>>,
     /// What wakes the requests waiting on the pool; shared with the
     /// HTTP/2 connections, whose streams signal it too.
     wakes: Arc<Wakes>,
@@ -64,6 +67,12 @@ pub struct Wakes {
     /// `idle_timeout`: it waited out `connect_timeout` for the connection
     /// limit's 504.
     went_idle: Notify,
+    /// The pool's connections, and `max_idle_connections` (at least one,
+    /// as [`Pool::add_h2`] keeps): what [`Wakes::h2_went_idle`] holds the
+    /// idle HTTP/2 connections to. None (a connection of no pool's): no
+    /// such bound.
+    pool: Weak<Mutex<State>>,
+    max_idle: usize,
 }
 
 impl Wakes {
@@ -77,6 +86,40 @@ impl Wakes {
     /// nothing, never misses one).
     pub fn went_idle(&self) {
         self.went_idle.notify_one();
+    }
+
+    /// An HTTP/2 connection's last stream ended: the pool's idle HTTP/2
+    /// connections past `max_idle_connections` (at least one) are closed,
+    /// the longest idle first, and a resend waiting for a slot looks
+    /// again ([`Wakes::went_idle`]). Only [`Pool::add_h2`] bounded them,
+    /// as each was dialled: a burst on a server allowing one stream at a
+    /// time dialled one per request, none idle then, and all stayed open,
+    /// idle, until `idle_timeout`.
+    pub fn h2_went_idle(&self) {
+        if let Some(state) = self.pool.upgrade() {
+            let mut gone = Vec::new();
+            let mut st = state.lock().expect("pool lock");
+            let mut idle: Vec<(u64, usize)> = (st.h2.iter().enumerate())
+                .filter(|(_, c)| c.idle_with_room())
+                .map(|(i, c)| (c.idle_since(), i))
+                .collect();
+            if idle.len() > self.max_idle.max(1) {
+                // The most recently idle first: they are kept.
+                idle.sort_unstable_by(|a, b| b.cmp(a));
+                let mut closed: Vec<usize> = (idle[self.max_idle.max(1)..].iter())
+                    .filter(|(_, i)| st.h2[*i].close_if_idle())
+                    .map(|(_, i)| *i)
+                    .collect();
+                closed.sort_unstable();
+                for i in closed.into_iter().rev() {
+                    gone.push(st.h2.remove(i));
+                }
+            }
+            drop(st);
+            // Let go outside the lock.
+            drop::<Vec<H2>>(gone);
+        }
+        self.went_idle();
     }
 }
 
@@ -178,9 +221,15 @@ pub enum DialWait {
 
 impl Pool {
     pub fn new(max_idle: usize, idle_timeout: Duration) -> Pool {
+        let state = Arc::new(Mutex::new(State::default()));
+        let wakes = Arc::new(Wakes {
+            pool: Arc::downgrade(&state),
+            max_idle,
+            ..Wakes::default()
+        });
         Pool {
-            state: Mutex::new(State::default()),
-            wakes: Arc::default(),
+            state,
+            wakes,
             abandoned: Notify::new(),
             max_idle,
             idle_timeout,

@@ -274,3 +274,30 @@ async fn a_cold_burst_on_an_endpoint_known_to_speak_h2_dials_once() {
         "one dial for the burst"
     );
 }
+
+/// SPEC (Upstream connection pool): at most `max_idle_connections`
+/// HTTP/2 connections stay idle once a burst has ended. A server allowing
+/// one stream at a time made the burst dial a connection per request, and
+/// every one was pooled (none was idle while it was dialled): all stayed
+/// open, idle, until `idle_timeout` let them go.
+#[tokio::test]
+async fn idle_h2_connections_beyond_max_idle_close_after_a_burst() {
+    let w = world();
+    let (b, _proxy, addr) = behind_proxy(&w, &["max_idle_connections: 2"]).await;
+    b.h2_max_streams.store(1, Ordering::SeqCst);
+    // The server's limit is read with the first response.
+    warm_up(&w, addr).await;
+    let mut client = h2_to(&w, addr).await;
+    let burst = send_all(&mut client, (0..6).map(|i| format!("/burst/6/{i}"))).await;
+    assert_eq!(statuses(burst).await, [200; 6]);
+    assert!(
+        b.accepted.load(Ordering::SeqCst) >= 6,
+        "one connection a stream"
+    );
+    wait_until(
+        WAIT,
+        "idle connections down to max_idle_connections",
+        || async { b.open.load(Ordering::SeqCst) == 2 },
+    )
+    .await;
+}

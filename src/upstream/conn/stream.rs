@@ -53,6 +53,26 @@ impl super::H2 {
         std::ptr::eq(Arc::as_ptr(&self.shared), refuser.0.as_ptr())
     }
 
+    /// Closed now if it carries no stream and is not closed already:
+    /// whether it was. A stream taken meanwhile keeps it open (unlike
+    /// [`Self::close_when_idle`], which marks it to close at its last).
+    pub fn close_if_idle(&self) -> bool {
+        let closed = self
+            .shared
+            .streams
+            .compare_exchange(0, CLOSED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        if closed {
+            self.shared.kill.kill();
+        }
+        closed
+    }
+
+    /// When its last stream ended (or it was made), on [`clock`]'s scale.
+    pub fn idle_since(&self) -> u64 {
+        self.shared.idle_since.load(Ordering::Acquire)
+    }
+
     /// Whether it takes a new stream now, as [`Self::try_stream`] would.
     pub fn has_room(&self) -> bool {
         let n = self.shared.streams.load(Ordering::Acquire);
@@ -250,8 +270,9 @@ impl Drop for StreamGuard {
         if close {
             self.0.kill.kill();
         } else {
-            // Idle now: a resend waiting for a server slot may take its.
-            self.0.wakes.went_idle();
+            // Idle now: past `max_idle_connections` the longest idle
+            // closes, and a resend waiting for a server slot may take its.
+            self.0.wakes.h2_went_idle();
         }
     }
 }
