@@ -451,14 +451,20 @@ impl Upstream {
     /// `GOAWAY` read as the request was handed over; over HTTP/1.1, a
     /// reused one closed while idle: `failure::h1_spent`), as when it is resent
     /// to the same endpoint: five of those ejected an endpoint that had
-    /// done nothing wrong. Nor does a
+    /// done nothing wrong. Only more than `consecutive_failures` of those
+    /// in a row, none served between, count ([`Members::unprocessed`]): an
+    /// endpoint refusing every stream was never ejected. Nor does a
     /// connect the proxy could not make for want of its own descriptors
     /// (`local_resources`): a flood of clients ejected every endpoint. Nor
     /// a request that got another's dial's cause: that dial counted, once.
     pub(super) fn answered_failure(&self, members: &Members, i: usize, failure: &Failure) {
         let (reason, _, status) = diagnose(failure);
-        let excused = never_processed(failure) || waited(failure);
-        if !matches!(reason, "connection_limit" | "local_resources") && !excused {
+        if matches!(reason, "connection_limit" | "local_resources") || waited(failure) {
+            // No verdict on the endpoint.
+        } else if never_processed(failure) {
+            // Past a run of them, an endpoint that processes nothing.
+            members.unprocessed(i, reason);
+        } else {
             members.failure(i, reason);
         }
         members.answered(i, status.as_u16());

@@ -26,6 +26,9 @@ const MAX_DOUBLINGS: u32 = 5;
 #[derive(Debug, Default)]
 struct State {
     failures: u32,
+    /// Attempts in a row it left unprocessed (`unprocessed`), with no
+    /// request served in between.
+    unprocessed: u32,
     /// Ejections in a row (decides the back-off).
     ejections: u32,
     ejected_until: Option<Instant>,
@@ -97,7 +100,26 @@ impl Health {
     pub fn success(&self, now: Instant) {
         let mut s = self.state.lock().expect("health lock");
         s.failures = 0;
+        s.unprocessed = 0;
         s.decay(now);
+    }
+
+    /// An attempt it left unprocessed (`REFUSED_STREAM`, past a `GOAWAY`'s
+    /// last stream id, handed back unsent): whether it counts as a failure
+    /// ([`Health::failure`]), which it does once more than
+    /// `consecutive_failures` attempts in a row were left so, with no
+    /// request served in between. One such attempt says nothing (a server
+    /// draining a connection gracefully); a run of them, an endpoint that
+    /// processes nothing (every stream refused, the connection kept open):
+    /// each excused, it was never ejected, and, answering at once, it took
+    /// every request first under `least_request`.
+    pub fn unprocessed(&self, p: &Passive) -> bool {
+        if p.consecutive_failures == 0 {
+            return false;
+        }
+        let mut s = self.state.lock().expect("health lock");
+        s.unprocessed = s.unprocessed.saturating_add(1);
+        s.unprocessed > p.consecutive_failures
     }
 
     /// A connect error, reset, or 502/503/504 from the server. Not

@@ -495,6 +495,14 @@ impl Members {
         self.members[i].health.success(Instant::now());
     }
 
+    /// An attempt it left unprocessed: a failure ([`Members::failure`],
+    /// `cause`) only past a run of them ([`Health::unprocessed`]).
+    pub fn unprocessed(&self, i: usize, cause: &str) {
+        if self.members[i].health.unprocessed(&self.passive) {
+            self.failure(i, cause);
+        }
+    }
+
     /// A connect error, reset, or 502/503/504 from the server: may eject
     /// the member, never the last one in service, nor one past half of
     /// them ejected (Envoy's `max_ejection_percent`, here 50: with every

@@ -22,6 +22,7 @@ mod pool;
 mod raw_h2;
 mod refused;
 mod refused_slots;
+mod refusing_endpoint;
 mod reloads;
 mod request_timeout;
 mod sharing;
