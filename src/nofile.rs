@@ -134,14 +134,19 @@ pub fn shortfall(config: &Config, limit: Option<u64>) -> Option<Shortfall> {
 }
 
 /// Upstream connections held besides those of the listeners' requests:
-/// each server's pool keeps up to `max_idle_connections` idle, and with
-/// `health.active` a check may open one more per server (past the slot
-/// limit: [`crate::upstream::pool::Want::Check`]). Per configured server:
-/// a name resolving to several addresses may hold that many times more.
+/// each server's pool keeps up to `max_idle_connections` idle, no more
+/// than the `max_connections_per_server` it may open (0: no cap), and
+/// with `health.active` a check may open one more per server (past the
+/// slot limit: [`crate::upstream::pool::Want::Check`]). Per configured
+/// server: a name resolving to several addresses may hold that many
+/// times more.
 fn upstream_descriptors(config: &Config) -> u64 {
     config.upstreams.iter().fold(0u64, |need, u| {
-        let per_server =
-            (u.max_idle_connections as u64).saturating_add(u64::from(u.health.active.is_some()));
+        let idle = match u.max_connections_per_server {
+            0 => u.max_idle_connections,
+            cap => u.max_idle_connections.min(cap),
+        };
+        let per_server = (idle as u64).saturating_add(u64::from(u.health.active.is_some()));
         need.saturating_add((u.servers.len() as u64).saturating_mul(per_server))
     })
 }
@@ -198,5 +203,36 @@ upstreams:
         let short = shortfall(&config, Some(310)).expect("310 < 311");
         assert_eq!(short.need, 201 + 46 + FILES_MARGIN);
         assert!(shortfall(&config, Some(311)).is_none());
+    }
+
+    /// A server's pool holds no more idle connections than it may open:
+    /// `min(max_idle_connections, max_connections_per_server)` each (0:
+    /// no cap on connections), not `max_idle_connections` alone.
+    #[test]
+    fn idle_pools_are_capped_by_the_connections_per_server() {
+        let text = "
+listeners:
+  - name: public
+    bind: 127.0.0.1:8443
+    tls: { certs: [{ cert_file: a.crt, key_file: a.key }] }
+    routes: [{ path_prefix: /b, upstream: b }, { path_prefix: /c, upstream: c }, { upstream: a }]
+upstreams:
+  - name: a
+    servers: [http://127.0.0.1:9001, http://127.0.0.1:9002]
+    max_idle_connections: 10
+    max_connections_per_server: 3
+  - name: b
+    servers: [http://127.0.0.1:9004]
+    max_idle_connections: 7
+    max_connections_per_server: 0
+    health: { active: { path: /healthz } }
+  - name: c
+    servers: [http://127.0.0.1:9005]
+    max_idle_connections: 2
+    max_connections_per_server: 5
+";
+        let config = crate::config::parse(text, std::path::Path::new("/etc/hotproxy/c.yaml"))
+            .unwrap_or_else(|e| panic!("{}", e.render()));
+        assert_eq!(upstream_descriptors(&config), 2 * 3 + (7 + 1) + 2);
     }
 }
