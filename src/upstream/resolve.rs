@@ -188,10 +188,15 @@ impl Resolution {
     /// name with neither is one endpoint dialled by name. An endpoint at
     /// the address of one of that upstream's endpoints (same server, same
     /// `host:port`) carries its health over ([`Member::succeeding`]);
-    /// round robin goes on where that upstream's was.
+    /// round robin goes on where that upstream's was. Its skipped
+    /// addresses per `host:port` are this one's last: the same ones are
+    /// not logged again (each rejected attempt and edit logged them anew).
     pub fn initial(&self, previous: Option<(&Resolution, Arc<Members>)>) -> Members {
         if self.has_names() {
             let kept = previous.as_ref().map(|(p, _)| p.last_by_server());
+            if let Some((p, _)) = &previous {
+                self.skipped_from(p);
+            }
             // All names at once: one slow name does not add to another's
             // wait. One whose lookup runs already (the replaced
             // upstream's, a rejected reload's) joins it.
@@ -238,6 +243,23 @@ impl Resolution {
             .zip(last.iter())
             .filter_map(|(s, a)| Some((s.host.clone(), s.port, a.clone()?)))
             .collect()
+    }
+
+    /// Each server's last skipped addresses: those `previous` had for
+    /// the same `host:port`, as [`Resolution::last_by_server`] carries
+    /// its addresses over.
+    fn skipped_from(&self, previous: &Resolution) {
+        let theirs = previous.skipped.lock().expect("resolution lock").clone();
+        let by_server: HashMap<(&str, u16), Vec<SocketAddr>> = (previous.config.servers.iter())
+            .zip(theirs)
+            .map(|(s, skipped)| ((s.host.as_str(), s.port), skipped))
+            .collect();
+        let mut mine = self.skipped.lock().expect("resolution lock");
+        for (s, skipped) in self.config.servers.iter().zip(mine.iter_mut()) {
+            if let Some(theirs) = by_server.get(&(s.host.as_str(), s.port)) {
+                skipped.clone_from(theirs);
+            }
+        }
     }
 
     /// The servers whose names are re-resolved, by index: none with

@@ -15,7 +15,7 @@ use crate::support::*;
 /// [`NameServer::release`]; so do those for a name held alone
 /// ([`NameServer::hold_name`]), for ever. Only the proxy asks it
 /// ([`Proxy::start_with_resolv_conf`]): nothing leaves the machine.
-struct NameServer {
+pub(super) struct NameServer {
     ip: Ipv4Addr,
     socket: Arc<UdpSocket>,
     state: Arc<Mutex<Answering>>,
@@ -34,7 +34,7 @@ struct Answering {
 }
 
 impl NameServer {
-    async fn start(ips: &[&str]) -> NameServer {
+    pub(super) async fn start(ips: &[&str]) -> NameServer {
         // One address per test process: another checkout's tests may run
         // one too.
         let pid = std::process::id();
@@ -207,7 +207,7 @@ fn answer(query: &[u8], ips: &[Ipv4Addr]) -> Option<Vec<u8>> {
 }
 
 /// `{label}-PID.hotproxy.test`: a name only this test process asks.
-fn own_name(label: &str) -> String {
+pub(super) fn own_name(label: &str) -> String {
     format!("{label}-{}.hotproxy.test", std::process::id())
 }
 
@@ -241,7 +241,7 @@ const POD: &[(&str, &str)] = &[("127.0.0.2", "pod")];
 
 /// [`serve_by`] with one pod ([`POD`]) and one upstream, `app`, over
 /// `names` (at the pod's port), with `settings` lines.
-async fn app_over(dns: &NameServer, names: &[&str], settings: &str) -> World {
+pub(super) async fn app_over(dns: &NameServer, names: &[&str], settings: &str) -> World {
     serve_by(dns, POD, "[{ upstream: app }]", |ports| {
         let servers: Vec<String> = (names.iter())
             .map(|name| format!("https://{name}:{}", ports[0]))

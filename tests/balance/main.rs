@@ -18,3 +18,4 @@ mod panic;
 mod refusing;
 mod retries;
 mod series;
+mod skipped;
