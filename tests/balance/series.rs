@@ -250,6 +250,78 @@ async fn a_request_held_across_edits_does_not_bring_a_dropped_series_back() {
     assert!(!m.lines().any(|l| l.contains(&gone)), "{m}");
 }
 
+/// A plain-HTTP backend at `ip` (a free port) that answers `GET /status/N`
+/// with status `N` as it is, whatever it is (599, 799), and closes.
+async fn raw_status_at(ip: &str) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(format!("{ip}:0"))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head);
+                let path = head.split(' ').nth(1).unwrap_or_default();
+                let code = path.strip_prefix("/status/").unwrap_or("200");
+                let answer = format!(
+                    "HTTP/1.1 {code} Whatever\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                let _ = conn.write_all(answer.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// An edit that drops an address takes every series counted at it, also
+/// those of unusual status codes a raw backend answered (599, 799): only
+/// the codes counted there are looked for now, no longer every one from
+/// 100 to 999, and none may be missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_dropped_takes_its_unusual_codes_series() {
+    let raw = raw_status_at("127.0.0.2").await;
+    let other = raw_status_at("127.0.0.3").await;
+    let on = |at: std::net::SocketAddr| {
+        format!("\n  - name: app\n    servers: [http://{at}]\n    balance: round_robin\n")
+    };
+    let w = Pods::new()
+        .serve("[{ upstream: app }]", &on(raw), Vec::new())
+        .await;
+    let mut send = client(&w).await;
+    let codes = [200, 599, 799];
+    for code in codes {
+        let (status, _) = get_pod(&mut send, &format!("/status/{code}")).await;
+        assert_eq!(status, code);
+    }
+    let m = metrics(&w).await;
+    for code in codes {
+        assert_has(
+            &m,
+            &format!("{}code=\"{code}\"}} 1", requests_series("app", raw)),
+        );
+    }
+    w.scene.public_config("[{ upstream: app }]", &on(other));
+    wait_until(WAIT, "the edit applied", || async { reloads(&w) == 1 }).await;
+    let m = metrics(&w).await;
+    let gone = format!("endpoint=\"{raw}\"");
+    assert!(!m.lines().any(|l| l.contains(&gone)), "{m}");
+    assert_eq!(get_pod(&mut send, "/status/204").await.0, 204);
+    assert_has(
+        &metrics(&w).await,
+        &format!("{}code=\"204\"}} 1", requests_series("app", other)),
+    );
+}
+
 /// How many reloads the proxy has logged as applied.
 fn reloads(w: &World) -> usize {
     w.proxy
