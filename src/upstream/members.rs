@@ -91,6 +91,12 @@ impl Series {
     /// code kept) if it is not exported yet.
     fn counter(&self, upstream: &str, endpoint: &str, code: u16) -> Counter {
         let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
+        // Looked at again under the lock removing them takes: a request
+        // that found them exported may have been answered as they went,
+        // and would make one again, never removed. Counted nowhere then.
+        if self.gone.load(Ordering::Acquire) {
+            return Counter::default();
+        }
         made.insert(code);
         let labels = EndpointRequestLabels {
             upstream: upstream.to_owned(),

@@ -402,3 +402,33 @@ fn forgetting_an_endpoint_looks_up_only_the_codes_counted_at_it() {
     }
     assert_eq!(lookups, codes.len());
 }
+
+/// A request that found its endpoint's series exported, answered as they
+/// are removed, makes none again: the interleaving of `answered` past its
+/// look at `gone`, then `forget_requests`, then the first count of a code,
+/// played in that order. The series it made was never removed.
+#[test]
+fn a_count_racing_the_removal_makes_no_series_again() {
+    let upstream = "count-racing-removal";
+    let a = Member::new(Arc::new(endpoint(8, false, 1)));
+    let members = Members::new(
+        upstream.into(),
+        Arc::default(),
+        vec![a.clone()],
+        Balance::default(),
+        PassiveHealth::default(),
+    );
+    members.answered(0, 200);
+    // Past its look at `gone`, not yet counted:
+    a.forget_requests(upstream);
+    // its first count of 503 (what `answered` resolves it with) now.
+    a.series.counter(upstream, &a.label, 503).inc();
+    for code in [200, 503] {
+        let labels = EndpointRequestLabels {
+            upstream: upstream.to_owned(),
+            endpoint: a.label.clone(),
+            code: code.to_string(),
+        };
+        assert!(METRICS.upstream_requests.get(&labels).is_none(), "{code}");
+    }
+}
