@@ -149,7 +149,11 @@ pub(super) fn preview(path: &Path) -> Result<(), String> {
     if path == Path::new(STDOUT) || is_fifo(path) {
         return Ok(());
     }
-    let p = path;
+    // `run`'s open(O_CREAT) follows a symlink to a file not made yet and
+    // creates it where the link leads: its directory is the one asked
+    // about, not the link's.
+    let target = crate::fsutil::follow_links(path).map_err(|e| problem(&e))?;
+    let p = target.as_path();
     if p.exists() {
         return OpenOptions::new()
             .append(true)

@@ -568,3 +568,43 @@ fn a_directory_run_cannot_write_to_fails_the_check() {
     }
     assert!(!log.exists() && !s.path("keys/new").exists(), "{out}");
 }
+
+/// An `access_log.path` that is a symlink to a file not made yet, in a
+/// directory `run` may write, failed the check with "Permission denied"
+/// when the link's own directory was closed: `check` asked about the
+/// link's directory, while `run`'s open follows the link and creates the
+/// file where it leads. The check asks about the target's directory. Run
+/// as `nobody` when the tests run as root, as the test above.
+#[test]
+fn a_dangling_access_log_link_into_a_writable_directory_passes_the_check() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    const NOBODY: u32 = 65534;
+    let (s, cfg) = scene("public", "access_log: { path: links/access.log }");
+    let mode = |p: &Path, m: u32| std::fs::set_permissions(p, PermissionsExt::from_mode(m));
+    mode(s.dir.path(), 0o755).unwrap();
+    std::fs::create_dir(s.path("logs")).unwrap();
+    mode(&s.path("logs"), 0o777).unwrap();
+    std::fs::create_dir(s.path("links")).unwrap();
+    std::os::unix::fs::symlink("../logs/access.log", s.path("links/access.log")).unwrap();
+    mode(&s.path("links"), 0o555).unwrap();
+    let bin = s.path("hotproxy");
+    std::fs::copy(env!("CARGO_BIN_EXE_hotproxy"), &bin).unwrap();
+    let mut command = Command::new(&bin);
+    command
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .current_dir(s.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
+        command.uid(NOBODY).gid(NOBODY);
+    }
+    let out = output_within_deadline(&mut command);
+    let out = String::from_utf8_lossy(&out.stdout).into_owned()
+        + &String::from_utf8_lossy(&out.stderr)
+        + &format!("\nexit: {:?}", out.status.code());
+    assert!(out.ends_with("exit: Some(0)"), "{out}");
+    assert!(!out.contains("access_log.path"), "{out}");
+    assert!(!s.path("logs/access.log").exists(), "{out}");
+}
