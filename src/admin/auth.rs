@@ -397,7 +397,8 @@ pub fn several_hosts(headers: &HeaderMap) -> bool {
     headers.get_all(header::HOST).iter().nth(1).is_some()
 }
 
-/// `host:port` naming `local` itself (or `localhost` for a loopback address).
+/// `host:port` naming `local` itself (or `localhost` for a loopback address);
+/// `local` is canonical, as [`check_host`] makes it.
 fn is_admin_address(host: &str, local: SocketAddr) -> bool {
     // A Host (or Origin) without a port names port 80 (RFC 9110 §7.2):
     // curl sends `Host: 127.0.0.1` for `http://127.0.0.1/`. A `:` inside
@@ -412,6 +413,12 @@ fn is_admin_address(host: &str, local: SocketAddr) -> bool {
     };
     if host.eq_ignore_ascii_case(&local.to_string()) {
         return true;
+    }
+    // An IP literal names an address, whatever its spelling: a client of
+    // `admin.bind: "[::ffff:127.0.0.1]:9901"` sends that Host, and `local`
+    // is canonical (`127.0.0.1:9901`).
+    if let Ok(named) = host.parse::<SocketAddr>() {
+        return named.ip().to_canonical() == local.ip() && named.port() == local.port();
     }
     local.ip().is_loopback()
         && host

@@ -72,3 +72,42 @@ async fn roles_and_host_checks() {
     );
     a.assert_nothing_leaked(&[]);
 }
+
+/// With `admin.bind: "[::ffff:127.0.0.1]:…"` a client of that address
+/// sends `Host: [::ffff:127.0.0.1]:<port>`; it was compared as text with
+/// the canonical `127.0.0.1:<port>` and refused (403). An IP-literal Host
+/// is compared as the address it names; another address stays refused.
+#[tokio::test]
+async fn an_ipv4_mapped_admin_bind_takes_its_own_host() {
+    let mut a = Admin::start_edited("", |config| {
+        config.replacen(
+            "bind: 127.0.0.1:0\n  tokens",
+            "bind: \"[::ffff:127.0.0.1]:0\"\n  tokens",
+            1,
+        )
+    })
+    .await;
+    let port = a.api.port();
+    let mapped = format!("[::ffff:127.0.0.1]:{port}");
+    let plain = format!("127.0.0.1:{port}");
+    let other = format!("[::ffff:127.0.0.2]:{port}");
+    let v6 = format!("[::1]:{port}");
+    for (host, status) in [
+        (mapped.as_str(), 200),
+        (plain.as_str(), 200),
+        (other.as_str(), 403),
+        (v6.as_str(), 403),
+    ] {
+        let r = a
+            .call_with(
+                "GET",
+                "/api/v1/certs",
+                Some(EDITOR),
+                None,
+                &[("host", host)],
+            )
+            .await;
+        assert_eq!(r.status, status, "Host {host}: {}", r.body);
+    }
+    a.assert_nothing_leaked(&[]);
+}
