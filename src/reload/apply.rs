@@ -496,10 +496,7 @@ impl Reloader {
         // can reach them (see below).
         let outgoing = std::mem::replace(&mut self.upstreams, live_upstreams);
         let mut live_listeners = BTreeMap::new();
-        let mut inherited =
-            self.inherit(planned.iter().filter_map(|(cfg, .., beside)| {
-                Some((cfg.name.clone(), cfg.bind, beside.clone()?))
-            }));
+        let mut inherited = self.hand_over(&planned, &shared);
         for (cfg, (built, router), socket, _) in planned {
             let admits = built.admits;
             router.register_metrics();

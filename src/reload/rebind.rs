@@ -1,11 +1,12 @@
 //! Listening sockets a reload takes up or gives up: registered while planned, bound beside (an overlapping address), handed over, or their queue served (each by the listener on its address) before they close.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 
 use tracing::info;
 
+use super::handover::Planned;
 use super::{LOG, LiveListener, Reloader};
 use crate::proxy::listener::{Inherited, Stop};
 
@@ -63,6 +64,37 @@ impl Reloader {
             let (heir, queue) = Inherited::beside(bind);
             old.heirs.push(heir);
             inherited.insert(new, queue);
+        }
+        inherited
+    }
+
+    /// As a reload commits, before any new accept loop starts: what each
+    /// listener bound beside a socket given up inherits ([`Reloader::inherit`]),
+    /// and the running listeners whose socket a new one serves on (`shared`:
+    /// a rename, a swap) stopped. Stopped only after the new accept loops
+    /// started (once every listener of the reload was set up), the old loop
+    /// took clients from the queue beside the new one, and closed each still
+    /// in its handshake unanswered (its listener gone): meanwhile they wait
+    /// in the kernel's queue, so no client is refused in between (SPEC §3).
+    pub(super) fn hand_over<T>(
+        &mut self,
+        planned: &[Planned<T>],
+        shared: &BTreeSet<String>,
+    ) -> BTreeMap<String, Inherited> {
+        let inherited =
+            self.inherit(planned.iter().filter_map(|(cfg, .., beside)| {
+                Some((cfg.name.clone(), cfg.bind, beside.clone()?))
+            }));
+        for name in shared {
+            let Some(old) = self.listeners.remove(name) else {
+                continue;
+            };
+            old.stop(true);
+            if planned.iter().any(|(cfg, ..)| cfg.name == *name) {
+                info!(target: LOG, listener = %name, "listener re-bound; old address closed");
+            } else {
+                info!(target: LOG, listener = %name, "listener removed");
+            }
         }
         inherited
     }
