@@ -709,15 +709,19 @@ async fn handle(
         let h2 = req.version() == http::Version::HTTP_2;
         return exchange.finish(client_fault(ctx, &upstream.name, &Fault::TooLarge, h2));
     }
-    // A tunnelled upgrade is a WebSocket handshake or a `400`; its `101`
-    // must carry the key's accept.
-    let handshake = named
-        .tunnelled(&req)
-        .then(|| websocket::handshake(req.headers()));
+    // A tunnelled upgrade is a WebSocket handshake or a `400` (a `503` on a closing
+    // connection, which would cut it at once); its `101` must carry the key's accept.
+    let handshake = named.tunnelled(&req).then(|| {
+        websocket::handshake(req.headers()).and_then(|a| {
+            (!tunnel.ends_at_once())
+                .then_some(a)
+                .ok_or(websocket::Refused::Closing)
+        })
+    });
     if let Some(Err(refused)) = handshake {
         debug!(listener = %listener.name, peer = %ctx.client_addr, error = refused.message(), "websocket handshake refused");
         exchange.upstream(&upstream.name, None);
-        route_metrics.record(400, start.elapsed());
+        route_metrics.record(refused.status().as_u16(), start.elapsed());
         return exchange.finish(refused.response());
     }
     let client_upgrade = handshake.and_then(Result::ok).map(|accept| {

@@ -38,6 +38,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use http::{HeaderMap, HeaderValue, Version, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -150,6 +151,13 @@ impl TunnelLimits {
             lifetime,
             removed,
         }
+    }
+
+    /// Whether a tunnel begun now would be cut as it begins: the listener
+    /// removed (or bound elsewhere) by a reload, or the connection's
+    /// lifetime over. Its upgrade is refused before it is forwarded.
+    pub fn ends_at_once(&self) -> bool {
+        *self.removed.borrow() || self.lifetime.clone().over().now_or_never().is_some()
     }
 }
 

@@ -36,6 +36,11 @@ pub enum Refused {
     Version,
     /// `Sec-WebSocket-Key` missing, repeated, or not 16 bytes in base64.
     Key,
+    /// Its connection is closing (its listener removed or bound elsewhere
+    /// by a reload, its `max_connection_lifetime` over): its tunnel would
+    /// be cut as it begins, after the backend opened its side and the
+    /// client had its `101`. A `503` with `Connection: close`, not forwarded.
+    Closing,
 }
 
 impl Refused {
@@ -44,18 +49,29 @@ impl Refused {
         match self {
             Refused::Version => "unsupported Sec-WebSocket-Version (13 is)",
             Refused::Key => "missing or malformed Sec-WebSocket-Key",
+            Refused::Closing => "the connection is closing",
         }
     }
 
-    /// The `400`: with `Sec-WebSocket-Version: 13` for a wrong version.
-    pub fn response(self) -> Response<ResponseBody> {
-        let mut resp = error_response(StatusCode::BAD_REQUEST, self.message());
-        if self == Refused::Version {
-            resp.headers_mut().insert(
-                header::SEC_WEBSOCKET_VERSION,
-                HeaderValue::from_static(VERSION),
-            );
+    /// `400`, or `503` for [`Refused::Closing`].
+    pub fn status(self) -> StatusCode {
+        match self {
+            Refused::Closing => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
         }
+    }
+
+    /// The `400`: with `Sec-WebSocket-Version: 13` for a wrong version;
+    /// the `503` with `Connection: close`.
+    pub fn response(self) -> Response<ResponseBody> {
+        let mut resp = error_response(self.status(), self.message());
+        let (name, value) = match self {
+            Refused::Version => (header::SEC_WEBSOCKET_VERSION, VERSION),
+            Refused::Closing => (header::CONNECTION, "close"),
+            Refused::Key => return resp,
+        };
+        resp.headers_mut()
+            .insert(name, HeaderValue::from_static(value));
         resp
     }
 }

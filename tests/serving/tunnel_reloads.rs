@@ -96,3 +96,63 @@ async fn a_reload_binding_a_tunnels_listener_elsewhere_ends_the_tunnel() {
     )
     .await;
 }
+
+/// A WebSocket upgrade that reaches a listener already removed (a client
+/// queued on its socket, served as its last from there, SPEC §3) is
+/// refused before it is forwarded: `503` with `Connection: close`, the
+/// backend never asked. It was forwarded, the backend opened its
+/// WebSocket and the client got its `101`, and the tunnel was cut at once
+/// (a removed listener's tunnels end).
+#[tokio::test]
+async fn an_upgrade_reaching_a_removed_listener_is_refused_before_it_is_forwarded() {
+    let w = world().await;
+    let (asked_tx, mut asked_rx) = tokio::sync::mpsc::unbounded_channel();
+    let backend = switching_backend(move |_tcp| {
+        let _ = asked_tx.send(());
+        async {}
+    })
+    .await;
+    let ws = WS.replace(
+        "tunnel_idle_timeout: 1h",
+        "tunnel_idle_timeout: 1h, max_connections: 1",
+    );
+    let (cfg, _log) = logged_config(&w, "");
+    edit_config(&cfg, |text| {
+        text.replace(
+            &format!("servers: [http://{}]", w.backend.addr),
+            &format!("servers: [http://{backend}]"),
+        )
+        .replace("upstreams:", &format!("{ws}upstreams:"))
+    });
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("ws").await;
+    // The one slot taken: the next client waits in the socket's queue.
+    let _first = tls(&w, addr, &[b"http/1.1"]).await;
+    let queued = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let client = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let upgrading = tokio::spawn(async move {
+        let name = rustls::pki_types::ServerName::try_from("a.example.com").unwrap();
+        let mut s = tokio_rustls::TlsConnector::from(client)
+            .connect(name, queued)
+            .await
+            .unwrap();
+        s.write_all(
+            b"GET /ws HTTP/1.1\r\nhost: a.example.com\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+              sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        String::from_utf8_lossy(&read_to_close(&mut s).await).to_ascii_lowercase()
+    });
+    edit_config(&cfg, |text| text.replace(&ws, ""));
+    p.signal("HUP");
+    let answer = within_deadline("the queued client's answer", upgrading)
+        .await
+        .unwrap();
+    assert!(answer.starts_with("http/1.1 503"), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    assert!(
+        asked_rx.try_recv().is_err(),
+        "the backend was asked: {answer}"
+    );
+}
