@@ -402,11 +402,11 @@ async fn connection(
     // to every byte (`speaks_h2` says which a client without ALPN gets).
     let is_h2 =
         crate::tls::server::speaks_h2(&handshake.config, tls_stream.get_ref().1.alpn_protocol());
-    // Its listener removed meanwhile (not one from its queue): closed before
-    // any HTTP is read, its late first request unanswered (SPEC §3). Sent
-    // with its Finished (TLS 1.3), the driver would read and serve it.
-    // Closed as at shutdown: HTTP/2's `GOAWAY` first, and no reset.
-    if !answer_first && *listener.closing.borrow() {
+    // Its listener removed meanwhile (not one from its queue): closed before any HTTP is read, its
+    // late first request unanswered (SPEC §3; sent with its Finished, TLS 1.3, the driver would
+    // serve it), as at shutdown (`GOAWAY` first, no reset). Not `closing`, which the accept loop
+    // sets at shutdown too: then the driver decides (§1), whichever task ran first.
+    if !answer_first && listener.is_removed() {
         debug!(listener = %listener.name, peer = %peer, "closing connection: its listener was removed during its TLS handshake");
         unanswered::close(tls_stream, is_h2).await;
         return;
