@@ -32,22 +32,26 @@ async fn combined_lines(log: &Path, n: usize) -> Vec<String> {
     read()
 }
 
+/// The combined line of one raw request sent to a proxy with no backend
+/// (answered `502`).
+async fn combined_line_of(request: &[u8]) -> String {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let (_p, addr, log) = logged(&scene, &ca, "combined").await;
+    let reply = send(addr, &ca, request).await;
+    assert!(reply.starts_with("HTTP/1.1 502"), "{reply}");
+    combined_lines(&log, 1).await.swap_remove(0)
+}
+
 /// A User-Agent or Referer with a byte outside ASCII is logged with that
 /// byte escaped as nginx does (`\xHH`), not as `-`: one added byte used to
 /// hide a client's user agent from the log.
 #[tokio::test]
 async fn combined_shows_non_ascii_header_bytes_escaped() {
-    let scene = Scene::new();
-    let ca = TestCa::new("edge CA");
-    let (_p, addr, log) = logged(&scene, &ca, "combined").await;
-    let reply = send(
-        addr,
-        &ca,
+    let line = combined_line_of(
         b"GET /a HTTP/1.1\r\nHost: localhost\r\nUser-Agent: scan\xC3\xA9\r\nReferer: https://r.test/\x80\"\\\r\nConnection: close\r\n\r\n",
     )
     .await;
-    assert!(reply.starts_with("HTTP/1.1 502"), "{reply}");
-    let line = &combined_lines(&log, 1).await[0];
     assert!(
         line.ends_with(r#" "https://r.test/\x80\x22\x5C" "scan\xC3\xA9""#),
         "{line}"
@@ -60,17 +64,10 @@ async fn combined_shows_non_ascii_header_bytes_escaped() {
 /// `"-" "-"`, so a client hid its user agent with one header.
 #[tokio::test]
 async fn combined_logs_a_user_agent_its_connection_names() {
-    let scene = Scene::new();
-    let ca = TestCa::new("edge CA");
-    let (_p, addr, log) = logged(&scene, &ca, "combined").await;
-    let reply = send(
-        addr,
-        &ca,
+    let line = combined_line_of(
         b"GET /a HTTP/1.1\r\nHost: localhost\r\nUser-Agent: scan/1\r\nReferer: https://r.test/\r\nConnection: close, user-agent, referer\r\n\r\n",
     )
     .await;
-    assert!(reply.starts_with("HTTP/1.1 502"), "{reply}");
-    let line = &combined_lines(&log, 1).await[0];
     assert!(line.ends_with(r#" "https://r.test/" "scan/1""#), "{line}");
 }
 
