@@ -525,9 +525,7 @@ fn the_store_and_its_key_are_files_of_their_own() {
 /// directories mode 0555.
 #[test]
 fn a_directory_run_cannot_write_to_fails_the_check() {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    use std::os::unix::process::CommandExt;
-    const NOBODY: u32 = 65534;
+    use std::os::unix::fs::PermissionsExt;
     let more = "access_log: { path: logs/access.log }\n\
                 store: { path: data/store.json, key_file: keys/new/store.key }";
     let (s, cfg) = scene("public", more);
@@ -537,23 +535,7 @@ fn a_directory_run_cannot_write_to_fails_the_check() {
         std::fs::create_dir(s.path(dir)).unwrap();
         mode(&s.path(dir), 0o555).unwrap();
     }
-    // The build's own directories may be closed to `nobody`.
-    let bin = s.path("hotproxy");
-    std::fs::copy(env!("CARGO_BIN_EXE_hotproxy"), &bin).unwrap();
-    let mut command = Command::new(&bin);
-    command
-        .args(["check", "--config"])
-        .arg(&cfg)
-        .current_dir(s.dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
-        command.uid(NOBODY).gid(NOBODY);
-    }
-    let out = output_within_deadline(&mut command);
-    let out = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr)
-        + &format!("\nexit: {:?}", out.status.code());
+    let out = check_as_nobody(&s, &cfg);
     assert!(out.ends_with("exit: Some(1)"), "{out}");
     let log = s.path("logs/access.log");
     let key = s.path("keys/new/store.key");
@@ -577,9 +559,7 @@ fn a_directory_run_cannot_write_to_fails_the_check() {
 /// as `nobody` when the tests run as root, as the test above.
 #[test]
 fn a_dangling_access_log_link_into_a_writable_directory_passes_the_check() {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    use std::os::unix::process::CommandExt;
-    const NOBODY: u32 = 65534;
+    use std::os::unix::fs::PermissionsExt;
     let (s, cfg) = scene("public", "access_log: { path: links/access.log }");
     let mode = |p: &Path, m: u32| std::fs::set_permissions(p, PermissionsExt::from_mode(m));
     mode(s.dir.path(), 0o755).unwrap();
@@ -588,12 +568,26 @@ fn a_dangling_access_log_link_into_a_writable_directory_passes_the_check() {
     std::fs::create_dir(s.path("links")).unwrap();
     std::os::unix::fs::symlink("../logs/access.log", s.path("links/access.log")).unwrap();
     mode(&s.path("links"), 0o555).unwrap();
+    let out = check_as_nobody(&s, &cfg);
+    assert!(out.ends_with("exit: Some(0)"), "{out}");
+    assert!(!out.contains("access_log.path"), "{out}");
+    assert!(!s.path("logs/access.log").exists(), "{out}");
+}
+
+/// `hotproxy check` on `cfg`, run from a copy of the binary in the scene's
+/// directory (the build's own directories may be closed to `nobody`) as
+/// `nobody` when the tests run as root (who writes anywhere), else as the
+/// user: its stdout, stderr and `exit: <code>` last.
+fn check_as_nobody(s: &Scene, cfg: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    const NOBODY: u32 = 65534;
     let bin = s.path("hotproxy");
     std::fs::copy(env!("CARGO_BIN_EXE_hotproxy"), &bin).unwrap();
     let mut command = Command::new(&bin);
     command
         .args(["check", "--config"])
-        .arg(&cfg)
+        .arg(cfg)
         .current_dir(s.dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -601,10 +595,7 @@ fn a_dangling_access_log_link_into_a_writable_directory_passes_the_check() {
         command.uid(NOBODY).gid(NOBODY);
     }
     let out = output_within_deadline(&mut command);
-    let out = String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&out.stdout).into_owned()
         + &String::from_utf8_lossy(&out.stderr)
-        + &format!("\nexit: {:?}", out.status.code());
-    assert!(out.ends_with("exit: Some(0)"), "{out}");
-    assert!(!out.contains("access_log.path"), "{out}");
-    assert!(!s.path("logs/access.log").exists(), "{out}");
+        + &format!("\nexit: {:?}", out.status.code())
 }
