@@ -1,7 +1,7 @@
 //! What a request's access-log line shows of the bytes a client sent (escaped, never hidden), and the file it goes to.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tokio::io::AsyncWriteExt;
 
@@ -32,13 +32,21 @@ async fn combined_lines(log: &Path, n: usize) -> Vec<String> {
     read()
 }
 
-/// The combined line of one raw request sent to a proxy with no backend
-/// (answered `502`).
-async fn combined_line_of(request: &[u8]) -> String {
+/// One raw request sent to a proxy with no backend logging in `format`:
+/// the scene (holding the log), the reply, and the log once it has the
+/// request's line.
+async fn logged_reply(format: &str, request: &[u8]) -> (Scene, String, PathBuf) {
     let scene = Scene::new();
     let ca = TestCa::new("edge CA");
-    let (_p, addr, log) = logged(&scene, &ca, "combined").await;
+    let (_p, addr, log) = logged(&scene, &ca, format).await;
     let reply = send(addr, &ca, request).await;
+    combined_lines(&log, 1).await;
+    (scene, reply, log)
+}
+
+/// The combined line of one raw request answered `502`.
+async fn combined_line_of(request: &[u8]) -> String {
+    let (_scene, reply, log) = logged_reply("combined", request).await;
     assert!(reply.starts_with("HTTP/1.1 502"), "{reply}");
     combined_lines(&log, 1).await.swap_remove(0)
 }
@@ -76,12 +84,8 @@ async fn combined_logs_a_user_agent_its_connection_names() {
 /// where it used to be `null`.
 #[tokio::test]
 async fn json_shows_a_non_ascii_host_escaped() {
-    let scene = Scene::new();
-    let ca = TestCa::new("edge CA");
-    let (_p, addr, log) = logged(&scene, &ca, "json").await;
-    let reply = send(
-        addr,
-        &ca,
+    let (_scene, reply, log) = logged_reply(
+        "json",
         b"GET /a HTTP/1.1\r\nHost: b\xC3\xA9\\.test\r\nConnection: close\r\n\r\n",
     )
     .await;
@@ -98,12 +102,8 @@ async fn json_shows_a_non_ascii_host_escaped() {
 /// below U+0020), into the terminal or viewer a line is read in.
 #[tokio::test]
 async fn json_escapes_a_path_outside_ascii() {
-    let scene = Scene::new();
-    let ca = TestCa::new("edge CA");
-    let (_p, addr, log) = logged(&scene, &ca, "json").await;
-    let reply = send(
-        addr,
-        &ca,
+    let (_scene, reply, log) = logged_reply(
+        "json",
         b"GET /\xC2\x9B31mok\xE2\x80\xA8\xE2\x80\xAEx HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     )
     .await;
