@@ -4,7 +4,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::*;
 use crate::support::*;
-use crate::tunnels::{serve_raw, switching_backend, the_tunnels_line, upgrade};
+use crate::tunnels::{
+    serve_raw, switching_backend, the_tunnel_cut_by_send_timeout, the_tunnels_line, upgrade,
+};
 
 /// A tunnel whose backend reads nothing of it, cut at `send_timeout`
 /// while the client keeps writing: the line's `bytes_in` is what the
@@ -42,13 +44,7 @@ async fn a_cut_tunnels_bytes_in_are_those_the_upstream_got() {
         let chunk = vec![b'c'; 64 * 1024];
         while to.write_all(&chunk).await.is_ok() {}
     });
-    p.wait_log("the tunnel cut", |v| {
-        v["message"] == "tunnel closed"
-            && v["error"]
-                .as_str()
-                .is_some_and(|e| e.contains("send_timeout"))
-    })
-    .await;
+    the_tunnel_cut_by_send_timeout(&mut p).await;
     writer.abort();
     let line = the_tunnels_line(&log).await;
     drain_tx.send(()).unwrap();

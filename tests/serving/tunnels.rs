@@ -404,6 +404,17 @@ pub(super) async fn serve_raw(
     (p, addr, log)
 }
 
+/// Waits for the log's word that a tunnel was cut by `send_timeout`.
+pub(super) async fn the_tunnel_cut_by_send_timeout(p: &mut Proxy) {
+    p.wait_log("the tunnel cut", |v| {
+        v["message"] == "tunnel closed"
+            && v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("send_timeout"))
+    })
+    .await;
+}
+
 /// The one access-log line of the tunnel, once written.
 pub(super) async fn the_tunnels_line(log: &std::path::Path) -> serde_json::Value {
     let lines = wait_line(log, "the tunnel's line", |v| v["path"] == "/ws").await;
@@ -502,13 +513,7 @@ async fn a_backend_that_stops_reading_a_tunnel_is_cut_at_send_timeout() {
     let pings = read_to_close(&mut from).await;
     assert!(pings.iter().all(|&b| b == b'.'), "{pings:?}");
     writer.abort();
-    p.wait_log("the tunnel cut", |v| {
-        v["message"] == "tunnel closed"
-            && v["error"]
-                .as_str()
-                .is_some_and(|e| e.contains("send_timeout"))
-    })
-    .await;
+    the_tunnel_cut_by_send_timeout(&mut p).await;
     the_tunnels_line(&log).await;
 }
 
