@@ -251,6 +251,7 @@ impl Upstream {
                 }
                 reserved.is_some()
             };
+            let step = AtomicBool::new(false);
             let (failure, again) = match self
                 .send(
                     endpoint,
@@ -259,6 +260,7 @@ impl Upstream {
                     may_retry,
                     &elsewhere,
                     timed_out,
+                    &step,
                     until,
                     false,
                 )
@@ -276,7 +278,7 @@ impl Upstream {
             if cut_short(self.short_dial(last, until), &failure, until) {
                 set.answered(i, StatusCode::GATEWAY_TIMEOUT.as_u16());
             } else {
-                self.answered_failure(set, i, &failure);
+                self.answered_failure(set, i, &failure, step.load(Ordering::Acquire));
             }
             // Past the request's deadline nothing more is sent (the
             // attempt ended there, waiting for a connection).
@@ -453,17 +455,29 @@ impl Upstream {
     /// to the same endpoint: five of those ejected an endpoint that had
     /// done nothing wrong. Only more than `consecutive_failures` of those
     /// in a row, none served between, count ([`Members::unprocessed`]): an
-    /// endpoint refusing every stream was never ejected. Nor does a
+    /// endpoint refusing every stream was never ejected. Each is a `step`
+    /// of that run only on a connection that never served a response, once
+    /// per connection (`StreamGuard::unprocessed_step`): a server draining
+    /// a connection with many streams in flight (its keep-alive limit, a
+    /// reload) failed them all at once, and ejected itself. Nor does a
     /// connect the proxy could not make for want of its own descriptors
     /// (`local_resources`): a flood of clients ejected every endpoint. Nor
     /// a request that got another's dial's cause: that dial counted, once.
-    pub(super) fn answered_failure(&self, members: &Members, i: usize, failure: &Failure) {
+    pub(super) fn answered_failure(
+        &self,
+        members: &Members,
+        i: usize,
+        failure: &Failure,
+        step: bool,
+    ) {
         let (reason, _, status) = diagnose(failure);
         if matches!(reason, "connection_limit" | "local_resources") || waited(failure) {
             // No verdict on the endpoint.
         } else if never_processed(failure) {
             // Past a run of them, an endpoint that processes nothing.
-            members.unprocessed(i, reason);
+            if step {
+                members.unprocessed(i, reason);
+            }
         } else {
             members.failure(i, reason);
         }
@@ -498,7 +512,8 @@ impl Upstream {
         if alpn_refused(failure) {
             members.answered(i, diagnose(failure).2.as_u16());
         } else {
-            self.answered_failure(members, i, failure);
+            // An upgrade goes over HTTP/1.1: no stream left unprocessed.
+            self.answered_failure(members, i, failure, false);
         }
     }
 

@@ -380,7 +380,9 @@ impl Upstream {
     /// an endpoint while it is in flight; `elsewhere`: another endpoint
     /// takes it, asked at most once, the caller taking that retry as it
     /// answers). `check`: an
-    /// active check, which never waits behind other dials.
+    /// active check, which never waits behind other dials. `step`: set when
+    /// the failure is a request left unprocessed that counts as a step in
+    /// the endpoint's run of them (`StreamGuard::unprocessed_step`).
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn send(
         &self,
@@ -390,6 +392,7 @@ impl Upstream {
         may_retry: bool,
         elsewhere: &(dyn Fn() -> bool + Sync),
         timed_out: &AtomicBool,
+        step: &AtomicBool,
         until: tokio::time::Instant,
         check: bool,
     ) -> Result<Response<ResponseBody>, (Failure, Option<Request<ClientBody>>)> {
@@ -587,6 +590,14 @@ impl Upstream {
                                 again => {
                                     // Never written: the endpoint never saw it (its `GOAWAY`
                                     // read as the request was handed over), no failure of its.
+                                    // A check's is active health's to judge.
+                                    let left = !check
+                                        && tls.is_none()
+                                        && (never_written || unprocessed(&e));
+                                    step.store(
+                                        left && stream.unprocessed_step(),
+                                        Ordering::Release,
+                                    );
                                     let failure = match tls {
                                         Some(tls) => Failure::ConnectionTls(tls),
                                         None if never_written => Failure::Unsent(e),

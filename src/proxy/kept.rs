@@ -179,6 +179,7 @@ mod tests {
                 false,
                 &|| false,
                 &timed_out,
+                &AtomicBool::new(false),
                 until,
                 false,
             )

@@ -242,9 +242,11 @@ async fn active_checks(upstream: std::sync::Weak<Upstream>, active: ActiveHealth
                 // The status received, once a head came: a timeout after
                 // it is the body's.
                 let status = std::sync::OnceLock::new();
+                // Active health judges it: no step in the passive run.
+                let step = AtomicBool::new(false);
                 let probe = async {
                     let resp = match u
-                        .send(&m.endpoint, req, pq, false, &|| false, &timed_out, until, true)
+                        .send(&m.endpoint, req, pq, false, &|| false, &timed_out, &step, until, true)
                         .await
                     {
                         Ok(resp) => resp,

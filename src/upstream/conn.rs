@@ -384,6 +384,8 @@ struct H2Shared {
     retired: AtomicBool,
     /// Responses (heads) it has served.
     answered: AtomicU64,
+    /// Whether it took its one step in a run of unprocessed attempts.
+    stepped: AtomicBool,
     /// Streams the server refused on it since its last response on a
     /// stream opened after a refusal ([`StreamGuard::refused`]).
     refusals: AtomicUsize,
@@ -486,6 +488,7 @@ impl H2 {
             idle_since: AtomicU64::new(clock()),
             retired: AtomicBool::new(false),
             answered: AtomicU64::new(0),
+            stepped: AtomicBool::new(false),
             refusals: AtomicUsize::new(0),
             opened: AtomicU64::new(0),
             refused_at: AtomicU64::new(0),

@@ -250,11 +250,7 @@ async fn an_unprocessed_request_the_budget_refuses_is_resent_to_its_own_endpoint
     let good = pods.pod_at("127.0.0.2", "good").await;
     let servers = format!("https://{refusing}, https://{}", good.addr);
     let retries = "{ attempts: 1, budget_percent: 0, min_retry_concurrency: 8 }";
-    // Passive health off: a batch of 32 left unprocessed in a row would
-    // eject the pod (SPEC, Health), and the race is between its refusals.
-    let settings = format!(
-        "    balance: round_robin\n    retries: {retries}\n    health: {{ passive: {{ consecutive_failures: 0 }} }}\n"
-    );
+    let settings = format!("    balance: round_robin\n    retries: {retries}\n");
     let two = upstream("two", &servers, &settings);
     // More workers than cores: a thread preempted mid-decision is the
     // race's widest window.

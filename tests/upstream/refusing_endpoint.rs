@@ -1,6 +1,9 @@
-//! An HTTP/2 endpoint that refuses every stream (`REFUSED_STREAM`): passive health takes it out of service.
+//! An HTTP/2 endpoint that refuses every stream (`REFUSED_STREAM`): passive health takes it out of service; one draining a connection that served does not.
+
+use tokio::io::AsyncWriteExt;
 
 use crate::common::*;
+use crate::raw_h2::*;
 use crate::support::*;
 
 /// SPEC (Health): an endpoint that leaves every request unprocessed
@@ -40,4 +43,88 @@ async fn an_endpoint_refusing_every_stream_is_ejected() {
             .any(|l| l == "hotproxy_upstream_endpoints{upstream=\"app\",state=\"ejected\"} 1"),
         "{m}"
     );
+}
+
+/// SPEC (Health): a server draining a connection that served (nginx's
+/// `keepalive_requests` reached, a reload, a pod's drain) says `GOAWAY`
+/// with a last stream id below the streams in flight on it: all of them
+/// are left unprocessed at once, before any response. That is no step in
+/// the endpoint's run of unprocessed attempts (only a connection that
+/// never served takes one, once), and the endpoint stays in service.
+/// Each of them used to be a step, and a burst of more than twice
+/// `consecutive_failures` ejected a healthy endpoint.
+///
+/// The backend answers the first request on its first connection, then
+/// holds the next `BURST` (all round robin gives it of the concurrent
+/// requests) and says `GOAWAY` naming the first as the last processed; on
+/// its later connections it answers every request.
+#[tokio::test]
+async fn a_burst_a_serving_connection_left_unprocessed_ejects_nothing() {
+    const BURST: usize = 10;
+    let w = world();
+    let (draining, _) = raw_h2(&w.backend_pair, settings(&[]), |mut tls, n| async move {
+        let (mut first, mut held) = (None, 0);
+        while let Some((kind, _, stream)) = next_acking(&mut tls).await {
+            match (kind, first) {
+                (1, Some(last)) if n == 0 => {
+                    held += 1;
+                    if held == BURST {
+                        let _ = tls.write_all(&goaway(last)).await;
+                    }
+                }
+                (1, _) => {
+                    let _ = tls.write_all(&naming(n, stream)).await;
+                    first.get_or_insert(stream);
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
+    let other = Backend::start("b", &w.backend_pair, None).await;
+    let lines = [
+        "balance: round_robin",
+        // Every request of the burst may go to the other endpoint.
+        "retries: { attempts: 1, budget_percent: 100, min_retry_concurrency: 64 }",
+        "health: { passive: { consecutive_failures: 2, eject_for: 60s } }",
+    ];
+    let upstream = backend_upstream("app", &[draining, other.addr], &lines);
+    let mut p = Proxy::start(
+        &w.scene
+            .public_config("\n      - { upstream: app }", &upstream),
+    );
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    // One to each: the draining endpoint's first connection serves.
+    let mut send = h1_sender(&w, addr).await;
+    for _ in 0..2 {
+        assert_eq!(
+            exchange(&mut send, h1_request("GET", "/x", "")).await.0,
+            200
+        );
+    }
+    let mut senders = Vec::new();
+    for _ in 0..2 * BURST {
+        senders.push(h1_sender(&w, addr).await);
+    }
+    let replies: Vec<_> = senders
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move { exchange(&mut s, h1_request("GET", "/x", "")).await.0 })
+        })
+        .collect();
+    for reply in replies {
+        assert_eq!(reply.await.unwrap(), 200);
+    }
+    let m = metrics_text(admin).await;
+    let in_service = "hotproxy_upstream_endpoints{upstream=\"app\",state=\"ejected\"} 0";
+    assert!(m.lines().any(|l| l == in_service), "{m}");
+    // It keeps being sent requests, on a new connection.
+    let mut its = 0;
+    for _ in 0..4 {
+        let (status, body) = exchange(&mut send, h1_request("GET", "/x", "")).await;
+        assert_eq!(status, 200);
+        its += usize::from(body.starts_with(b"connection "));
+    }
+    assert_eq!(its, 2);
 }

@@ -141,6 +141,20 @@ impl StreamGuard {
         }
     }
 
+    /// The server left a request on it unprocessed (`REFUSED_STREAM`,
+    /// past a `GOAWAY`'s last stream id, handed back unwritten): whether
+    /// that is a step in the endpoint's run of such attempts
+    /// (`Health::unprocessed`), which it is once per connection at most,
+    /// and only on one that never served a response. A connection that
+    /// served and then refuses or says `GOAWAY` is draining gracefully
+    /// (a server's keep-alive limit, a reload, a pod's drain): each of
+    /// its streams in flight, all failed at once, used to be a step, and a
+    /// burst of them ejected a healthy endpoint. An endpoint refusing
+    /// every stream still takes a step with each new connection.
+    pub fn unprocessed_step(&self) -> bool {
+        self.0.answered.load(Ordering::Acquire) == 0 && !self.0.stepped.swap(true, Ordering::AcqRel)
+    }
+
     /// Begins a run of refusals (`odd` 0) unless one lasts, or ends the
     /// one that lasts (`odd` 1). A new run counts none of the streams
     /// open as its own: they were opened before it.
