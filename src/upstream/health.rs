@@ -147,8 +147,13 @@ impl Health {
     /// ejected already): the count of failures starts again, so the next
     /// attempt, and the caller's log line, come `consecutive_failures`
     /// failures later, not with every failure while the others stay out.
+    /// So does the run of unprocessed attempts ([`Health::unprocessed`]).
     pub fn kept(&self) {
-        self.state.lock().expect("health lock").failures = 0;
+        let mut s = self.state.lock().expect("health lock");
+        s.failures = 0;
+        // A run of unprocessed attempts too: left as it was, the next one
+        // counted as a failure at once.
+        s.unprocessed = 0;
     }
 
     /// Active checks take it out of service at `now`: a back-off its stay
@@ -176,6 +181,7 @@ impl Health {
         let d = p.eject_for * 2u32.pow(s.ejections.min(MAX_DOUBLINGS));
         s.ejections += 1;
         s.failures = 0;
+        s.unprocessed = 0;
         s.ejected_until = Some(now + d);
         self.until.store(nanos(now + d).max(1), Ordering::Relaxed);
         s.back_since = Some(now + d);
@@ -220,6 +226,28 @@ mod tests {
         }
         assert_eq!(h.failure(t2, &P), Verdict::Failing);
         assert_eq!(h.eject(t2, &P), Duration::from_secs(10));
+    }
+
+    /// A run of unprocessed attempts starts again, as the failures do,
+    /// when an ejection is refused (`kept`) or made (`eject`): left as it
+    /// was, the first attempt left unprocessed after it counted as a
+    /// failure at once, a run of one.
+    #[test]
+    fn a_kept_or_ejected_endpoint_runs_unprocessed_from_zero() {
+        let h = Health::default();
+        let t0 = Instant::now();
+        for eject in [false, true] {
+            for _ in 0..P.consecutive_failures {
+                assert!(!h.unprocessed(&P));
+            }
+            assert!(h.unprocessed(&P));
+            match eject {
+                false => h.kept(),
+                true => drop(h.eject(t0, &P)),
+            }
+            assert!(!h.unprocessed(&P), "ejected: {eject}");
+            h.success(t0);
+        }
     }
 
     #[test]
