@@ -437,28 +437,44 @@ pub fn forget_endpoint_requests(
 /// Counters of one label set by status code, each resolved in its family
 /// on first use: counting a response then takes no family lock and builds
 /// no label strings. The table (500 codes) is allocated on the first
-/// count, so a route or endpoint that never answers costs one pointer.
+/// count, so a route or endpoint that never answers costs one pointer;
+/// the codes past 599 (valid, if unregistered) have a table of their own,
+/// allocated on the first of them: each of those took the family lock and
+/// built its labels on every response, a backend answering `799` to every
+/// request paying that per request.
 #[derive(Default)]
 pub struct CodeCounters {
     /// Status codes 100..=599, by `code - 100`.
-    codes: std::sync::OnceLock<Box<[std::sync::OnceLock<Counter>]>>,
+    codes: CodeTable,
+    /// Status codes 600..=999, by `code - 600`.
+    high: CodeTable,
 }
+
+/// A [`CodeCounters`] table, allocated on its first count.
+type CodeTable = std::sync::OnceLock<Box<[std::sync::OnceLock<Counter>]>>;
 
 impl CodeCounters {
     /// The counter for `code`; `resolve` finds it in its family the
-    /// first time. `None` outside 100..=599 (count those the slow way).
+    /// first time. `None` outside 100..=999 (no status code there).
     pub fn get(&self, code: u16, resolve: impl FnOnce() -> Counter) -> Option<&Counter> {
-        let i = usize::from(code.checked_sub(100)?);
-        let codes = self
-            .codes
-            .get_or_init(|| (100..600).map(|_| std::sync::OnceLock::new()).collect());
+        let (table, i, len) = self.slot(code)?;
+        let codes = table.get_or_init(|| (0..len).map(|_| std::sync::OnceLock::new()).collect());
         Some(codes.get(i)?.get_or_init(resolve))
     }
 
     /// The counter of `code` if it was made already.
     pub fn cached(&self, code: u16) -> Option<&Counter> {
-        let i = usize::from(code.checked_sub(100)?);
-        self.codes.get()?.get(i)?.get()
+        let (table, i, _) = self.slot(code)?;
+        table.get()?.get(i)?.get()
+    }
+
+    /// The table `code` is in, its place there, and the table's length.
+    fn slot(&self, code: u16) -> Option<(&CodeTable, usize, usize)> {
+        match code {
+            100..=599 => Some((&self.codes, usize::from(code - 100), 500)),
+            600..=999 => Some((&self.high, usize::from(code - 600), 400)),
+            _ => None,
+        }
     }
 }
 
@@ -747,5 +763,31 @@ pub fn crl_next_update(entry: &str, next_update: Option<i64>) {
         None => {
             METRICS.crl_next_update.remove(&labels);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every status code (100..=999) is resolved once, then cached: one
+    /// past 599 was resolved (the family locked) on every count.
+    #[test]
+    fn every_status_code_is_resolved_once() {
+        let c = CodeCounters::default();
+        let resolved = std::cell::Cell::new(0);
+        let resolve = || {
+            resolved.set(resolved.get() + 1);
+            Counter::default()
+        };
+        for code in [100, 599, 600, 799, 999] {
+            for _ in 0..3 {
+                assert!(c.get(code, resolve).is_some(), "{code}");
+            }
+            assert!(c.cached(code).is_some(), "{code}");
+        }
+        assert_eq!(resolved.get(), 5);
+        assert!(c.get(99, resolve).is_none() && c.get(1000, resolve).is_none());
+        assert_eq!(resolved.get(), 5);
     }
 }
