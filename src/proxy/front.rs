@@ -211,8 +211,9 @@ pub async fn redirect_connection(
     // its PROXY header's end may come in one segment with its request,
     // which the driver's look at `closing` would read and answer under the
     // removed listener's settings (SPEC §3: its late first request
-    // unanswered).
-    if !answer_first && *live.closing.borrow() {
+    // unanswered). Removed, not `closing`, which the accept loop sets at
+    // shutdown too: then the driver decides (§1), whichever task ran first.
+    if !answer_first && live.is_removed() {
         debug!(peer = %peer, "redirect connection closed: the listener was removed before its request");
         return;
     }
