@@ -16,7 +16,8 @@ pub struct CertInfo {
     /// Every SAN as text: DNS names, URIs and emails with a backslash,
     /// control characters and non-ASCII bytes as `\XX`; IPs as `1.2.3.4`.
     pub sans: Vec<String>,
-    /// The DNS SANs only (lowercase): what SNI selection matches.
+    /// The DNS SANs only, as SNI selection matches them ([`sni_name`]):
+    /// lowercase, without a final `.`, each once.
     pub dns_names: Vec<String>,
     /// As OpenSSL prints it ([`serial_text`]): `8A310FC2`.
     pub serial: String,
@@ -72,6 +73,15 @@ impl Serialize for CertInfo {
     }
 }
 
+/// A DNS SAN as SNI selection compares it, the spelling `server_names`
+/// take: lowercase, one final `.` dropped (a client's SNI never carries
+/// it, so `admin.example.` keyed with it answered no client, and the
+/// name went to another entry's wildcard and client_auth).
+fn sni_name(d: &str) -> String {
+    let name = d.to_ascii_lowercase();
+    name.strip_suffix('.').map(str::to_owned).unwrap_or(name)
+}
+
 /// Parse one DER certificate's metadata.
 pub fn inspect(der: &[u8]) -> Result<CertInfo, String> {
     let (rest, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
@@ -85,7 +95,10 @@ pub fn inspect(der: &[u8]) -> Result<CertInfo, String> {
             match name {
                 GeneralName::DNSName(d) => {
                     sans.push(san_text(d));
-                    dns_names.push(d.to_ascii_lowercase());
+                    let name = sni_name(d);
+                    if !dns_names.contains(&name) {
+                        dns_names.push(name);
+                    }
                 }
                 GeneralName::IPAddress(b) => sans.push(ip_text(b)),
                 GeneralName::URI(u) => sans.push(san_text(u)),

@@ -570,3 +570,41 @@ async fn an_entry_answering_no_name_with_its_own_client_auth_is_refused() {
         );
     }
 }
+
+/// A name a certificate's DNS SAN spells with a final `.` is the name
+/// without it, as `server_names` are: a client's SNI never carries the
+/// dot (rustls drops it). b's certificate named only `admin.example.`;
+/// the resolver keyed it with the dot, so SNI `admin.example` missed it
+/// and took a's `*.example` (client_auth none): the admin host was
+/// served without a client certificate, and `check` passed it.
+#[tokio::test]
+async fn a_san_with_a_final_dot_keeps_its_entrys_client_auth() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let backend_ca = TestCa::new("backend");
+    let backend = Backend::start("app", &backend_ca.server_pair(&["backend.local"]), None).await;
+    write(&s.path("backend-ca.crt"), &backend_ca.cert_pem);
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    s.pair("a", &ca.server_pair(&["*.example"]));
+    let b = ca.server_pair_with_dns_sans(&["admin.example."]);
+    s.pair("b", &b);
+    let tls = format!(
+        "      certs:\n        - {{ ref: a, client_auth: {{ mode: none }} }}\n        \
+         - {{ ref: b, client_auth: {VERIFY} }}\n    \
+         routes: [{{ host: admin.example., upstream: app }}]\n{}",
+        upstream("app", backend.addr)
+    );
+    let b_files = "cert_file: b.crt, key_file: b.key";
+    let (p, addr) = serve(&s.config(&public_a_and_b("", b_files, &tls))).await;
+    let client = ca.client_pair("client");
+    let w = Routed {
+        s,
+        ca,
+        client,
+        backend,
+        p,
+        addr,
+    };
+    w.refused_without_cert("admin.example").await;
+    w.verified("admin.example", &b.fingerprint).await;
+}

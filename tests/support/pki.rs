@@ -247,6 +247,30 @@ impl TestCa {
         )
     }
 
+    /// A server pair whose SANs are `names`, each a DNS name as written
+    /// (`server_pair` makes an IP address an IP SAN): `DNS:10.0.0.5`.
+    pub fn server_pair_with_dns_sans(&self, names: &[&str]) -> TestPair {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::default();
+        for n in names {
+            let name = rcgen::string::Ia5String::try_from(*n).unwrap();
+            p.subject_alt_names.push(rcgen::SanType::DnsName(name));
+        }
+        p.distinguished_name.push(DnType::CommonName, names[0]);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        p.use_authority_key_identifier_extension = true;
+        let serial = self.take_serial();
+        p.serial_number = Some(SerialNumber::from(serial));
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        TestPair {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
+            fingerprint: fingerprint(cert.der()),
+            serial,
+        }
+    }
+
     pub fn expired_server_pair(&self, names: &[&str]) -> TestPair {
         self.issue(
             names[0],
