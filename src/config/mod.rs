@@ -24,6 +24,7 @@ mod resolve;
 mod tree;
 mod upstream;
 mod withhold;
+pub(crate) use resolve::server_name;
 use withhold::Withheld;
 pub(crate) use withhold::found_text;
 

@@ -16,8 +16,12 @@ pub struct CertInfo {
     /// Every SAN as text: DNS names, URIs and emails with a backslash,
     /// control characters and non-ASCII bytes as `\XX`; IPs as `1.2.3.4`.
     pub sans: Vec<String>,
-    /// The DNS SANs only, as SNI selection matches them ([`sni_name`]):
-    /// lowercase, without a final `.`, each once.
+    /// The DNS SANs SNI can name, as SNI selection matches them and
+    /// `server_names` are taken ([`crate::config::server_name`]):
+    /// lowercase, without a final `.`, each once. Left out: an IP address
+    /// written as a DNS SAN (`DNS:10.0.0.5`; SNI never carries one) and
+    /// what is no host name, so an entry answering only those answers no
+    /// name and is refused as such.
     pub dns_names: Vec<String>,
     /// As OpenSSL prints it ([`serial_text`]): `8A310FC2`.
     pub serial: String,
@@ -73,15 +77,6 @@ impl Serialize for CertInfo {
     }
 }
 
-/// A DNS SAN as SNI selection compares it, the spelling `server_names`
-/// take: lowercase, one final `.` dropped (a client's SNI never carries
-/// it, so `admin.example.` keyed with it answered no client, and the
-/// name went to another entry's wildcard and client_auth).
-fn sni_name(d: &str) -> String {
-    let name = d.to_ascii_lowercase();
-    name.strip_suffix('.').map(str::to_owned).unwrap_or(name)
-}
-
 /// Parse one DER certificate's metadata.
 pub fn inspect(der: &[u8]) -> Result<CertInfo, String> {
     let (rest, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
@@ -95,8 +90,8 @@ pub fn inspect(der: &[u8]) -> Result<CertInfo, String> {
             match name {
                 GeneralName::DNSName(d) => {
                     sans.push(san_text(d));
-                    let name = sni_name(d);
-                    if !dns_names.contains(&name) {
+                    let name = crate::config::server_name(d);
+                    if let Some(name) = name.ok().filter(|n| !dns_names.contains(n)) {
                         dns_names.push(name);
                     }
                 }

@@ -608,3 +608,27 @@ async fn a_san_with_a_final_dot_keeps_its_entrys_client_auth() {
     w.refused_without_cert("admin.example").await;
     w.verified("admin.example", &b.fingerprint).await;
 }
+
+/// A DNS SAN holding an IP address (`DNS:10.0.0.5`) is no name a client
+/// can select: SNI never carries an address. The entry answered it, so
+/// `check` passed an entry whose client_auth no client ever gets (and
+/// every request for Host 10.0.0.5 was refused with 421); refused as an
+/// entry answering no name, as an IP SAN is.
+#[test]
+fn a_dns_san_holding_an_ip_address_is_no_name_the_entry_answers() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    s.pair("a", &ca.server_pair(&["a.test"]));
+    s.pair("b", &ca.server_pair_with_dns_sans(&["10.0.0.5"]));
+    let b_files = "cert_file: b.crt, key_file: b.key";
+    let cfg = s.config(&public_a_and_b("", b_files, B_VERIFIED));
+    let (code, out) = check(&cfg);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "tls.certs[1] (entry \"b\") answers no name (its certificate has no DNS name)"
+        ),
+        "{out}"
+    );
+}

@@ -152,8 +152,9 @@ pub(super) fn route_host(h: &str) -> Result<String, String> {
 /// without a final `.`. Refused where no client's SNI could name it, for
 /// then its clients take another pair, and that pair's `client_auth` (none,
 /// perhaps): a port, a URL, a misplaced `*`, an IP address (RFC 6066 §3:
-/// SNI never carries one).
-pub(super) fn server_name(h: &str) -> Result<String, String> {
+/// SNI never carries one). A certificate's DNS SANs are taken through it
+/// too ([`crate::material::info`]), the names SNI cannot carry left out.
+pub(crate) fn server_name(h: &str) -> Result<String, String> {
     let name = host_pattern(h, "a server name")?;
     if name.parse::<std::net::IpAddr>().is_ok() {
         return Err(format!(

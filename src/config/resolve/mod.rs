@@ -10,6 +10,7 @@ pub use binds::on_running_admin;
 mod entry;
 mod front;
 mod hosts;
+pub(crate) use hosts::server_name;
 mod listener;
 mod upstream;
 
