@@ -29,7 +29,9 @@ fn proxy_end(server: SocketAddr, client: SocketAddr) -> Vec<String> {
         .lines()
         .skip(1)
         .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
-        .filter(|f| f.len() > 9 && f[1] == local && f[2] == remote)
+        // Not one in TIME_WAIT (`06`): an earlier connection of the same
+        // address pair, the client's port used again, stays listed there.
+        .filter(|f| f.len() > 9 && f[1] == local && f[2] == remote && f[3] != "06")
         .collect();
     match rows.len() {
         1 => rows.remove(0),
