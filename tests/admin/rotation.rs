@@ -289,3 +289,89 @@ async fn rotation_through_the_api() {
         &last.key_pem,
     ]);
 }
+
+/// A listener rotation that applies one pair and is then refused for the
+/// next answers 422, and the pair applied is audited like any change
+/// (SPEC §4, "Each change applied is logged at info"): the audit line used
+/// to be written for a 2xx alone, so the pair went live with none. The
+/// scene: `one` (its own client_auth) then `zero` and `two` (the
+/// listener's); x.test is `two`'s. `one` renewed to name x.test too keeps
+/// it with `two`; `zero` renewed to name it too would take it from `two`
+/// while `one`, listed first, names it under another client_auth: refused.
+#[tokio::test]
+async fn a_listener_rotation_refused_after_applying_a_pair_audits_it() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("one", &ca.server_pair(&["one.test"]));
+    s.pair("zero", &ca.server_pair(&["zero.test"]));
+    s.pair("two", &ca.server_pair(&["x.test"]));
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    write(&s.path("editor.token"), &format!("{EDITOR}\n"));
+    let cfg = s.config(
+        r#"
+watch: { events: false, poll_interval: 1h }
+admin:
+  bind: 127.0.0.1:0
+  tokens: [{ role: editor, token_file: editor.token }]
+certs:
+  - { id: one, type: server-pair, cert_file: one.crt, key_file: one.key }
+  - { id: zero, type: server-pair, cert_file: zero.crt, key_file: zero.key }
+  - { id: two, type: server-pair, cert_file: two.crt, key_file: two.key }
+  - { id: ca, type: ca-bundle, ca_file: ca.crt }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - ref: one
+          client_auth: { mode: require_and_verify, ca: { ref: ca } }
+        - { ref: zero }
+        - { ref: two }
+"#,
+    );
+    let mut p = Proxy::start(&cfg);
+    let api = p.admin_addr().await;
+    for id in ["one", "zero", "two"] {
+        p.wait_log("the start-up re-read", move |v| {
+            v["message"] == "certificate files re-read: unchanged" && v["entry"] == id
+        })
+        .await;
+    }
+    renew(&s, "one", &ca.server_pair(&["one.test", "x.test"]));
+    renew(&s, "zero", &ca.server_pair(&["zero.test", "x.test"]));
+    let r = rotate_public(api).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    let results: Vec<_> = (r.json()["entries"].as_array().unwrap().iter())
+        .map(|e| (e["id"].clone(), e["result"].clone()))
+        .collect();
+    assert_eq!(
+        results,
+        [
+            (json!("one"), json!("changed")),
+            (json!("zero"), json!("failed")),
+            (json!("two"), json!("unchanged")),
+        ],
+        "{}",
+        r.body
+    );
+    // A change audited after it: the log is one ordered stream, so the
+    // rotation's line, written before its answer, is read by then.
+    let r = admin(api, "POST", "/api/v1/rotate", Some(EDITOR), None, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    p.wait_log("the later change's audit line", |v| {
+        v["message"] == "admin API change applied" && v["path"] == "/api/v1/rotate"
+    })
+    .await;
+    let audited = p.logs().iter().any(|l| {
+        serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| {
+            v["message"] == "admin API change applied"
+                && v["method"] == "POST"
+                && v["path"] == "/api/v1/listeners/public/rotate"
+                && v["role"] == "Editor"
+        })
+    });
+    assert!(
+        audited,
+        "the 422 rotation that applied `one` was not audited"
+    );
+}

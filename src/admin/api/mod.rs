@@ -98,12 +98,24 @@ pub async fn serve(
     let validation = method == Method::POST && segs == ["certs", "validate"];
     let changes = method != Method::GET && !validation;
     let reply = route(handle, shutdown, &method, &segs, &headers, req).await;
-    if changes && matches!(&reply, Ok((s, _, _)) if s.is_success()) {
+    if changes && applied(&reply) {
         // The path is the client's text: a `&str` value, quoted in the
         // text log format, so it cannot pose as another field.
         info!(method = method.as_str(), path = path.as_str(), role = ?role, "admin API change applied");
     }
     respond(reply)
+}
+
+/// Whether `reply` answers a request that changed something: any 2xx, or
+/// a refusal whose `entries` hold one `changed` (a listener rotation
+/// refused after applying a pair: that pair is live, so it is audited).
+fn applied(reply: &Reply) -> bool {
+    match reply {
+        Ok((status, _, _)) => status.is_success(),
+        Err((_, body)) => body["entries"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["result"] == "changed")),
+    }
 }
 
 async fn route(
