@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -44,7 +44,7 @@ mod serve;
 mod settings;
 mod unanswered;
 pub use handshake::{Handshake, ServedCert};
-pub use serve::{Heir, Inherited, Shutdown, Slot, Stop, bind, log_listening, serve};
+pub use serve::{Heir, Inherited, Removal, Shutdown, Slot, Stop, bind, log_listening, serve};
 pub use settings::{MAX_CONCURRENT_STREAMS, Settings};
 
 /// The fields a forwarded request usually gains: `Host` (from HTTP/2's
@@ -82,12 +82,11 @@ pub struct Listener {
     /// listener drain end them too). The one signal a connection's driver
     /// watches for both.
     pub closing: watch::Sender<bool>,
-    /// Set when a reload removed the listener or bound it elsewhere (not
-    /// at shutdown, when tunnels drain with the rest): its tunnels end.
-    /// Set through [`Listener::set_removed`], read by [`Listener::is_removed`].
+    /// Set when a reload removed the listener or bound it elsewhere (not at shutdown, when
+    /// tunnels drain with the rest): its tunnels end. Set by [`Listener::set_removed`].
     pub removed: watch::Sender<bool>,
     /// `removed`'s value, read on every connection without the watch's lock.
-    removed_now: AtomicBool,
+    removed_now: Removal,
     /// Metadata of the served pairs, for `GET /api/v1/listeners/{name}/cert`.
     /// Each behind its own `Arc`, so a rotation copies pointers, not metadata.
     pub served: ArcSwap<Vec<Arc<ServedCert>>>,
@@ -124,7 +123,7 @@ impl Listener {
             routes: watch::Sender::new(0),
             closing: watch::Sender::new(false),
             removed: watch::Sender::new(false),
-            removed_now: AtomicBool::new(false),
+            removed_now: Removal::default(),
             served: ArcSwap::from_pointee(served),
             active: AtomicUsize::new(0),
             limits_changed: tokio::sync::Notify::new(),
@@ -206,14 +205,14 @@ impl Listener {
 
     /// A reload removed the listener or bound it elsewhere: its tunnels
     /// end, and a connection starting now is one its removal came before.
-    pub fn set_removed(&self) {
-        self.removed_now.store(true, Ordering::Relaxed);
+    pub fn set_removed(&self, handed_over: bool) {
+        self.removed_now.set(handed_over);
         self.removed.send_replace(true);
     }
 
     /// Whether a reload removed the listener or bound it elsewhere.
     pub fn is_removed(&self) -> bool {
-        self.removed_now.load(Ordering::Relaxed)
+        self.removed_now.removed()
     }
 
     pub fn set_limits(&self, limits: Limits) {
@@ -402,10 +401,11 @@ async fn connection(
     // to every byte (`speaks_h2` says which a client without ALPN gets).
     let is_h2 =
         crate::tls::server::speaks_h2(&handshake.config, tls_stream.get_ref().1.alpn_protocol());
-    // Its listener removed meanwhile (not one from its queue): closed before any HTTP is read, its
-    // late first request unanswered (SPEC §3; sent with its Finished, TLS 1.3, the driver would
-    // serve it), as at shutdown (`GOAWAY` first, no reset). Not `closing`, which the accept loop
-    // sets at shutdown too: then the driver decides (§1), whichever task ran first.
+    // Removed meanwhile (not one from its queue, nor handed over: then its first request is its
+    // last, as nginx serves one an old worker took): closed before any HTTP is read, its late first
+    // request unanswered (SPEC §3; sent with its Finished, TLS 1.3, the driver would serve it), as
+    // at shutdown (`GOAWAY` first, no reset). Not `closing`, set at shutdown too (§1 decides).
+    let answer_first = answer_first || listener.removed_now.handed_over();
     if !answer_first && listener.is_removed() {
         debug!(listener = %listener.name, peer = %peer, "closing connection: its listener was removed during its TLS handshake");
         unanswered::close(tls_stream, is_h2).await;

@@ -615,3 +615,88 @@ async fn clients_across_the_reload(
     let tried = started.load(Ordering::Relaxed).min(MOST_CLIENTS);
     (unanswered, tried)
 }
+
+/// A client the old accept loop of a listener renamed on its address took
+/// just before the rename, still in its TLS handshake when the loop
+/// stopped, is answered: the address never stopped serving (nginx serves
+/// the first request of a connection an old worker accepted). It used to
+/// be taken for a client of a removed listener and closed unanswered. The
+/// client holds its handshake's last flight (its Finished) until the old
+/// loop has stopped, which an open connection of it closing says.
+#[tokio::test]
+async fn a_client_in_its_handshake_across_a_rename_is_answered() {
+    use std::io::{Read, Write};
+    use tokio::io::AsyncReadExt;
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("a", &ca.server_pair(&["localhost"]));
+    // Only the rename closes the open connection, not its first request's
+    // time running out.
+    let listener = |name: &str, port: u16| {
+        cert_a_listener(name, port).replace(
+            "    tls:",
+            "    limits: { header_read_timeout: 1h }\n    tls:",
+        )
+    };
+    let cfg = s.config(&format!("listeners:\n{}", listener("one", 0)));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("one").await;
+    let client = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    // Open, no request yet: closed once the old loop stops.
+    let mut open = connect(addr, "localhost", client.clone()).await.unwrap();
+    // Its handshake done but for its Finished, kept back.
+    let mut held = std::net::TcpStream::connect(addr).unwrap();
+    let mut tls = rustls::ClientConnection::new(client, "localhost".try_into().unwrap()).unwrap();
+    while tls.is_handshaking() {
+        while tls.wants_write() {
+            tls.write_tls(&mut held).unwrap();
+        }
+        if tls.is_handshaking() {
+            assert_ne!(
+                tls.read_tls(&mut held).unwrap(),
+                0,
+                "closed in the handshake"
+            );
+            tls.process_new_packets().unwrap();
+        }
+    }
+    assert!(tls.wants_write(), "the client's Finished is kept back");
+    write(
+        &cfg,
+        &format!("listeners:\n{}", listener("edge", addr.port())),
+    );
+    p.wait_log("the rename", |v| v["message"] == "configuration reloaded")
+        .await;
+    let mut rest = Vec::new();
+    let _ = open.read_to_end(&mut rest).await;
+    // The Finished, then the first request.
+    (tls.writer())
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    while tls.wants_write() {
+        tls.write_tls(&mut held).unwrap();
+    }
+    let mut answer = Vec::new();
+    loop {
+        match tls.read_tls(&mut held) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let Ok(state) = tls.process_new_packets() else {
+            break;
+        };
+        if state.plaintext_bytes_to_read() > 0 {
+            let mut buf = vec![0; state.plaintext_bytes_to_read()];
+            tls.reader().read_exact(&mut buf).unwrap();
+            answer.extend_from_slice(&buf);
+        }
+        if state.peer_has_closed() {
+            break;
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 "),
+        "the client's first request was not answered: {answer:?}"
+    );
+}

@@ -132,7 +132,7 @@ async fn request_unread_at(close: Close) -> String {
             match close {
                 // As the accept loop stops: removed, then closing.
                 Close::Removed => signal(&|| {
-                    live.set_removed();
+                    live.set_removed(false);
                     live.closing.send_replace(true);
                 }),
                 Close::ShutdownOfAQueuedOne => signal(&|| {

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::Poll;
 use std::time::Instant;
 
@@ -97,6 +97,38 @@ impl Inherited {
     pub fn beside(bind: SocketAddr) -> (Heir, Inherited) {
         let (queue, taken) = unbounded_channel();
         (Heir { bind, queue }, Inherited { queue: taken })
+    }
+}
+
+/// Whether a reload stopped a listener's accept loop, and how: read on
+/// every connection without the lock of the listener's `removed` watch.
+#[derive(Debug, Default)]
+pub struct Removal(AtomicU8);
+
+impl Removal {
+    const REMOVED: u8 = 1;
+    const HANDED_OVER: u8 = 2;
+
+    /// Removed or bound elsewhere; `handed_over` ([`Stop::HandedOver`]):
+    /// another listener serves on its socket (a rename, a port swap), so
+    /// its address never stopped serving.
+    pub fn set(&self, handed_over: bool) {
+        let state = if handed_over {
+            Self::HANDED_OVER
+        } else {
+            Self::REMOVED
+        };
+        self.0.store(state, Ordering::Relaxed);
+    }
+
+    /// Removed, bound elsewhere or handed over.
+    pub fn removed(&self) -> bool {
+        self.0.load(Ordering::Relaxed) != 0
+    }
+
+    /// Handed over: a client its loop took is one of the address's.
+    pub fn handed_over(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == Self::HANDED_OVER
     }
 }
 
@@ -219,7 +251,7 @@ pub async fn serve(
     let stopped = stop.borrow().clone();
     // Removed, re-bound or shutting down: its connections close too.
     if !matches!(stopped, Stop::No) {
-        listener.set_removed();
+        listener.set_removed(matches!(stopped, Stop::HandedOver));
     }
     if let Stop::GivenUp(heirs) = stopped
         && !*shutdown_rx.borrow()
