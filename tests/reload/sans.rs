@@ -109,6 +109,19 @@ impl AAndB {
     }
 }
 
+/// A scene with `ca.crt` (the CA returned, which issues the pairs and
+/// client certificates) and `backend-ca.crt`, and a backend `name` whose
+/// certificate that second CA issued.
+async fn scene_with_backend(name: &str) -> (Scene, TestCa, Backend) {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let backend_ca = TestCa::new("backend");
+    let backend = Backend::start(name, &backend_ca.server_pair(&["backend.local"]), None).await;
+    write(&s.path("backend-ca.crt"), &backend_ca.cert_pem);
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    (s, ca, backend)
+}
+
 /// A renewal that adds a SAN another pair of the listener answers with a
 /// different client_auth (a.test's certificate now names b.test too, and
 /// b.test requires a client certificate) is served; b.test stays with its
@@ -185,12 +198,7 @@ async fn a_client_auth_put_after_such_a_renewal_keeps_the_kept_name() {
 /// answered 200.
 #[tokio::test]
 async fn a_renewal_dropping_a_name_keeps_its_client_auth() {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    let backend_ca = TestCa::new("backend");
-    let backend = Backend::start("b", &backend_ca.server_pair(&["backend.local"]), None).await;
-    write(&s.path("backend-ca.crt"), &backend_ca.cert_pem);
-    write(&s.path("ca.crt"), &ca.cert_pem);
+    let (s, ca, backend) = scene_with_backend("b").await;
     s.pair("a", &ca.server_pair(&["a.test"]));
     let secret = Kubelet::new(&s.path("b"));
     let b = ca.server_pair(&["b.test"]);
@@ -267,12 +275,7 @@ struct Routed {
 }
 
 async fn routed(a_names: &[&str], b_names: &[&str], a_auth: &str, b_auth: &str) -> Routed {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    let backend_ca = TestCa::new("backend");
-    let backend = Backend::start("app", &backend_ca.server_pair(&["backend.local"]), None).await;
-    write(&s.path("backend-ca.crt"), &backend_ca.cert_pem);
-    write(&s.path("ca.crt"), &ca.cert_pem);
+    let (s, ca, backend) = scene_with_backend("app").await;
     s.pair("a", &ca.server_pair(a_names));
     s.pair("b", &ca.server_pair(b_names));
     let tls = format!(
@@ -579,12 +582,7 @@ async fn an_entry_answering_no_name_with_its_own_client_auth_is_refused() {
 /// served without a client certificate, and `check` passed it.
 #[tokio::test]
 async fn a_san_with_a_final_dot_keeps_its_entrys_client_auth() {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    let backend_ca = TestCa::new("backend");
-    let backend = Backend::start("app", &backend_ca.server_pair(&["backend.local"]), None).await;
-    write(&s.path("backend-ca.crt"), &backend_ca.cert_pem);
-    write(&s.path("ca.crt"), &ca.cert_pem);
+    let (s, ca, backend) = scene_with_backend("app").await;
     s.pair("a", &ca.server_pair(&["*.example"]));
     let b = ca.server_pair_with_dns_sans(&["admin.example."]);
     s.pair("b", &b);

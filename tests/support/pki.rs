@@ -247,6 +247,20 @@ impl TestCa {
         )
     }
 
+    /// `p` with the next serial, signed by this CA for `key`.
+    fn signed_with_serial(&self, mut p: CertificateParams, key: KeyPair) -> TestPair {
+        let serial = self.take_serial();
+        p.serial_number = Some(SerialNumber::from(serial));
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        TestPair {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
+            fingerprint: fingerprint(cert.der()),
+            serial,
+        }
+    }
+
     /// A server pair whose SANs are `names`, each a DNS name as written
     /// (`server_pair` makes an IP address an IP SAN): `DNS:10.0.0.5`.
     pub fn server_pair_with_dns_sans(&self, names: &[&str]) -> TestPair {
@@ -259,16 +273,7 @@ impl TestCa {
         p.distinguished_name.push(DnType::CommonName, names[0]);
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         p.use_authority_key_identifier_extension = true;
-        let serial = self.take_serial();
-        p.serial_number = Some(SerialNumber::from(serial));
-        let cert = p.signed_by(&key, &self.issuer).unwrap();
-        TestPair {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().to_vec(),
-            fingerprint: fingerprint(cert.der()),
-            serial,
-        }
+        self.signed_with_serial(p, key)
     }
 
     pub fn expired_server_pair(&self, names: &[&str]) -> TestPair {
@@ -322,16 +327,7 @@ impl TestCa {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        let serial = self.take_serial();
-        p.serial_number = Some(SerialNumber::from(serial));
-        let cert = p.signed_by(&key, &self.issuer).unwrap();
-        TestPair {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().to_vec(),
-            fingerprint: fingerprint(cert.der()),
-            serial,
-        }
+        self.signed_with_serial(p, key)
     }
 
     /// A pair for `names` whose extendedKeyUsage is clientAuth alone: what
