@@ -16,7 +16,10 @@
 //! 5`), when the values agree, and h2's reads the first of several; nghttp2
 //! resets such a stream and llhttp refuses the response. nginx answers a
 //! duplicate with a 502 ("upstream sent duplicate header line"), as
-//! [`refused`] does, and removes it from a `204` ([`unsent_length`]).
+//! [`refused`] does, and removes it from a `204` ([`unsent_length`]); a
+//! value that is no number too ("upstream sent invalid "Content-Length"
+//! header"), which hyper's client never reads on a `HEAD`'s answer, a
+//! `204` or a `304`.
 //!
 //! An HTTP/1.1 response head over [`MAX_RESPONSE_HEAD`] is refused too
 //! ([`head_bytes`]): hyper bounds its read buffer only between reads, and
@@ -40,6 +43,9 @@ pub fn refused<B>(resp: &Response<B>) -> Option<&'static str> {
     if fields.lengths > 1 {
         return Some("upstream sent more than one Content-Length");
     }
+    if fields.bad_length {
+        return Some("upstream sent an invalid Content-Length");
+    }
     if resp.version() < Version::HTTP_2 && fields.transfer_coding {
         if fields.lengths > 0 || headers.contains_key(header::CONTENT_LENGTH) {
             return Some("upstream sent both Content-Length and Transfer-Encoding");
@@ -57,6 +63,10 @@ struct Fields {
     bytes: usize,
     /// `Content-Length` values: fields, and items of a list in one.
     lengths: usize,
+    /// A `Content-Length` value is not one run of digits: hyper's client
+    /// reads no length of a `HEAD`'s answer, a `204` or a `304`, so it
+    /// never refuses one there.
+    bad_length: bool,
     /// A `Transfer-Encoding` field is there.
     transfer_coding: bool,
 }
@@ -66,12 +76,15 @@ impl Fields {
         let mut fields = Fields {
             bytes: 0,
             lengths: 0,
+            bad_length: false,
             transfer_coding: false,
         };
         for (name, value) in headers {
             fields.bytes += name.as_str().len() + value.len() + 4;
             if name == header::CONTENT_LENGTH {
                 fields.lengths += length_items(value);
+                let digits = value.as_bytes();
+                fields.bad_length |= digits.is_empty() || !digits.iter().all(u8::is_ascii_digit);
             } else if name == header::TRANSFER_ENCODING {
                 fields.transfer_coding = true;
             }

@@ -299,7 +299,11 @@ async fn response_with_ambiguous_length_is_502_and_its_connection_dropped() {
 /// client accepts as they agree) is a `502` as nginx answers it ("upstream
 /// sent duplicate header line"), where an HTTP/2 client (nghttp2) would
 /// reset the stream and llhttp refuse the response; a `204`'s is removed
-/// (it has no body; nginx clears it too).
+/// (it has no body; nginx clears it too). A value that is no number is a
+/// `502` too ("upstream sent invalid "Content-Length" header"), on a
+/// `HEAD`'s answer or a `304` as well: hyper's client reads no length of
+/// those, so a `HEAD`'s `content-length: abc` reached the client, which
+/// nghttp2 resets and llhttp refuses.
 #[tokio::test]
 async fn duplicate_content_length_is_502_and_a_204_has_none() {
     let w = world().await;
@@ -311,6 +315,8 @@ async fn duplicate_content_length_is_502_and_a_204_has_none() {
             }
             Some("/list") => b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\nhello",
             Some("/204") => b"HTTP/1.1 204 No Content\r\ncontent-length: 12\r\n\r\n",
+            Some("/head-abc") => b"HTTP/1.1 200 OK\r\ncontent-length: abc\r\n\r\n",
+            Some("/304") => b"HTTP/1.1 304 Not Modified\r\ncontent-length: -1\r\n\r\n",
             _ => b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
         };
         answer.to_vec()
@@ -324,8 +330,13 @@ async fn duplicate_content_length_is_502_and_a_204_has_none() {
             .map(|v| v.to_str().unwrap().to_owned())
             .collect::<Vec<_>>()
     };
-    for path in ["/twice", "/list"] {
-        let resp = h2_request(&mut client, h2_get(path, "GET")).await;
+    for (path, method) in [
+        ("/twice", "GET"),
+        ("/list", "GET"),
+        ("/head-abc", "HEAD"),
+        ("/304", "GET"),
+    ] {
+        let resp = h2_request(&mut client, h2_get(path, method)).await;
         assert_eq!(resp.status(), 502, "{path}");
     }
     let resp = h2_request(&mut client, h2_get("/204", "GET")).await;
@@ -337,7 +348,7 @@ async fn duplicate_content_length_is_502_and_a_204_has_none() {
     assert_eq!(h2_body(resp.body_mut()).await, b"hello");
     let m = metrics_text(p.admin_addr().await).await;
     assert!(
-        m.contains(r#"hotproxy_upstream_errors_total{upstream="raw",reason="protocol"} 2"#),
+        m.contains(r#"hotproxy_upstream_errors_total{upstream="raw",reason="protocol"} 4"#),
         "{m}"
     );
 }
