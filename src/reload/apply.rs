@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use super::config_file::{CONFIG_MISSING_RETRY, CONFIG_QUIET};
+pub(super) use super::config_file::ConfigOutcome;
+use super::config_file::{CONFIG_MISSING_RETRY, CONFIG_QUIET, ENTRIES_UNSETTLED};
 use super::entry::{
     State, forget_entry_metrics, forget_material_metrics, record_success, set_state,
 };
@@ -112,7 +113,14 @@ impl Reloader {
                 return Ok(ConfigOutcome::Deferred);
             }
         }
-        self.config_unsettled_since = None;
+        // Entry files the file names may be a writer at work too (a key
+        // installed after the configuration naming it, certbot relinking
+        // a pair): waited on within the same wait (`apply_config`), but
+        // not by a backoff's retry of a rejected configuration.
+        let since = self.config_unsettled_since.take();
+        self.config_entries_wait = since.map_or(!(retry && self.config_backoff.is_some()), |s| {
+            now.duration_since(s) < self.config.watch.settle_timeout
+        });
         let result = read
             .map_err(|e| e.render())
             .and_then(|(file, text)| {
@@ -164,6 +172,14 @@ impl Reloader {
                 self.warn_outside_roots(Some(&roots));
                 Ok(Some((changes, restart)))
             });
+        self.config_entries_wait = false;
+        if let Err(Some(problems)) = result
+            .as_ref()
+            .map_err(|e| e.strip_prefix(ENTRIES_UNSETTLED))
+        {
+            return Ok(self.entries_unsettled(since, now, asked, &shown, problems));
+        }
+        self.config_entries_waited = false;
         // Shutdown began while the reload was built (a name's lookup
         // waited for): `apply_config` dropped it before its commit, and the
         // sockets' release waited behind it.
@@ -299,6 +315,8 @@ impl Reloader {
         // configuration commits. A rejected one changes nothing, and its
         // retries (every 30 s at most) said it again each time.
         let mut unusable = Vec::new();
+        // Referenced entries whose files are not settled (SPEC §3).
+        let mut unsettled = 0;
         for spec in &new.entries {
             if let Some(old) = self
                 .entries
@@ -318,6 +336,7 @@ impl Reloader {
                     settled.push(spec.id.clone());
                 }
                 Err(e) if refs.contains_key(&spec.id) => {
+                    unsettled += usize::from(e.is_transient());
                     problems.push(format!("entry {}: {e}", spec.id));
                 }
                 Err(e) => {
@@ -339,6 +358,9 @@ impl Reloader {
             } else {
                 entries.insert(id.clone(), e.clone());
             }
+        }
+        if self.config_entries_wait && unsettled > 0 && unsettled == problems.len() {
+            return Err(format!("{ENTRIES_UNSETTLED}{}", problems.join("\n")));
         }
         if !problems.is_empty() {
             return Err(problems.join("\n"));
@@ -758,33 +780,6 @@ pub(super) fn bind_std(
     socket.bind(addr)?;
     let l = socket.listen(1024)?;
     l.into_std()
-}
-
-/// What a configuration reload did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum ConfigOutcome {
-    /// A changed configuration is running now.
-    Applied,
-    /// The file is the running configuration again after a rejected one.
-    Restored,
-    /// The file is the running configuration.
-    Unchanged,
-    /// The file is being written; it is read again in a moment.
-    Deferred,
-    /// Shutdown has begun: the file is not read.
-    Ignored,
-}
-
-impl ConfigOutcome {
-    pub(super) fn as_str(self) -> &'static str {
-        match self {
-            ConfigOutcome::Applied => "applied",
-            ConfigOutcome::Restored => "restored",
-            ConfigOutcome::Unchanged => "unchanged",
-            ConfigOutcome::Deferred => "deferred until the file is written whole",
-            ConfigOutcome::Ignored => "ignored: shutting down",
-        }
-    }
 }
 
 /// What [`Reloader::apply_config`] answers when shutdown began while it

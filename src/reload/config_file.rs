@@ -1,9 +1,11 @@
-//! When the configuration file may be read: still for a moment, and not changed by a writer while it was read.
+//! When the configuration file may be read: still for a moment, not changed by a writer while it was read, naming settled files.
 
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::Reloader;
+use tracing::debug;
+
+use super::{LOG, Reloader};
 
 /// How long the configuration file must have been still before it is read.
 pub(super) const CONFIG_QUIET: Duration = Duration::from_millis(20);
@@ -12,7 +14,33 @@ pub(super) const CONFIG_QUIET: Duration = Duration::from_millis(20);
 /// missing entry file is), until `settle_timeout`.
 pub(super) const CONFIG_MISSING_RETRY: Duration = Duration::from_millis(100);
 
+/// How [`Reloader::apply_config`]'s answer begins when what it refused is
+/// entry files not settled (a writer at work) and the read may still wait:
+/// the problems follow.
+pub(super) const ENTRIES_UNSETTLED: &str = "entry files not settled: ";
+
 impl Reloader {
+    /// The configuration read from `now` names entry files that do not
+    /// load yet as a writer at work leaves them (`problems`, SPEC §3): the
+    /// read is deferred, as for a file missing or empty, within the wait
+    /// begun `since` (or now), bounded by settle_timeout; said once a wait.
+    pub(super) fn entries_unsettled(
+        &mut self,
+        since: Option<Instant>,
+        now: Instant,
+        asked: bool,
+        shown: &impl std::fmt::Display,
+        problems: &str,
+    ) -> ConfigOutcome {
+        if !std::mem::replace(&mut self.config_entries_waited, true) {
+            debug!(target: LOG, path = %shown, error = %problems, settle_timeout_ms = self.config.watch.settle_timeout.as_millis() as u64, "configuration names certificate files not settled yet; waiting for the writer until settle_timeout");
+        }
+        self.config_unsettled_since = Some(since.unwrap_or(now));
+        self.config_retry = Some(now + CONFIG_MISSING_RETRY);
+        self.config_asked = asked;
+        ConfigOutcome::Deferred
+    }
+
     /// How long until the configuration file (`meta`, looked at `now`) has
     /// been still for `CONFIG_QUIET`; `None` when it has, or when that
     /// cannot be told. Its mtime says when it last changed, unless it lies
@@ -47,4 +75,31 @@ impl Reloader {
 pub(super) fn changed(path: &Path, before: &std::fs::Metadata) -> bool {
     let key = |m: &std::fs::Metadata| (m.modified().ok(), m.len());
     std::fs::metadata(path).ok().map(|m| key(&m)) != Some(key(before))
+}
+
+/// What a configuration reload did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ConfigOutcome {
+    /// A changed configuration is running now.
+    Applied,
+    /// The file is the running configuration again after a rejected one.
+    Restored,
+    /// The file is the running configuration.
+    Unchanged,
+    /// The file is being written; it is read again in a moment.
+    Deferred,
+    /// Shutdown has begun: the file is not read.
+    Ignored,
+}
+
+impl ConfigOutcome {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            ConfigOutcome::Applied => "applied",
+            ConfigOutcome::Restored => "restored",
+            ConfigOutcome::Unchanged => "unchanged",
+            ConfigOutcome::Deferred => "deferred until the file is written whole",
+            ConfigOutcome::Ignored => "ignored: shutting down",
+        }
+    }
 }

@@ -219,6 +219,12 @@ pub struct Reloader {
     /// mid-write or was rejected, and since when it has looked mid-write.
     config_retry: Option<Instant>,
     config_unsettled_since: Option<Instant>,
+    /// The read of the configuration under way may wait for entry files
+    /// it names that are not settled (`apply::reload_config_for`).
+    config_entries_wait: bool,
+    /// A read of the configuration was deferred for entry files not
+    /// settled, and said so: until a read is not.
+    config_entries_waited: bool,
     /// The configuration file's mtime and size at a look, and since when
     /// looks have seen them: whether a file with an mtime in the future is
     /// still being written (see `apply::config_wait`).
@@ -389,6 +395,8 @@ impl Reloader {
             last_config_error: None,
             config_retry: None,
             config_unsettled_since: None,
+            config_entries_wait: false,
+            config_entries_waited: false,
             config_seen: None,
             config_backoff: None,
             shutdown_ignores_config: false,

@@ -85,6 +85,61 @@ async fn a_rejected_configuration_is_applied_once_its_files_come() {
     assert_serves(addr, "localhost", &ca.cert_pem, &a.fingerprint).await;
 }
 
+/// A configuration edit naming files still being installed (a key not
+/// there yet when the configuration lands, certbot relinking one link at
+/// a time) is a writer at work, as it is for an entry's reload: the read
+/// is deferred until the files load, bounded by settle_timeout, not
+/// rejected at once (before: "configuration rejected" logged and a failure
+/// counted, then applied at the next retry). settle_timeout is 10 minutes
+/// here: the edit applies because the key came, not because a wait ran out.
+#[tokio::test]
+async fn a_config_edit_naming_a_key_still_being_installed_is_waited_for() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let a = ca.server_pair(&["localhost"]);
+    let new = ca.server_pair(&["new.localhost"]);
+    s.pair("a", &a);
+    let config = base_config("a.crt", "a.key", "\nadmin: { bind: \"127.0.0.1:0\" }")
+        .replace("settle_timeout: 2s", "settle_timeout: 10m");
+    let cfg = s.config(&config);
+    let (mut p, addr) = serve(&cfg).await;
+    let admin = p.admin_addr().await;
+    mv_over(&s.path("new.crt"), &new.cert_pem);
+    write(
+        &cfg,
+        &config.replace(
+            "certs: [{ cert_file: a.crt, key_file: a.key }]",
+            "certs: [{ cert_file: a.crt, key_file: a.key }, { cert_file: new.crt, key_file: new.key }]",
+        ),
+    );
+    let waited = "configuration names certificate files not settled yet; waiting for the writer until settle_timeout";
+    let rejection = "configuration rejected; the running configuration stays";
+    let seen = p
+        .wait_log("the edit waited for or rejected", |v| {
+            v["message"] == waited || v["message"] == rejection
+        })
+        .await;
+    assert_eq!(seen["message"], waited, "{seen}");
+    mv_over(&s.path("new.key"), &new.key_pem);
+    until_served(addr, "new.localhost", &ca.cert_pem, &new.fingerprint).await;
+    assert_serves(addr, "localhost", &ca.cert_pem, &a.fingerprint).await;
+    let failures = r#"hotproxy_config_reloads_total{result="failure"}"#;
+    let metrics = metrics_text(admin).await;
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with(failures) && l != format!("{failures} 0")),
+        "a failure counted while the key was being installed:\n{metrics}"
+    );
+    assert!(
+        !p.logs()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|v| v["message"] == rejection),
+        "rejected while the writer was at work"
+    );
+}
+
 /// SIGHUP re-reads every file and the configuration even when nothing
 /// watches them (no events, a one-hour poll).
 #[tokio::test]
