@@ -76,12 +76,12 @@ impl Reloader {
         // lags, `cp -p` setting the source's) passed the quiet check, and
         // the write that followed a moment later found it rejected.
         let now = Instant::now();
-        let checked = std::fs::metadata(&path);
+        let checked = std::fs::metadata(&path).and_then(|m| super::config_file::readable(&path, m));
         let (wait, waiting_for) = match &checked {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                (Some(CONFIG_MISSING_RETRY), Some("missing"))
-            }
-            Err(_) => (None, None),
+            Err(e) => match super::config_file::unsettled_state(e) {
+                Some(state) => (Some(CONFIG_MISSING_RETRY), Some(state)),
+                None => (None, None),
+            },
             Ok(meta) if meta.len() == 0 => (Some(CONFIG_MISSING_RETRY), Some("empty")),
             Ok(meta) => (self.config_wait(meta, now), None),
         };

@@ -69,6 +69,28 @@ impl Reloader {
     }
 }
 
+/// `meta`, the configuration file's at `path`, when a regular file there
+/// opens for reading; else the error opening it met. Only a regular file
+/// is opened (a FIFO's open would block the reloader).
+pub(super) fn readable(path: &Path, meta: std::fs::Metadata) -> std::io::Result<std::fs::Metadata> {
+    if meta.is_file() {
+        std::fs::File::open(path)?;
+    }
+    Ok(meta)
+}
+
+/// The state a writer at work leaves the configuration file in that a
+/// look meeting `e` finds, waited on until settle_timeout: missing (`rm`
+/// then `cp`, a symlink swapped in two steps) or not readable yet
+/// (`install -m 0600` before its `chown`, as for an entry file, SPEC §3).
+pub(super) fn unsettled_state(e: &std::io::Error) -> Option<&'static str> {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => Some("missing"),
+        std::io::ErrorKind::PermissionDenied => Some("not readable"),
+        _ => None,
+    }
+}
+
 /// Whether the file at `path` is no longer the one `before` described
 /// (its mtime or size moved, or it is gone): a writer began while it was
 /// read, so what was read may be empty or cut.

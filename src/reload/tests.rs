@@ -583,3 +583,17 @@ fn other_bad_bytes_a_retry_reads_first_count_once() {
     read(Cause::Watcher);
     assert_eq!(failures(), 2, "the second bad write is counted once");
 }
+
+/// A configuration file there but not readable yet (`install -m 0600`
+/// before its `chown`) is waited on as a missing one is, not rejected at
+/// once. The tests run as root, whom no mode refuses, so the state is
+/// checked from the error a look meets.
+#[test]
+fn a_config_file_not_readable_yet_is_waited_on() {
+    use super::config_file::unsettled_state;
+    use std::io::{Error, ErrorKind};
+    let state = |kind| unsettled_state(&Error::from(kind));
+    assert_eq!(state(ErrorKind::PermissionDenied), Some("not readable"));
+    assert_eq!(state(ErrorKind::NotFound), Some("missing"));
+    assert_eq!(state(ErrorKind::InvalidData), None);
+}
