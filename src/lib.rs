@@ -90,7 +90,8 @@
 //!   - `watching`: which files the watcher watches for what: the configuration,
 //!     each entry's files, the admin token files.
 //!   - `config_file`: when the configuration file may be read (still for a moment,
-//!     not changed by a writer during the read).
+//!     not changed by a writer during the read, naming entry files that load);
+//!     what a configuration reload did (`ConfigOutcome`).
 //!   - `snapshot`: listener and upstream TLS snapshots and the keys of their inputs.
 //!   - `rotation`: what `max_connection_lifetime` counts as a rotation: name by
 //!     name, a certificate no longer served, a client CA certificate no longer trusted.
