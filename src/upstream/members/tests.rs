@@ -362,6 +362,20 @@ fn active_check_streak_stops_at_the_larger_threshold() {
     members.forget_gauge();
 }
 
+/// An upstream `upstream` of one member, `endpoint(n, ..)`, as a
+/// resolution makes it: the member and the set.
+fn one_member(upstream: &str, n: u16) -> (Arc<Member>, Members) {
+    let a = Member::new(Arc::new(endpoint(n, false, 1)));
+    let members = Members::new(
+        upstream.into(),
+        Arc::default(),
+        vec![a.clone()],
+        Balance::default(),
+        PassiveHealth::default(),
+    );
+    (a, members)
+}
+
 /// Removing an endpoint's series looks up only the codes counted at its
 /// address, the unusual ones too (599, 799), and leaves none of them in
 /// the family. It used to look up every code from 100 to 999 (900
@@ -371,14 +385,7 @@ fn active_check_streak_stops_at_the_larger_threshold() {
 #[test]
 fn forgetting_an_endpoint_looks_up_only_the_codes_counted_at_it() {
     let upstream = "forget-looks-up-its-codes";
-    let a = Member::new(Arc::new(endpoint(7, false, 1)));
-    let members = Members::new(
-        upstream.into(),
-        Arc::default(),
-        vec![a.clone()],
-        Balance::default(),
-        PassiveHealth::default(),
-    );
+    let (a, members) = one_member(upstream, 7);
     let codes = [200, 599, 799];
     for code in codes {
         members.answered(0, code);
@@ -410,14 +417,7 @@ fn forgetting_an_endpoint_looks_up_only_the_codes_counted_at_it() {
 #[test]
 fn a_count_racing_the_removal_makes_no_series_again() {
     let upstream = "count-racing-removal";
-    let a = Member::new(Arc::new(endpoint(8, false, 1)));
-    let members = Members::new(
-        upstream.into(),
-        Arc::default(),
-        vec![a.clone()],
-        Balance::default(),
-        PassiveHealth::default(),
-    );
+    let (a, members) = one_member(upstream, 8);
     members.answered(0, 200);
     // Past its look at `gone`, not yet counted:
     a.forget_requests(upstream);
