@@ -113,13 +113,7 @@ async fn a_config_edit_naming_a_key_still_being_installed_is_waited_for() {
         ),
     );
     let waited = "configuration names certificate files not settled yet; waiting for the writer until settle_timeout";
-    let rejection = "configuration rejected; the running configuration stays";
-    let seen = p
-        .wait_log("the edit waited for or rejected", |v| {
-            v["message"] == waited || v["message"] == rejection
-        })
-        .await;
-    assert_eq!(seen["message"], waited, "{seen}");
+    waited_not_rejected(&mut p, "the edit waited for or rejected", waited).await;
     mv_over(&s.path("new.key"), &new.key_pem);
     until_served(addr, "new.localhost", &ca.cert_pem, &new.fingerprint).await;
     assert_serves(addr, "localhost", &ca.cert_pem, &a.fingerprint).await;
@@ -135,7 +129,7 @@ async fn a_config_edit_naming_a_key_still_being_installed_is_waited_for() {
         !p.logs()
             .iter()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .any(|v| v["message"] == rejection),
+            .any(|v| v["message"] == REJECTION),
         "rejected while the writer was at work"
     );
 }
@@ -228,20 +222,14 @@ async fn an_empty_config_file_with_an_old_mtime_is_waited_for() {
         .set_modified(old)
         .unwrap();
     let waited = "configuration file empty; waiting for the writer until settle_timeout";
-    let rejection = "configuration rejected; the running configuration stays";
-    let seen = p
-        .wait_log("the empty file waited for or rejected", |v| {
-            v["message"] == waited || v["message"] == rejection
-        })
-        .await;
-    assert_eq!(seen["message"], waited, "{seen}");
+    waited_not_rejected(&mut p, "the empty file waited for or rejected", waited).await;
     write(&cfg, &base_config("b.crt", "b.key", ""));
     until_served(addr, "localhost", &ca.cert_pem, &b.fingerprint).await;
     assert!(
         !p.logs()
             .iter()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .any(|v| v["message"] == rejection),
+            .any(|v| v["message"] == REJECTION),
         "rejected while the writer was at work"
     );
 }
@@ -548,4 +536,19 @@ async fn env_expansion_past_its_limits_is_refused() {
         .await;
     assert!(!event.to_string().contains(&value[..64]), "{event}");
     assert_serves(addr, "localhost", &ca.cert_pem, &a.fingerprint).await;
+}
+
+/// The log's word for a configuration rejected.
+const REJECTION: &str = "configuration rejected; the running configuration stays";
+
+/// Waits for the log's word that the configuration read was waited on
+/// (`waited`, its message), and fails if it was rejected first.
+async fn waited_not_rejected(p: &mut Proxy, what: &str, waited: &str) {
+    let rejection = "configuration rejected; the running configuration stays";
+    let seen = p
+        .wait_log(what, |v| {
+            v["message"] == waited || v["message"] == rejection
+        })
+        .await;
+    assert_eq!(seen["message"], waited, "{seen}");
 }
