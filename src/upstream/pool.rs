@@ -99,6 +99,13 @@ impl Wakes {
         if let Some(state) = self.pool.upgrade() {
             let mut gone = Vec::new();
             let mut st = state.lock().expect("pool lock");
+            // No more connections than may stay idle (the common case, one
+            // shared connection): nothing to look at or allocate.
+            if st.h2.len() <= self.max_idle.max(1) {
+                drop(st);
+                self.went_idle();
+                return;
+            }
             let mut idle: Vec<(u64, usize)> = (st.h2.iter().enumerate())
                 .filter(|(_, c)| c.idle_with_room())
                 .map(|(i, c)| (c.idle_since(), i))
