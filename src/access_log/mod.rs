@@ -421,15 +421,15 @@ pub const FLUSH_AT_SHUTDOWN: Duration = Duration::from_secs(5);
 /// after [`FLUSH_AT_SHUTDOWN`] if it cannot: the lines still queued are
 /// dropped and counted, and the log says so.
 pub fn shutdown() {
-    shutdown_within(FLUSH_AT_SHUTDOWN);
+    let _blocked = shutdown_within(FLUSH_AT_SHUTDOWN);
 }
 
 /// Stop the running writer (within `limit`) and wait for it and for every
 /// writer a reload replaced that is still draining (each within the time
 /// it was given): a SIGTERM just after a reload that moved the log waited
 /// only for the running one, and the old one's lines were lost with the
-/// process, uncounted.
-fn shutdown_within(limit: Duration) {
+/// process, uncounted. How many were still blocked when it gave up.
+fn shutdown_within(limit: Duration) -> usize {
     let mut draining = CONFIGURE.lock().unwrap_or_else(|e| e.into_inner());
     ENABLED.store(false, Ordering::Release);
     if let Some(running) = RUNNING.swap(None) {
@@ -443,6 +443,7 @@ fn shutdown_within(limit: Duration) {
     // is at most `limit` from now.
     let waited = limit + Duration::from_secs(1);
     let until = std::time::Instant::now() + waited;
+    let mut blocked = 0;
     for d in draining.drain(..) {
         if d.ended
             .wait(until.saturating_duration_since(std::time::Instant::now()))
@@ -452,9 +453,11 @@ fn shutdown_within(limit: Duration) {
                 let _ = t.join();
             }
         } else {
+            blocked += 1;
             warn!(path = %writer::shown(&d.path), waited_ms = waited.as_millis() as u64, "access log writer still blocked at shutdown (a FIFO without a reader?); exiting without the lines it holds");
         }
     }
+    blocked
 }
 
 /// `hotproxy check`: whether `run` could open the configured access log
