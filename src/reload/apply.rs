@@ -87,8 +87,9 @@ impl Reloader {
         };
         if let Some(wait) = wait {
             if let Some(state) = waiting_for
-                && self.config_unsettled_since.is_none()
+                && self.config_wait_said != Some(state)
             {
+                self.config_wait_said = Some(state);
                 debug!(target: LOG, path = %shown, settle_timeout_ms = self.config.watch.settle_timeout.as_millis() as u64, "configuration file {state}; waiting for the writer until settle_timeout");
             }
             let since = *self.config_unsettled_since.get_or_insert(now);
@@ -118,6 +119,7 @@ impl Reloader {
         // a pair): waited on within the same wait (`apply_config`), but
         // not by a backoff's retry of a rejected configuration.
         let since = self.config_unsettled_since.take();
+        self.config_wait_said = None;
         self.config_entries_wait = since.map_or(!(retry && self.config_backoff.is_some()), |s| {
             now.duration_since(s) < self.config.watch.settle_timeout
         });

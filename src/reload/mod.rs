@@ -219,6 +219,10 @@ pub struct Reloader {
     /// mid-write or was rejected, and since when it has looked mid-write.
     config_retry: Option<Instant>,
     config_unsettled_since: Option<Instant>,
+    /// The writer's state the wait was last said to be for (`empty`,
+    /// `missing`): said once per state and wait, whatever began the wait
+    /// (a quiet check too, which says nothing).
+    config_wait_said: Option<&'static str>,
     /// The read of the configuration under way may wait for entry files
     /// it names that are not settled (`apply::reload_config_for`).
     config_entries_wait: bool,
@@ -395,6 +399,7 @@ impl Reloader {
             last_config_error: None,
             config_retry: None,
             config_unsettled_since: None,
+            config_wait_said: None,
             config_entries_wait: false,
             config_entries_waited: false,
             config_seen: None,
