@@ -1,5 +1,7 @@
 //! An HTTP/2 endpoint that refuses every stream (`REFUSED_STREAM`): passive health takes it out of service; one draining a connection that served does not.
 
+use std::net::SocketAddr;
+
 use tokio::io::AsyncWriteExt;
 
 use crate::common::*;
@@ -21,18 +23,7 @@ async fn an_endpoint_refusing_every_stream_is_ejected() {
         }
     })
     .await;
-    let other = Backend::start("b", &w.backend_pair, None).await;
-    let settings = [
-        "balance: round_robin",
-        "health: { passive: { consecutive_failures: 2, eject_for: 60s } }",
-    ];
-    let upstream = backend_upstream("app", &[refusing, other.addr], &settings);
-    let mut p = Proxy::start(
-        &w.scene
-            .public_config("\n      - { upstream: app }", &upstream),
-    );
-    let addr = p.listener_addr("public").await;
-    let admin = p.admin_addr().await;
+    let (_other, _p, addr, admin) = beside_a_backend(&w, refusing, &[]).await;
     let mut send = h1_sender(&w, addr).await;
     for _ in 0..12 {
         exchange(&mut send, h1_request("GET", "/x", "")).await;
@@ -81,20 +72,9 @@ async fn a_burst_a_serving_connection_left_unprocessed_ejects_nothing() {
         }
     })
     .await;
-    let other = Backend::start("b", &w.backend_pair, None).await;
-    let lines = [
-        "balance: round_robin",
-        // Every request of the burst may go to the other endpoint.
-        "retries: { attempts: 1, budget_percent: 100, min_retry_concurrency: 64 }",
-        "health: { passive: { consecutive_failures: 2, eject_for: 60s } }",
-    ];
-    let upstream = backend_upstream("app", &[draining, other.addr], &lines);
-    let mut p = Proxy::start(
-        &w.scene
-            .public_config("\n      - { upstream: app }", &upstream),
-    );
-    let addr = p.listener_addr("public").await;
-    let admin = p.admin_addr().await;
+    // Every request of the burst may go to the other endpoint.
+    let retries = "retries: { attempts: 1, budget_percent: 100, min_retry_concurrency: 64 }";
+    let (_other, _p, addr, admin) = beside_a_backend(&w, draining, &[retries]).await;
     // One to each: the draining endpoint's first connection serves.
     let mut send = h1_sender(&w, addr).await;
     for _ in 0..2 {
@@ -127,4 +107,26 @@ async fn a_burst_a_serving_connection_left_unprocessed_ejects_nothing() {
         its += usize::from(body.starts_with(b"connection "));
     }
     assert_eq!(its, 2);
+}
+
+/// A proxy whose upstream `app` is `first` and a plain backend, round
+/// robin, ejecting after 2 failures in a row (and `more` settings): the
+/// backend, the proxy, its listener's and admin addresses.
+async fn beside_a_backend(
+    w: &World,
+    first: SocketAddr,
+    more: &[&str],
+) -> (Backend, Proxy, SocketAddr, SocketAddr) {
+    let other = Backend::start("b", &w.backend_pair, None).await;
+    let mut lines = vec!["balance: round_robin"];
+    lines.extend_from_slice(more);
+    lines.push("health: { passive: { consecutive_failures: 2, eject_for: 60s } }");
+    let upstream = backend_upstream("app", &[first, other.addr], &lines);
+    let mut p = Proxy::start(
+        &w.scene
+            .public_config("\n      - { upstream: app }", &upstream),
+    );
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    (other, p, addr, admin)
 }
