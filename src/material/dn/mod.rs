@@ -153,7 +153,10 @@ pub fn attribute_text(attr: &AttributeTypeAndValue<'_>) -> Option<String> {
 /// The text of a string-typed attribute value: UTF-8, except a T61String,
 /// which is Latin-1 (as OpenSSL, and so [`rfc2253`], reads it); BMP and
 /// Universal strings as code points. `None` for any other type, or bytes
-/// that are not valid in their type.
+/// that do not decode so. The 8-bit types (PrintableString, IA5String, …)
+/// are read as UTF-8, not held to their character sets: CAs put `*` and
+/// non-ASCII letters in PrintableString, and x509-parser accepts them too;
+/// holding them to the set would show common names as `#` and hex.
 fn string_value(tag: Tag, data: &[u8]) -> Option<String> {
     match tag {
         Tag::T61String => Some(data.iter().map(|&b| char::from(b)).collect()),
