@@ -191,6 +191,7 @@ async fn accept_loop(
                 // `shutdown` is the process's own.
                 process: None,
                 answer_first: false,
+                handed_over: None,
                 // At the signal (or at the first poll, when accepted
                 // during the drain), a connection with no request begun
                 // is answered its first, its last: a probe whose request

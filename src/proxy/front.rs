@@ -299,6 +299,7 @@ pub async fn redirect_connection(
         also_close_grace: slot.grace(),
         process: Some(slot.shutdown()),
         answer_first,
+        handed_over: Some(&|| live.handed_over()),
         answer_unbegun: false,
         // HTTP/1.1 alone: no HTTP/2 stream to watch.
         stalls: no_stalls.as_deref().map(|s| (s, limits.send_timeout)),

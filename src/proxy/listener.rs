@@ -63,24 +63,20 @@ pub struct Listener {
     pub settings: ArcSwap<Settings>,
     /// PROXY protocol, trusted proxies, response headers, redirect (issue 16).
     pub front: ArcSwap<Front>,
-    /// Bumped when `tls` is replaced with other served certificates or
-    /// client CA certificates (a rotation: see [`Listener::set_tls`]);
-    /// connections compare it with the generation they started with to
-    /// honour `max_connection_lifetime`.
+    /// Bumped when `tls` is replaced with other served certificates or client CA certificates (a
+    /// rotation: see [`Listener::set_tls`]); connections compare it with the generation they
+    /// started with to honour `max_connection_lifetime`.
     pub generation: watch::Sender<u64>,
     /// Bumped when what the listener admits changed (see [`Listener::readmit`]).
     pub admission: watch::Sender<Admissions>,
     /// The generation of `router`, bumped when a reload changed the routes
     /// (see [`Listener::set_router`]): what open tunnels watch.
     pub routes: watch::Sender<u64>,
-    /// Set once its accept loop stops: a reload removed the listener or
-    /// bound it elsewhere, or the process is shutting down. Its connections
-    /// close as at shutdown (requests in flight may finish within
-    /// `runtime.shutdown_grace`; a removed listener's tunnels end at once,
-    /// see `removed`): they would go on
-    /// with its old routes and rules (nginx's old workers and Envoy's
-    /// listener drain end them too). The one signal a connection's driver
-    /// watches for both.
+    /// Set once its accept loop stops: a reload removed the listener or bound it elsewhere, or the
+    /// process is shutting down. Its connections close as at shutdown (requests in flight may
+    /// finish within `runtime.shutdown_grace`; a removed listener's tunnels end at once, see
+    /// `removed`): they would go on with its old routes and rules (nginx's old workers and Envoy's
+    /// listener drain end them too). The one signal a connection's driver watches for both.
     pub closing: watch::Sender<bool>,
     /// Set when a reload removed the listener or bound it elsewhere (not at shutdown, when
     /// tunnels drain with the rest): its tunnels end. Set by [`Listener::set_removed`].
@@ -215,6 +211,11 @@ impl Listener {
         self.removed_now.removed()
     }
 
+    /// Whether its socket was handed over (a rename, a port swap).
+    pub fn handed_over(&self) -> bool {
+        self.removed_now.handed_over()
+    }
+
     pub fn set_limits(&self, limits: Limits) {
         if self.settings.load().limits != limits {
             self.settings.store(Settings::new(limits));
@@ -246,19 +247,16 @@ async fn first_byte(stream: &TcpStream) -> Option<u8> {
     }
 }
 
-/// One client connection, from accept to close. Its future is spawned as a
-/// task, and tokio moves a task's future several times on spawn and on
-/// completion: each phase whose future is kilobytes (the handshake, the
-/// HTTP connection, the rare plain-HTTP answers) is boxed, so what moves is
-/// a few hundred bytes rather than 15 KB. `accepted`: when `accept()`
-/// returned it, which its `header_read_timeout` counts from (a connection
-/// from the queue of a socket given up may wait for its slot after that).
-/// `answer_first`: its listener's removal came before it was accepted (it
-/// was taken from the queue of the socket given up), told by the caller
-/// at accept: read when the task starts, a removal between the accept and
-/// then made one accepted before it a queued client, its first request
-/// answered, where the listener's other open connections with none yet
-/// close at once (SPEC §3).
+/// One client connection, from accept to close. Its future is spawned as a task, and tokio moves a
+/// task's future several times on spawn and on completion: each phase whose future is kilobytes
+/// (the handshake, the HTTP connection, the rare plain-HTTP answers) is boxed, so what moves is a
+/// few hundred bytes rather than 15 KB. `accepted`: when `accept()` returned it, which its
+/// `header_read_timeout` counts from (a connection from the queue of a socket given up may wait
+/// for its slot after that). `answer_first`: its listener's removal came before it was accepted
+/// (it was taken from the queue of the socket given up), told by the caller at accept: read when
+/// the task starts, a removal between the accept and then made one accepted before it a queued
+/// client, its first request answered, where the listener's other open connections with none yet
+/// close at once (SPEC §3; unless handed over).
 async fn connection(
     listener: Arc<Listener>,
     mut stream: TcpStream,
@@ -402,10 +400,11 @@ async fn connection(
     let is_h2 =
         crate::tls::server::speaks_h2(&handshake.config, tls_stream.get_ref().1.alpn_protocol());
     // Removed meanwhile (not one from its queue, nor handed over: then its first request is its
-    // last, as nginx serves one an old worker took): closed before any HTTP is read, its late first
-    // request unanswered (SPEC §3; sent with its Finished, TLS 1.3, the driver would serve it), as
-    // at shutdown (`GOAWAY` first, no reset). Not `closing`, set at shutdown too (§1 decides).
-    let answer_first = answer_first || listener.removed_now.handed_over();
+    // last, as nginx serves one an old worker took; handed over later, the driver answers it so):
+    // closed before any HTTP is read, its late first request unanswered (SPEC §3; sent with its
+    // Finished, TLS 1.3, the driver would serve it), as at shutdown (`GOAWAY` first, no reset).
+    // Not `closing`, set at shutdown too (§1 decides).
+    let answer_first = answer_first || listener.handed_over();
     if !answer_first && listener.is_removed() {
         debug!(listener = %listener.name, peer = %peer, "closing connection: its listener was removed during its TLS handshake");
         unanswered::close(tls_stream, is_h2).await;
@@ -453,13 +452,11 @@ async fn connection(
         client_ip: client_ip_value(peer),
         hosts: Default::default(),
     });
-    // The first request (HTTP/1 head, or HTTP/2 preface and first stream)
-    // is due within header_read_timeout of accept: a client that connects
-    // and idles or dribbles must not hold a slot for idle_timeout.
-    // `idle_timeout: 0s` is keep-alive off (nginx's `keepalive_timeout 0`).
-    // So it is for a connection its listener's removal came before (one
-    // from the queue of the socket it gave up): its first request is
-    // answered, as its last, then it closes as the listener's others did.
+    // The first request (HTTP/1 head, or HTTP/2 preface and first stream) is due within
+    // header_read_timeout of accept: a client that connects and idles or dribbles must not hold a
+    // slot for idle_timeout. `idle_timeout: 0s` is keep-alive off (nginx's `keepalive_timeout 0`).
+    // So it is for a connection its listener's removal came before (one from the queue of the
+    // socket it gave up, or handed over): its first request is answered, as its last.
     let idle_timeout = match answer_first {
         true => Duration::ZERO,
         false => limits.idle_timeout,
@@ -565,6 +562,7 @@ async fn connection(
         also_close_grace: grace,
         process: Some(quit),
         answer_first,
+        handed_over: Some(&|| listener.handed_over()),
         answer_unbegun: false,
         stalls: stalls.as_deref().map(|s| (s, limits.send_timeout)),
         send_timeout: limits.send_timeout,

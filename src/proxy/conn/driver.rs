@@ -47,6 +47,14 @@ pub struct Driver<'a> {
     /// `header_read_timeout` bound it as any other. `process` closes it
     /// (the process is ending).
     pub answer_first: bool,
+    /// Whether its listener's socket was handed over (a rename, a port
+    /// swap: another listener serves its address on), read as `shutdown`
+    /// comes: one with no request yet is then a client of an address that
+    /// never stopped serving (its request may come a round trip after its
+    /// handshake), its first request answered as its last, as with
+    /// `answer_first`, not closed at once. `None` off the TLS and
+    /// redirect listeners.
+    pub handed_over: Option<&'a (dyn Fn() -> bool + Sync)>,
     /// The admin listener's (HTTP/1.1, no `process`): `shutdown` (the
     /// process's) finding no request begun does not close the connection
     /// at once but makes its first request its last (`Connection:
@@ -127,7 +135,8 @@ impl Driver<'_> {
         let closing_rx = &mut self.shutdown;
         let shutdown = Woken::new(async move { drop(closing_rx.wait_for(|s| *s).await) });
         tokio::pin!(shutdown);
-        let (answer_first, activity) = (self.answer_first, self.activity);
+        let (mut answer_first, activity) = (self.answer_first, self.activity);
+        let handed_over = self.handed_over;
         let mut process = self.process.take();
         // Set once `quit`, `shutdown`, `also_close` are done: a finished
         // future is not polled again.
@@ -352,9 +361,19 @@ impl Driver<'_> {
                     // The admin listener's, nothing begun: answered
                     // once, its last (`answer_unbegun`).
                     let first = self.answer_unbegun && !h2 && unbegun(activity, h2).is_some();
+                    // Handed over with no request yet: answered first, from
+                    // here as one from the queue is (HTTP/1.1 its last:
+                    // keep-alive is on; HTTP/2 closing once a stream began).
+                    let handed = !answer_first && !activity.asked() && handed_over.is_some_and(|h| h());
                     if first {
                         debug!(listener = %name, peer = %peer, "shutting down: its first request is answered, its last");
                         activity.answer_last();
+                    } else if handed {
+                        debug!(listener = %name, peer = %peer, "listener handed over: its first request is answered, its last");
+                        answer_first = true;
+                        if !h2 {
+                            activity.answer_last();
+                        }
                     } else if !answer_first && let Some(when) = at_once!() {
                         debug!(listener = %name, peer = %peer, "closing connection: shutting down {when}");
                         self.activity.closed_at_once();

@@ -266,6 +266,7 @@ pub(super) fn test_driver<'a>(
         also_close_grace: LONG,
         process: Some(signals.process.subscribe()),
         answer_first: false,
+        handed_over: None,
         answer_unbegun: false,
         stalls: None,
         send_timeout: LONG,
