@@ -213,6 +213,9 @@ pub async fn redirect_connection(
     // removed listener's settings (SPEC §3: its late first request
     // unanswered). Removed, not `closing`, which the accept loop sets at
     // shutdown too: then the driver decides (§1), whichever task ran first.
+    // Handed over (a rename, a port swap), its address never stopped
+    // serving: its first request is answered, as one from the queue is.
+    let answer_first = answer_first || live.handed_over();
     if !answer_first && live.is_removed() {
         debug!(peer = %peer, "redirect connection closed: the listener was removed before its request");
         return;

@@ -94,6 +94,24 @@ async fn a_redirect_listeners_client_whose_request_comes_after_a_rename_is_redir
     assert_redirected(&mut ready).await;
 }
 
+/// A redirect listener's client accepted before a rename hands its
+/// socket over, part way into its PROXY header then, gets its `308` once
+/// the header's end and its request come: its task reaches the redirect
+/// after the removal flag, as one of a listener removed would. It was
+/// dropped there, its request unread (a reset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_listeners_client_whose_proxy_header_ends_after_a_rename_is_redirected() {
+    let (_scene, mut p, addr, cfg) = redirecting().await;
+    let mut late = TcpStream::connect(addr).await.unwrap();
+    late.write_all(b"PROXY TCP4 203.0.113.7 ").await.unwrap();
+    rename_once_taken(&mut p, addr, &cfg).await;
+    // One write: the header's end and the request, one segment.
+    late.write_all(b"127.0.0.1 40000 80\r\nGET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    assert_redirected(&mut late).await;
+}
+
 /// The proxy with a redirect listener `http`, in its scene: its address
 /// and the configuration file.
 async fn redirecting() -> (Scene, Proxy, SocketAddr, PathBuf) {
