@@ -421,15 +421,25 @@ pub const FLUSH_AT_SHUTDOWN: Duration = Duration::from_secs(5);
 /// after [`FLUSH_AT_SHUTDOWN`] if it cannot: the lines still queued are
 /// dropped and counted, and the log says so.
 pub fn shutdown() {
-    let _blocked = shutdown_within(FLUSH_AT_SHUTDOWN);
+    let _stopped = shutdown_within(FLUSH_AT_SHUTDOWN);
+}
+
+/// What [`shutdown_within`] waited for: the writers it joined (each ended:
+/// its lines written, or dropped and counted) and those still blocked in a
+/// write when it gave up. Both, so that a test can tell a shutdown that
+/// waited for every writer from one that skipped some.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Stopped {
+    joined: usize,
+    blocked: usize,
 }
 
 /// Stop the running writer (within `limit`) and wait for it and for every
 /// writer a reload replaced that is still draining (each within the time
 /// it was given): a SIGTERM just after a reload that moved the log waited
 /// only for the running one, and the old one's lines were lost with the
-/// process, uncounted. How many were still blocked when it gave up.
-fn shutdown_within(limit: Duration) -> usize {
+/// process, uncounted.
+fn shutdown_within(limit: Duration) -> Stopped {
     let mut draining = CONFIGURE.lock().unwrap_or_else(|e| e.into_inner());
     ENABLED.store(false, Ordering::Release);
     if let Some(running) = RUNNING.swap(None) {
@@ -443,7 +453,7 @@ fn shutdown_within(limit: Duration) -> usize {
     // is at most `limit` from now.
     let waited = limit + Duration::from_secs(1);
     let until = std::time::Instant::now() + waited;
-    let mut blocked = 0;
+    let mut stopped = Stopped::default();
     for d in draining.drain(..) {
         if d.ended
             .wait(until.saturating_duration_since(std::time::Instant::now()))
@@ -452,12 +462,13 @@ fn shutdown_within(limit: Duration) -> usize {
             if let Some(t) = d.thread {
                 let _ = t.join();
             }
+            stopped.joined += 1;
         } else {
-            blocked += 1;
+            stopped.blocked += 1;
             warn!(path = %writer::shown(&d.path), waited_ms = waited.as_millis() as u64, "access log writer still blocked at shutdown (a FIFO without a reader?); exiting without the lines it holds");
         }
     }
-    blocked
+    stopped
 }
 
 /// `hotproxy check`: whether `run` could open the configured access log
