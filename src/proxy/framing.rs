@@ -19,7 +19,7 @@
 //! [`refused`] does, and removes it from a `204` ([`unsent_length`]); a
 //! value that is no number too ("upstream sent invalid "Content-Length"
 //! header"), which hyper's client never reads on a `HEAD`'s answer, a
-//! `204` or a `304`.
+//! `204` or a `304`, or one too large for a length ([`is_length`]).
 //!
 //! An HTTP/1.1 response head over [`MAX_RESPONSE_HEAD`] is refused too
 //! ([`head_bytes`]): hyper bounds its read buffer only between reads, and
@@ -63,9 +63,9 @@ struct Fields {
     bytes: usize,
     /// `Content-Length` values: fields, and items of a list in one.
     lengths: usize,
-    /// A `Content-Length` value is not one run of digits: hyper's client
-    /// reads no length of a `HEAD`'s answer, a `204` or a `304`, so it
-    /// never refuses one there.
+    /// A `Content-Length` value is not a length ([`is_length`]): hyper's
+    /// client reads no length of a `HEAD`'s answer, a `204` or a `304`, so
+    /// it never refuses one there.
     bad_length: bool,
     /// A `Transfer-Encoding` field is there.
     transfer_coding: bool,
@@ -83,14 +83,32 @@ impl Fields {
             fields.bytes += name.as_str().len() + value.len() + 4;
             if name == header::CONTENT_LENGTH {
                 fields.lengths += length_items(value);
-                let digits = value.as_bytes();
-                fields.bad_length |= digits.is_empty() || !digits.iter().all(u8::is_ascii_digit);
+                fields.bad_length |= !is_length(value.as_bytes());
             } else if name == header::TRANSFER_ENCODING {
                 fields.transfer_coding = true;
             }
         }
         fields
     }
+}
+
+/// Whether a `Content-Length` value is a length a client reads: one run of
+/// digits no greater than `i64::MAX`, the largest `off_t`. nginx refuses a
+/// larger one as it refuses `abc` (`ngx_atoof`), and so do curl and
+/// nghttp2; h2 reads at most 19 digits. All digits was not enough:
+/// `18446744073709551616` on a `HEAD`'s answer reached an HTTP/2 client
+/// as sent, and h2 reset its stream.
+fn is_length(digits: &[u8]) -> bool {
+    !digits.is_empty()
+        && digits
+            .iter()
+            .try_fold(0i64, |n, &d| {
+                if !d.is_ascii_digit() {
+                    return None;
+                }
+                n.checked_mul(10)?.checked_add(i64::from(d - b'0'))
+            })
+            .is_some()
 }
 
 /// The bytes of an HTTP/1.1 response head as read: the status line
@@ -194,6 +212,35 @@ mod tests {
                 assert!(refused(&response(version, bad)).is_some(), "{bad:?}");
             }
         }
+    }
+
+    /// A length is a run of digits up to `i64::MAX` (nginx's `off_t`):
+    /// past it, all digits or not, it is refused as `abc` is.
+    #[test]
+    fn a_length_is_digits_up_to_i64_max() {
+        for (value, ok) in [
+            ("0", true),
+            ("007", true),
+            ("9223372036854775807", true),
+            ("9223372036854775808", false),
+            ("18446744073709551615", false),
+            ("18446744073709551616", false),
+            ("123456789012345678901", false),
+            ("", false),
+            ("+5", false),
+            ("-1", false),
+            ("abc", false),
+        ] {
+            assert_eq!(is_length(value.as_bytes()), ok, "{value:?}");
+        }
+        let huge = response(
+            Version::HTTP_11,
+            &[("content-length", "18446744073709551616")],
+        );
+        assert_eq!(
+            refused(&huge),
+            Some("upstream sent an invalid Content-Length")
+        );
     }
 
     /// An HTTP/1.1 head is measured as read, and refused past 64 KiB;

@@ -303,7 +303,11 @@ async fn response_with_ambiguous_length_is_502_and_its_connection_dropped() {
 /// `502` too ("upstream sent invalid "Content-Length" header"), on a
 /// `HEAD`'s answer or a `304` as well: hyper's client reads no length of
 /// those, so a `HEAD`'s `content-length: abc` reached the client, which
-/// nghttp2 resets and llhttp refuses.
+/// nghttp2 resets and llhttp refuses. So is one of digits too large for a
+/// length (over `i64::MAX`, as nginx's `ngx_atoof` bounds it, and curl and
+/// nghttp2 theirs): `18446744073709551616` on a `HEAD`'s answer reached an
+/// HTTP/2 client, whose stream h2 reset (it reads at most 19 digits), and
+/// the endpoint was counted healthy. `i64::MAX` itself is a length.
 #[tokio::test]
 async fn duplicate_content_length_is_502_and_a_204_has_none() {
     let w = world().await;
@@ -317,6 +321,12 @@ async fn duplicate_content_length_is_502_and_a_204_has_none() {
             Some("/204") => b"HTTP/1.1 204 No Content\r\ncontent-length: 12\r\n\r\n",
             Some("/head-abc") => b"HTTP/1.1 200 OK\r\ncontent-length: abc\r\n\r\n",
             Some("/304") => b"HTTP/1.1 304 Not Modified\r\ncontent-length: -1\r\n\r\n",
+            Some("/head-u64") => b"HTTP/1.1 200 OK\r\ncontent-length: 18446744073709551616\r\n\r\n",
+            Some("/304-long") => {
+                b"HTTP/1.1 304 Not Modified\r\ncontent-length: 123456789012345678901\r\n\r\n"
+            }
+            Some("/head-i64") => b"HTTP/1.1 200 OK\r\ncontent-length: 9223372036854775808\r\n\r\n",
+            Some("/head-max") => b"HTTP/1.1 200 OK\r\ncontent-length: 9223372036854775807\r\n\r\n",
             _ => b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
         };
         answer.to_vec()
@@ -335,10 +345,16 @@ async fn duplicate_content_length_is_502_and_a_204_has_none() {
         ("/list", "GET"),
         ("/head-abc", "HEAD"),
         ("/304", "GET"),
+        ("/head-u64", "HEAD"),
+        ("/304-long", "GET"),
+        ("/head-i64", "HEAD"),
     ] {
         let resp = h2_request(&mut client, h2_get(path, method)).await;
         assert_eq!(resp.status(), 502, "{path}");
     }
+    let resp = h2_request(&mut client, h2_get("/head-max", "HEAD")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(lengths(&resp), ["9223372036854775807"]);
     let resp = h2_request(&mut client, h2_get("/204", "GET")).await;
     assert_eq!(resp.status(), 204);
     assert_eq!(lengths(&resp), Vec::<String>::new());
@@ -348,7 +364,7 @@ async fn duplicate_content_length_is_502_and_a_204_has_none() {
     assert_eq!(h2_body(resp.body_mut()).await, b"hello");
     let m = metrics_text(p.admin_addr().await).await;
     assert!(
-        m.contains(r#"hotproxy_upstream_errors_total{upstream="raw",reason="protocol"} 4"#),
+        m.contains(r#"hotproxy_upstream_errors_total{upstream="raw",reason="protocol"} 7"#),
         "{m}"
     );
 }
