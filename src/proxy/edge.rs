@@ -23,6 +23,7 @@ use crate::metrics::{self, RouteMetrics};
 use crate::proxy::client_cert::{self, ForwardClientCert};
 use crate::proxy::forward::{RequestContext, ResponseBody, error_response};
 use crate::proxy::request_id::{self, RequestIdConfig};
+use crate::tls::per_name::PerName;
 
 /// The access log's count of a request's body bytes, carried to the
 /// forwarder as a request extension (the body is wrapped there).
@@ -255,16 +256,33 @@ impl Exchange {
     }
 
     /// 421 Misdirected Request when the request's host belongs to another
-    /// certificate entry (with its own client auth) than the one the
-    /// connection's SNI selected.
+    /// certificate entry than the one the connection's SNI selected, with
+    /// another `client_auth` (as nginx: only where the host's server
+    /// verifies clients differently). Another entry's host under the same
+    /// `client_auth` is served: a client without SNI, or an HTTP/2 client
+    /// coalescing hosts onto one connection, is let in by it exactly as by
+    /// the connection's entry. "The same" holds in the snapshot the
+    /// connection shook hands under and in the one in force (`now`): a
+    /// reload can part the two entries, and only the connection's own
+    /// entry is checked again then ([`crate::proxy::readmit`]).
     pub fn misdirected<B>(
         &mut self,
         ctx: &RequestContext,
         req: &Request<B>,
+        now: &arc_swap::ArcSwap<crate::proxy::listener::Handshake>,
     ) -> Option<Response<ResponseBody>> {
         let (per_name, at) = ctx.entry.as_ref()?;
-        let host_at = request_host(req).map_or(0, |h| per_name.position_of_host(h));
+        let host = request_host(req);
+        let entry_of = |p: &PerName| host.map_or(0, |h| p.position_of_host(h));
+        let host_at = entry_of(per_name);
         if host_at == *at {
+            return None;
+        }
+        let same_now = || {
+            let now = now.load();
+            (now.per_name.as_deref()).is_some_and(|p| p.same_client_auth(entry_of(p), *at))
+        };
+        if per_name.same_client_auth(host_at, *at) && same_now() {
             return None;
         }
         if let Some((line, _)) = &mut self.log {

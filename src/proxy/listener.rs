@@ -666,7 +666,7 @@ async fn handle(
     if let Err(refused) = prepared {
         return refuse(listener, ctx, exchange, refused, start);
     }
-    if let Some(misdirected) = exchange.misdirected(ctx, &req) {
+    if let Some(misdirected) = exchange.misdirected(ctx, &req, &listener.tls) {
         listener.unrouted.record(421, start.elapsed());
         return exchange.finish(misdirected);
     }

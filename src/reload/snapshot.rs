@@ -597,7 +597,8 @@ pub(super) fn listener_tls(
     });
     let (tls, gate) = server_config(l, client_auth, entries, &resolver)?;
     let per_name = if has_per_name(l) {
-        // One config per distinct policy, shared by the entries that have it.
+        // One config per distinct policy, shared by the entries that have it:
+        // the 421 check reads that (`PerName::same_client_auth`).
         type Built<'a> = (&'a ClientAuthConfig, Arc<ServerConfig>, Option<Arc<Gate>>);
         let mut built: Vec<Built<'_>> = vec![(client_auth, tls.clone(), gate.clone())];
         let mut configs = Vec::with_capacity(l.certs.len());

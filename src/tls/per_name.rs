@@ -6,9 +6,9 @@
 //! first (`tls::accept`) to pick the config of the entry the SNI
 //! selects — no SNI, or a name no entry answers, selects the default (first)
 //! entry, exactly as certificate selection does. Requests are then held to
-//! that entry: a `Host`/`:authority` that belongs to another entry gets 421
-//! (otherwise per-name mTLS is bypassed by `Host: admin.example` on a
-//! connection made to `public.example`).
+//! that entry: a `Host`/`:authority` that belongs to an entry with another
+//! `client_auth` gets 421 (otherwise per-name mTLS is bypassed by
+//! `Host: admin.example` on a connection made to `public.example`).
 
 use std::sync::Arc;
 
@@ -20,6 +20,8 @@ use crate::tls::server::SniResolver;
 /// A listener's per-entry TLS configs.
 pub struct PerName {
     /// By position in the listener's `certs`; the first is the default.
+    /// Entries with the same `client_auth` share one (one config is built
+    /// per distinct policy): [`PerName::same_client_auth`] reads that.
     pub configs: Vec<Arc<ServerConfig>>,
     /// Each entry's client-auth mode (whether its peer certificate is a
     /// verified identity).
@@ -40,6 +42,17 @@ impl PerName {
                 .position_or_default(Some(&name.to_ascii_lowercase()))
         } else {
             self.resolver.position_or_default(Some(name))
+        }
+    }
+
+    /// Whether entries `a` and `b` admit clients alike: the same
+    /// `client_auth` (mode, CA entry and so its CA set and CRLs, `allow`,
+    /// `allow_expired_crl`), whose entries share one config, verifier and
+    /// all; every other setting of a listener's configs is the listener's.
+    pub fn same_client_auth(&self, a: usize, b: usize) -> bool {
+        match (self.configs.get(a), self.configs.get(b)) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
         }
     }
 }

@@ -550,3 +550,142 @@ upstreams:";
     assert_eq!(sni("timeout"), "public.example", "{lines:?}");
     assert_eq!(sni("plain_http"), serde_json::Value::Null, "{lines:?}");
 }
+
+/// The world with three more pairs of the edge CA: `wild`
+/// (`*.example.com`), `api` (api.example.com), `adm` (admin.example.com).
+async fn three_world() -> World {
+    let w = world().await;
+    for (id, name) in [
+        ("wild", "*.example.com"),
+        ("api", "api.example.com"),
+        ("adm", "admin.example.com"),
+    ] {
+        w.scene.pair(id, &w.edge_ca.server_pair(&[name]));
+    }
+    w
+}
+
+/// A listener `three` of [`three_world`]'s pairs: `*.example.com` under
+/// the listener's `client_auth` (`listener_auth`), `api.example.com` under
+/// the listener's too or its own (`api_auth`: `, client_auth: …`),
+/// `admin.example.com` under its own [`VERIFY`].
+fn three_entries(w: &World, api_auth: &str, listener_auth: &str) -> String {
+    format!(
+        r#"
+{PARTNERS_HEAD}  - name: three
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - {{ cert_file: wild.crt, key_file: wild.key }}
+        - {{ cert_file: api.crt, key_file: api.key{api_auth} }}
+        - {{ cert_file: adm.crt, key_file: adm.key, client_auth: {VERIFY} }}
+      client_auth: {listener_auth}
+    routes: [{{ upstream: app }}]
+{app}"#,
+        app = app_upstream(w)
+    )
+}
+
+/// The admin entry's `client_auth` in [`three_entries`].
+const VERIFY: &str = "{ mode: require_and_verify, ca: { ref: partners-ca } }";
+
+/// A request whose host belongs to another entry with the same
+/// `client_auth` as the connection's is served, as nginx serves it: a
+/// client without SNI (a front with `proxy_ssl_server_name off`, a health
+/// check by address) asking for `api.example.com`, or an HTTP/2 browser
+/// coalescing `api.example.com` onto its `www.example.com` connection (the
+/// wildcard certificate covers it). Both got 421 on every request: the
+/// entries' positions were compared, not their policies. A host of an
+/// entry with another `client_auth` still gets 421, both ways.
+#[tokio::test]
+async fn a_host_of_an_entry_with_the_same_client_auth_is_served() {
+    let w = three_world().await;
+    let path = w.scene.config(&three_entries(&w, "", "{ mode: none }"));
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("three").await;
+    for h2 in [false, true] {
+        for (sni, host, status) in [
+            ("www.example.com", "api.example.com", 200),
+            ("api.example.com", "www.example.com", 200),
+            ("api.example.com", "nobody.example.org", 200),
+            ("www.example.com", "admin.example.com", 421),
+            ("api.example.com", "admin.example.com:443", 421),
+        ] {
+            let (got, body) = exchange(&w, addr, sni, host, h2).await;
+            assert_eq!(got, status, "h2 {h2}, SNI {sni}, host {host}: {body}");
+        }
+    }
+    let no_sni = without_sni(&cfg_for(&w, None));
+    let ops = cfg_for(&w, Some(&w.pki.client("ops", None, &[])));
+    let (ok, misdirected) = (Outcome::Status(200), Outcome::Status(421));
+    // One case a line: what, SNI (to verify the served name by), Host,
+    // client, outcome.
+    #[rustfmt::skip]
+    let cases = [
+        ("no SNI, api Host", "www.example.com", "api.example.com", &no_sni, &ok),
+        ("no SNI, admin Host", "www.example.com", "admin.example.com", &no_sni, &misdirected),
+        ("admin SNI, api Host", "admin.example.com", "api.example.com", &ops, &misdirected),
+        ("admin SNI, wildcard Host", "admin.example.com", "www.example.com", &ops, &misdirected),
+        ("admin", "admin.example.com", "admin.example.com", &ops, &ok),
+    ];
+    for (what, sni, host, cfg, want) in cases {
+        let got = outcome_for(addr, sni, host, (*cfg).clone(), "/").await;
+        assert_eq!(&got, want, "{what}");
+    }
+}
+
+/// Which entries share a `client_auth` is read in the rules in force too:
+/// a connection kept across a reload that gave the host's entry another
+/// `client_auth` than the connection's entry gets 421 for that host. Here
+/// `api.example.com` has its own `client_auth`, the listener's (which
+/// `*.example.com` takes) at first; a reload lets only CN admins in under
+/// the listener's, and an `ops` connection to `api.example.com`, kept (its
+/// entry still admits it), no longer reaches `www.example.com`.
+#[tokio::test]
+async fn a_reload_that_parts_two_entries_client_auth_gives_421() {
+    let w = three_world().await;
+    let allow = |cn: &str| {
+        format!(
+            "{{ mode: require_and_verify, ca: {{ ref: partners-ca }}, allow: [{{ cn: {cn} }}] }}"
+        )
+    };
+    let api_auth = format!(", client_auth: {}", allow("ops"));
+    let path = w.scene.config(&three_entries(&w, &api_auth, &allow("ops")));
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("three").await;
+    let ops = w.pki.client("ops", None, &[]);
+    let tls = connect(addr, "api.example.com", cfg_for(&w, Some(&ops)))
+        .await
+        .unwrap();
+    let (mut send, conn) = keep_open_h1(tls).await;
+    assert_eq!(
+        status_on(&mut send, "www.example.com").await,
+        200,
+        "same client_auth"
+    );
+    w.scene
+        .config(&three_entries(&w, &api_auth, &allow("admins")));
+    p.signal("HUP");
+    p.wait_log("the reload", |v| v["message"] == "configuration reloaded")
+        .await;
+    assert_eq!(
+        status_on(&mut send, "www.example.com").await,
+        421,
+        "after the reload"
+    );
+    assert_eq!(
+        status_on(&mut send, "api.example.com").await,
+        200,
+        "its own entry"
+    );
+    assert!(!conn.is_finished(), "the connection was kept");
+}
+
+/// The status of `GET /` for `host` on the kept-open connection `send`.
+async fn status_on(
+    send: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    host: &str,
+) -> u16 {
+    let resp = within_deadline(format!("GET / for {host}"), send.send_request(get_to(host)));
+    resp.await.unwrap().status().as_u16()
+}
