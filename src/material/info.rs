@@ -19,9 +19,9 @@ pub struct CertInfo {
     /// The DNS SANs SNI can name, as SNI selection matches them and
     /// `server_names` are taken ([`crate::config::server_name`]):
     /// lowercase, without a final `.`, each once. Left out: an IP address
-    /// written as a DNS SAN (`DNS:10.0.0.5`; SNI never carries one) and
-    /// what is no host name, so an entry answering only those answers no
-    /// name and is refused as such.
+    /// written as a DNS SAN (`DNS:10.0.0.5`; SNI never carries one), a name
+    /// rustls refuses as SNI (`DNS:host.123`) and what is no host name, so
+    /// an entry answering only those answers no name and is refused as such.
     pub dns_names: Vec<String>,
     /// As OpenSSL prints it ([`serial_text`]): `8A310FC2`.
     pub serial: String,

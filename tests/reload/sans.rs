@@ -632,3 +632,40 @@ fn a_dns_san_holding_an_ip_address_is_no_name_the_entry_answers() {
         "{out}"
     );
 }
+
+/// A DNS SAN rustls refuses as SNI (a last label that is a number,
+/// `010.0.0.5` or `host.123`; a label starting or ending with `-`) is no
+/// name a client can select: a ClientHello naming it ends with
+/// `illegal_parameter`. The entry answered it, so `check` passed an entry
+/// whose client_auth no client ever gets (and a request for that host on
+/// the first entry's connections got 421); refused as an entry answering
+/// no name. So are `server_names` of such names, by name.
+#[test]
+fn a_dns_san_rustls_refuses_as_sni_is_no_name_the_entry_answers() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    s.pair("a", &ca.server_pair(&["a.test"]));
+    let b_files = "cert_file: b.crt, key_file: b.key";
+    for san in ["010.0.0.5", "host.123", "b.0x1f", "-b.test", "b-.test"] {
+        s.pair("b", &ca.server_pair_with_dns_sans(&[san]));
+        let cfg = s.config(&public_a_and_b("", b_files, B_VERIFIED));
+        let (code, out) = check(&cfg);
+        assert_eq!(code, 1, "SAN {san}: {out}");
+        assert!(
+            out.contains("tls.certs[1] (entry \"b\") answers no name"),
+            "SAN {san}: {out}"
+        );
+    }
+    s.pair("b", &ca.server_pair(&["b.test"]));
+    let named = B_VERIFIED.replace(
+        "- ref: b\n",
+        "- ref: b\n          server_names: [host.123]\n",
+    );
+    let (code, out) = check(&s.config(&public_a_and_b("", b_files, &named)));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("\"host.123\": no client can send it as the server name (SNI)"),
+        "{out}"
+    );
+}

@@ -152,8 +152,12 @@ pub(super) fn route_host(h: &str) -> Result<String, String> {
 /// without a final `.`. Refused where no client's SNI could name it, for
 /// then its clients take another pair, and that pair's `client_auth` (none,
 /// perhaps): a port, a URL, a misplaced `*`, an IP address (RFC 6066 §3:
-/// SNI never carries one). A certificate's DNS SANs are taken through it
-/// too ([`crate::material::info`]), the names SNI cannot carry left out.
+/// SNI never carries one), and a name rustls refuses as SNI (pki-types'
+/// `DnsName`: a last label that is a number, `010.0.0.5` or `host.123`, as
+/// an IPv4 address's is; a label starting or ending with `-`; over 253
+/// bytes), for it ends such a handshake with `illegal_parameter`. A
+/// certificate's DNS SANs are taken through it too
+/// ([`crate::material::info`]), the names SNI cannot carry left out.
 pub(crate) fn server_name(h: &str) -> Result<String, String> {
     let name = host_pattern(h, "a server name")?;
     if name.parse::<std::net::IpAddr>().is_ok() {
@@ -163,7 +167,30 @@ pub(crate) fn server_name(h: &str) -> Result<String, String> {
             shown(h)
         ));
     }
+    let labels = name.strip_prefix("*.").unwrap_or(&name);
+    if rustls_pki_types::DnsName::try_from(labels).is_err() {
+        return Err(format!(
+            "{}: no client can send it as the server name (SNI): {}",
+            shown(h),
+            not_sni(labels)
+        ));
+    }
     Ok(name)
+}
+
+/// Why rustls refuses `labels` (lowercase, each of letters, digits, `-`
+/// and `_`) as SNI.
+fn not_sni(labels: &str) -> &'static str {
+    if labels.len() > 253 {
+        "longer than 253 bytes"
+    } else if labels
+        .split('.')
+        .any(|l| l.starts_with('-') || l.ends_with('-'))
+    {
+        "a label starts or ends with `-`"
+    } else {
+        "its last label is a number (`123`, `0x1f`), as an IPv4 address's is"
+    }
 }
 
 /// A host, or a one-label wildcard, as `what` is compared; see [`route_host`].
@@ -415,6 +442,42 @@ mod tests {
         ] {
             assert!(super::server_name(bad).is_err(), "{bad}");
         }
+        // Names rustls refuses as SNI (it ends the handshake with
+        // `illegal_parameter`): refused, saying why. They passed.
+        let long = format!("{}example", "a.".repeat(124));
+        for (bad, why) in [
+            ("010.0.0.5", "its last label is a number"),
+            ("Host.123", "its last label is a number"),
+            ("*.123", "its last label is a number"),
+            ("a.0x1f", "its last label is a number"),
+            ("-a.example.com", "starts or ends with `-`"),
+            ("a-.example.com", "starts or ends with `-`"),
+            ("*.-a.example.com", "starts or ends with `-`"),
+            (&long, "longer than 253 bytes"),
+        ] {
+            let m = super::server_name(bad).unwrap_err();
+            assert!(
+                m.contains("no client can send it as the server name (SNI)") && m.contains(why),
+                "{bad}: {m}"
+            );
+        }
+        for good in [
+            "123.example.com",
+            "a.0x1g",
+            "in_ternal.local",
+            "*.a-b.example",
+        ] {
+            assert_eq!(super::server_name(good).as_deref(), Ok(good));
+        }
+        let cfg = MINIMAL.replace(
+            "certs: [{ ref: edge }]",
+            "certs: [{ ref: edge, server_names: [ok.example.com, \"010.0.0.5\"] }]",
+        );
+        let m = messages(&parse_str(&cfg).unwrap_err());
+        assert!(
+            m.contains("listeners[0].tls.certs[0].server_names") && m.contains("010.0.0.5"),
+            "{m}"
+        );
         let cfg = MINIMAL.replace(
             "certs: [{ ref: edge }]",
             "certs: [{ ref: edge, server_names: [\"admin.example.com:443\", ok.example.com] }]",
