@@ -38,6 +38,7 @@ fn pairs(n: usize) -> Vec<Pair> {
                     format!("host{i}.example.com"),
                     format!("*.w{i}.example.com"),
                 ],
+                dns_left_out: vec![],
                 serial: String::new(),
                 not_before: 0,
                 not_after: 0,

@@ -23,6 +23,9 @@ pub struct CertInfo {
     /// rustls refuses as SNI (`DNS:host.123`) and what is no host name, so
     /// an entry answering only those answers no name and is refused as such.
     pub dns_names: Vec<String>,
+    /// The DNS SANs left out of `dns_names`, as `sans` shows them: an
+    /// entry answering no name says which it could not take.
+    pub dns_left_out: Vec<String>,
     /// As OpenSSL prints it ([`serial_text`]): `8A310FC2`.
     pub serial: String,
     /// Unix seconds.
@@ -85,14 +88,16 @@ pub fn inspect(der: &[u8]) -> Result<CertInfo, String> {
     }
     let mut sans = Vec::new();
     let mut dns_names = Vec::new();
+    let mut dns_left_out = Vec::new();
     if let Ok(Some(ext)) = cert.subject_alternative_name() {
         for name in &ext.value.general_names {
             match name {
                 GeneralName::DNSName(d) => {
                     sans.push(san_text(d));
-                    let name = crate::config::server_name(d);
-                    if let Some(name) = name.ok().filter(|n| !dns_names.contains(n)) {
-                        dns_names.push(name);
+                    match crate::config::server_name(d) {
+                        Ok(name) if !dns_names.contains(&name) => dns_names.push(name),
+                        Ok(_) => {}
+                        Err(_) => dns_left_out.push(san_text(d)),
                     }
                 }
                 GeneralName::IPAddress(b) => sans.push(ip_text(b)),
@@ -112,6 +117,7 @@ pub fn inspect(der: &[u8]) -> Result<CertInfo, String> {
         issuer: crate::material::dn::text(cert.issuer()),
         sans,
         dns_names,
+        dns_left_out,
         serial: serial_text(cert.raw_serial()),
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),

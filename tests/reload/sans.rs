@@ -613,7 +613,8 @@ async fn a_san_with_a_final_dot_keeps_its_entrys_client_auth() {
 /// can select: SNI never carries an address. The entry answered it, so
 /// `check` passed an entry whose client_auth no client ever gets (and
 /// every request for Host 10.0.0.5 was refused with 421); refused as an
-/// entry answering no name, as an IP SAN is.
+/// entry answering no name, as an IP SAN is, naming the SAN left out (it
+/// said "its certificate has no DNS name", which it has).
 #[test]
 fn a_dns_san_holding_an_ip_address_is_no_name_the_entry_answers() {
     let s = Scene::new();
@@ -627,7 +628,8 @@ fn a_dns_san_holding_an_ip_address_is_no_name_the_entry_answers() {
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains(
-            "tls.certs[1] (entry \"b\") answers no name (its certificate has no DNS name)"
+            "tls.certs[1] (entry \"b\") answers no name (its certificate names no host an \
+             SNI can carry (DNS SANs left out: 10.0.0.5))"
         ),
         "{out}"
     );
@@ -648,14 +650,15 @@ fn a_dns_san_rustls_refuses_as_sni_is_no_name_the_entry_answers() {
     s.pair("a", &ca.server_pair(&["a.test"]));
     let b_files = "cert_file: b.crt, key_file: b.key";
     for san in ["010.0.0.5", "host.123", "b.0x1f", "-b.test", "b-.test"] {
-        s.pair("b", &ca.server_pair_with_dns_sans(&[san]));
+        s.pair("b", &ca.server_pair_with_dns_sans(&[san, "10.0.0.7"]));
         let cfg = s.config(&public_a_and_b("", b_files, B_VERIFIED));
         let (code, out) = check(&cfg);
         assert_eq!(code, 1, "SAN {san}: {out}");
-        assert!(
-            out.contains("tls.certs[1] (entry \"b\") answers no name"),
-            "SAN {san}: {out}"
+        let why = format!(
+            "tls.certs[1] (entry \"b\") answers no name (its certificate names no host an SNI \
+             can carry (DNS SANs left out: {san}, 10.0.0.7))"
         );
+        assert!(out.contains(&why), "SAN {san}: {out}");
     }
     s.pair("b", &ca.server_pair(&["b.test"]));
     let named = B_VERIFIED.replace(

@@ -59,6 +59,7 @@ fn pair(alg: &'static rcgen::SignatureAlgorithm, names: &[&str]) -> Pair {
         issuer: String::new(),
         sans: Vec::new(),
         dns_names: names.iter().map(|n| n.to_string()).collect(),
+        dns_left_out: Vec::new(),
         serial: String::new(),
         not_before: 0,
         not_after: 0,
