@@ -15,9 +15,15 @@ use support::*;
 /// `hotproxy check --config cfg` with the variables `env` set:
 /// (exit code, stdout and stderr together).
 fn check_with(cfg: &Path, env: &[(&str, OsString)]) -> (i32, String) {
+    cli_with("check", cfg, env)
+}
+
+/// `hotproxy COMMAND --config cfg` (`check`, or `run` when it is refused
+/// at startup) with the variables `env` set: as [`check_with`].
+fn cli_with(subcommand: &str, cfg: &Path, env: &[(&str, OsString)]) -> (i32, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hotproxy"));
     command
-        .args(["check", "--config"])
+        .args([subcommand, "--config"])
         .arg(cfg)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -252,6 +252,63 @@ const PLACEHOLDER: &str = "replace-me";
 /// The largest token file read (a token is a line of text).
 const MAX_TOKEN_FILE_BYTES: u64 = 64 << 10;
 
+/// The text of token file `p`, or why not; with the error, whether the
+/// system found no file there (missing, or a path through no directory).
+/// A regular file only: a FIFO in its place must not block startup.
+fn read_token_file(p: &std::path::Path) -> Result<String, (String, bool)> {
+    let bytes = crate::fsutil::read_regular(p, MAX_TOKEN_FILE_BYTES).map_err(|e| {
+        let missing = matches!(e.problem, crate::fsutil::ReadProblem::Io(_))
+            && !e.problem.is_permission_denied();
+        (e.problem.to_string(), missing)
+    })?;
+    String::from_utf8(bytes).map_err(|_| ("not UTF-8 text".to_owned(), false))
+}
+
+/// The text of token `t` (`i`), whose `token_file` or `token_env` was set
+/// by `${NAME}` (`env`), or why not, naming the field and `the value of
+/// ${NAME}`, never the value: one that names no set variable or no file
+/// that can be read may be the token itself (put in the variable where
+/// its name or its file's path was meant), which no shape tells apart
+/// (`CorrectHorseBatteryStaple`), and is asked about.
+fn read_set_by_env(
+    t: &crate::config::TokenConfig,
+    env: &crate::config::SetByEnv,
+    i: usize,
+) -> Result<String, String> {
+    let what = &env.what;
+    let hint = env.token_hint();
+    match &t.source {
+        TokenSource::File(p) => read_token_file(p).map_err(|(e, missing)| match missing {
+            true => format!(
+                "admin.tokens[{i}].token_file: {what} names no file that can be read \
+                 ({e}; {hint})"
+            ),
+            false => format!("admin.tokens[{i}].token_file <withheld: {what}>: {e}"),
+        }),
+        TokenSource::Env(name) => std::env::var(name).map_err(|e| match e {
+            std::env::VarError::NotPresent => {
+                format!("admin.tokens[{i}].token_env: {what} names no set variable ({hint})")
+            }
+            std::env::VarError::NotUnicode(_) => format!(
+                "admin.tokens[{i}].token_env: {what} names a variable that is set but \
+                 not valid UTF-8"
+            ),
+        }),
+    }
+}
+
+/// Where the problems of token `t` (`i`), once read, say it is: the
+/// field and the file or variable it was read from (a value set by
+/// `${NAME}` too: it named one, so it is no token), the field alone for
+/// a path that looks like a token.
+fn place(t: &crate::config::TokenConfig, i: usize) -> String {
+    match &t.source {
+        TokenSource::File(_) if t.path_withheld => format!("admin.tokens[{i}].token_file"),
+        TokenSource::File(p) => format!("admin.tokens[{i}].token_file {}", shown_path(p)),
+        TokenSource::Env(name) => format!("admin.tokens[{i}].token_env {name}"),
+    }
+}
+
 /// Token `i` of the configuration with its role, and what `run` warns
 /// about it (logged here, returned for `check` to print: a token shorter
 /// than 16 characters); an unreadable or empty source, the placeholder,
@@ -259,37 +316,25 @@ const MAX_TOKEN_FILE_BYTES: u64 = 64 << 10;
 /// the token.
 fn read_token(config: &AdminConfig, i: usize) -> Result<(Role, Secret, Option<String>), String> {
     let t = &config.tokens[i];
-    let (text, place) = match &t.source {
-        // A regular file only: a FIFO in its place must not block startup.
-        TokenSource::File(p) => (
-            crate::fsutil::read_regular(p, MAX_TOKEN_FILE_BYTES)
-                .map_err(|e| e.problem.to_string())
-                .and_then(|b| String::from_utf8(b).map_err(|_| "not UTF-8 text".to_owned()))
-                .map_err(|e| {
-                    // A token pasted in place of the path, or of a
-                    // directory in it: not repeated.
-                    if t.path_withheld {
-                        format!(
-                            "admin.tokens[{i}].token_file: {e}; a name in the path looks \
-                             like a token, not a file or directory name (did you paste \
-                             the token itself?); the path is withheld"
-                        )
-                    } else {
-                        format!("admin.tokens[{i}].token_file {}: {e}", shown_path(p))
-                    }
-                })?,
+    let text = match (&t.source, &t.set_by_env) {
+        (_, Some(env)) => read_set_by_env(t, env, i)?,
+        (TokenSource::File(p), None) => read_token_file(p).map_err(|(e, _)| {
+            // A token pasted in place of the path, or of a directory in
+            // it: not repeated.
             if t.path_withheld {
-                format!("admin.tokens[{i}].token_file")
+                format!(
+                    "admin.tokens[{i}].token_file: {e}; a name in the path looks like a \
+                     token, not a file or directory name (did you paste the token \
+                     itself?); the path is withheld"
+                )
             } else {
-                format!("admin.tokens[{i}].token_file {}", shown_path(p))
-            },
-        ),
-        TokenSource::Env(name) => (
-            crate::config::env::var(name)
-                .map_err(|e| format!("admin.tokens[{i}].token_env: {e}"))?,
-            format!("admin.tokens[{i}].token_env {name}"),
-        ),
+                format!("admin.tokens[{i}].token_file {}: {e}", shown_path(p))
+            }
+        })?,
+        (TokenSource::Env(name), None) => crate::config::env::var(name)
+            .map_err(|e| format!("admin.tokens[{i}].token_env: {e}"))?,
     };
+    let place = place(t, i);
     let token = text.trim();
     if token.is_empty() {
         return Err(format!("{place}: the token is empty"));
@@ -452,6 +497,7 @@ mod tests {
                 role: Role::Editor,
                 source: TokenSource::File(file.clone()),
                 path_withheld: false,
+                set_by_env: None,
             }],
         };
         (file, config)

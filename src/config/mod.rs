@@ -77,6 +77,31 @@ pub struct TokenConfig {
     pub source: TokenSource,
     /// The `token_file` path as written looks like a token: never shown.
     pub path_withheld: bool,
+    /// The `token_file` or `token_env` was set by `${NAME}`: its value may
+    /// be the token itself (`token_env: ${ADMIN_TOKEN}`), never shown.
+    pub set_by_env: Option<SetByEnv>,
+}
+
+/// How a message names a value set by `${NAME}`, never showing it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SetByEnv {
+    /// `the value of ${NAME}`, as a configuration problem says it.
+    pub what: String,
+    /// NAME, when the value was written as `${NAME}` alone.
+    pub variable: Option<String>,
+}
+
+impl SetByEnv {
+    /// What to ask of an admin token's source set by `${NAME}` that names
+    /// no variable or file: the token itself was likely put in the
+    /// variable the file names, where its name (or its file) was meant.
+    pub fn token_hint(&self) -> String {
+        let name = match &self.variable {
+            Some(name) => format!("name the variable: token_env: {name}"),
+            None => "name the variable that holds it, not its value".to_owned(),
+        };
+        format!("did you put the token itself there? {name}")
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -672,7 +697,11 @@ fn resolve_all(
     let mut problems = located(&report.problems);
     let unread = report.problems.iter().map(|t| t.path.clone()).collect();
     let fields = withheld.iter().map(|w| w.field().to_owned()).collect();
-    let (config, resolved, paths) = resolve::resolve_all(raw, file, unread, blocks, fields);
+    let from_env = withheld.iter();
+    let from_env = from_env.filter_map(|w| Some((w.field().to_owned(), w.set_by_env()?)));
+    let from_env = from_env.collect();
+    let (config, resolved, paths) =
+        resolve::resolve_all(raw, file, unread, blocks, fields, from_env);
     withheld.iter_mut().for_each(|w| w.resolved(&paths));
     // At or within a field the tree reported (read as empty): nothing new.
     let reported: std::collections::HashSet<&str> =

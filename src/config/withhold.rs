@@ -38,6 +38,9 @@ pub(super) struct Withheld {
     /// At a path field: the path it resolved to, as a message shows it bare
     /// (`/etc/hp/ca.crl is listed twice`), withheld there whole only.
     path: Option<String>,
+    /// NAME, when the value was written as `${NAME}` alone: a message may
+    /// suggest naming the variable (`token_env: NAME`).
+    variable: Option<String>,
 }
 
 impl Withheld {
@@ -64,6 +67,7 @@ impl Withheld {
             normalised: read_as(text),
             pieces: address_pieces(text),
             path: None,
+            variable: None,
         })
     }
 
@@ -73,9 +77,9 @@ impl Withheld {
         // only when it is itself no pasted block: `${NAME}` inside a pasted
         // key, or a token pasted as a block scalar of one line, would carry it.
         let shown = super::tree::shown_written(written.trim());
-        let what = match Withheld::pasted(written, field, block) {
-            Some(_) => "a value set from the environment".to_owned(),
-            None => format!("the value of {shown}"),
+        let (what, variable) = match Withheld::pasted(written, field, block) {
+            Some(_) => ("a value set from the environment".to_owned(), None),
+            None => (format!("the value of {shown}"), sole_variable(written)),
         };
         Withheld {
             value: value.to_owned(),
@@ -86,7 +90,17 @@ impl Withheld {
             normalised: read_as(value),
             pieces: address_pieces(value),
             path: None,
+            variable,
         }
+    }
+
+    /// How a message names this value when it was set by `${NAME}`, for
+    /// the messages of what reads it later (an admin token's source).
+    pub(super) fn set_by_env(&self) -> Option<super::SetByEnv> {
+        self.env.then(|| super::SetByEnv {
+            what: self.what.clone(),
+            variable: self.variable.clone(),
+        })
     }
 
     /// Known as a path, when its field is one of `paths` (each path field
@@ -123,6 +137,13 @@ impl Withheld {
     fn concerns(&self, field: &str, message: &str) -> bool {
         within(field, &self.field) || within(&self.field, field) || message.contains(&self.field)
     }
+}
+
+/// NAME, when `written` is `${NAME}` alone and NAME a variable's name no
+/// message withholds (one that looks like a token is shown nowhere).
+fn sole_variable(written: &str) -> Option<String> {
+    let name = written.trim().strip_prefix("${")?.strip_suffix('}')?;
+    (!name.is_empty() && !super::env::name_looks_like_a_token(name)).then(|| name.to_owned())
 }
 
 /// `value` as the resolver reads and a message shows it, when that is

@@ -614,3 +614,61 @@ fn an_entry_whose_id_is_withheld_or_invalid_is_named_by_its_place() {
     // The invalid id is shown in its own field's problem alone.
     assert_eq!(out.matches("BadEntryId").count(), 1, "{out}");
 }
+
+/// `token_env: "${ADMIN_TOKEN}"` (or `token_file:`) with the variable set
+/// to the token itself, not to a variable's name or a path: `check` said
+/// "environment variable CorrectHorseBatteryStaple is not set", `run`
+/// logged it at ERROR, and the token file's path showed it in "No such
+/// file". A token of words, or of short groups, passed the shape checks
+/// for a pasted token. A field set by `${NAME}` is never repeated: the
+/// message names the field and the variable reference, and asks whether
+/// the token itself was put there.
+#[test]
+fn a_token_source_set_by_a_variable_is_named_by_the_variable() {
+    const VAR: &str = "HOTPROXY_CHECK_INPUTS_ADMIN_TOKEN";
+    let label = format!("the value of ${{{VAR}}}");
+    for (field, token) in [
+        ("token_env", "CorrectHorseBatteryStaple"),
+        ("token_file", "abcd1-efgh2-ijkl3-mnop4"),
+    ] {
+        let admin = format!(
+            "admin:\n  bind: 127.0.0.1:0\n  tokens: [{{ role: viewer, {field}: \"${{{VAR}}}\" }}]"
+        );
+        let (_s, cfg) = scene("public", &admin);
+        for command in ["check", "run"] {
+            let (code, out) = cli_with(command, &cfg, &[(VAR, OsString::from(token))]);
+            assert_eq!(code, 1, "{command} {field}: {out}");
+            let line = out
+                .lines()
+                .find(|l| l.contains(&format!("admin.tokens[0].{field}")))
+                .unwrap_or_else(|| panic!("{command} {field}: {out}"));
+            assert!(line.contains(&label), "{command} {field}: {out}");
+            assert!(
+                line.contains(&format!(
+                    "did you put the token itself there? name the variable: token_env: {VAR}"
+                )),
+                "{command} {field}: {out}"
+            );
+            for piece in [token, &token[..10], &token[token.len() - 10..]] {
+                assert!(!out.contains(piece), "{command} {field}: {out}");
+            }
+        }
+    }
+    // Set to what the field takes (a variable's name, a file's path), it works.
+    const NAMED: &str = "HOTPROXY_CHECK_INPUTS_NAMED_TOKEN";
+    let (s, cfg) = scene(
+        "public",
+        &format!(
+            "admin:\n  bind: 127.0.0.1:0\n  tokens:\n    \
+             - {{ role: viewer, token_env: \"${{{VAR}}}\" }}\n    \
+             - {{ role: editor, token_file: \"${{{NAMED}}}\" }}"
+        ),
+    );
+    write(&s.path("editor.token"), "editor-token-5e8a1f3c7b9d2046\n");
+    let env = [
+        (VAR, OsString::from(NAMED)),
+        (NAMED, s.path("editor.token").into_os_string()),
+    ];
+    let (code, out) = check_with(&cfg, &env);
+    assert_eq!(code, 0, "{out}");
+}

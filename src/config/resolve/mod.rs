@@ -95,6 +95,9 @@ struct Resolver {
     /// The field paths of the values no message may quote (set by
     /// `${NAME}`, pasted): a problem of another field must not name them.
     withheld: HashSet<String>,
+    /// Of those, the ones set by `${NAME}`, by field path, as a message
+    /// names them: an admin token's source is read after resolving.
+    set_by_env: HashMap<String, crate::config::SetByEnv>,
 }
 
 /// An invalid `name` (refused, with the problem withholding it) replaced
@@ -112,13 +115,15 @@ fn stand_in(name: &mut String, place: impl FnOnce() -> String) {
 /// from `${NAME}` is withheld there whole). `unread`: the field paths
 /// reading the YAML found a problem at. `blocks`: the field paths of the
 /// values written as block scalars, which no path field takes.
-/// `withheld`: the field paths of the values no message may quote.
+/// `withheld`: the field paths of the values no message may quote;
+/// `set_by_env`: those set by `${NAME}`, as a message names them.
 pub(super) fn resolve_all(
     raw: raw::File,
     file: &Path,
     unread: BTreeSet<String>,
     blocks: HashSet<String>,
     withheld: HashSet<String>,
+    set_by_env: HashMap<String, crate::config::SetByEnv>,
 ) -> (Config, Vec<Problem>, HashMap<String, PathBuf>) {
     let mut r = Resolver {
         base: file.parent().map(Path::to_path_buf).unwrap_or_default(),
@@ -127,6 +132,7 @@ pub(super) fn resolve_all(
         unread,
         blocks,
         withheld,
+        set_by_env,
     };
     let config = r.file(raw, file);
     (config, r.problems, r.paths)
@@ -497,6 +503,13 @@ impl Resolver {
             let path_withheld = t.token_file.as_deref().is_some_and(|f| {
                 crate::config::env::path_looks_like_a_token(std::path::Path::new(f))
             });
+            // Set by `${NAME}`: the value may be the token itself.
+            let field = if t.token_file.is_some() {
+                "token_file"
+            } else {
+                "token_env"
+            };
+            let set_by_env = self.set_by_env.get(&format!("{at}.{field}")).cloned();
             let source = match (&t.token_file, &t.token_env) {
                 (Some(f), None) => match self.path(&format!("{at}.token_file"), f) {
                     Some(path) => TokenSource::File(path),
@@ -513,6 +526,7 @@ impl Resolver {
                 role,
                 source,
                 path_withheld,
+                set_by_env,
             });
         }
         AdminConfig {
