@@ -49,6 +49,62 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Write `bytes` to a new file `path` of exactly `mode`, whole or not at
+/// all, never over anything already there: a temp file next to it, as
+/// [`write_atomic`] makes one, fsynced, then put at `path` only if nothing
+/// is there, then the directory fsynced. `Ok(false)`: something is at
+/// `path` already (left as it is). On failure, or `Ok(false)`, the temp
+/// file is removed and nothing is at `path` that was not before.
+///
+/// For a file whose loss or tearing cannot be undone (the store's key):
+/// written in place, a write cut short (a full disk, a killed process)
+/// left a short file that every later start refused, and a power loss
+/// after the store was written could keep the store and lose the key.
+pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<bool> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let (tmp, mut f) = create_temp(dir, path)?;
+    let placed =
+        (|| -> anyhow::Result<bool> {
+            // The umask may have narrowed `mode` at creation; never widened it.
+            f.set_permissions(fs::Permissions::from_mode(mode))
+                .with_context(|| format!("cannot set the mode of {}", shown_path(&tmp)))?;
+            f.write_all(bytes)
+                .and_then(|_| f.sync_all())
+                .with_context(|| format!("cannot write {}", shown_path(&tmp)))?;
+            match rename_new(&tmp, path) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(anyhow::Error::new(e)
+                    .context(format!("cannot put {} in place", shown_path(path)))),
+            }
+        })();
+    if !matches!(placed, Ok(true)) {
+        let _ = fs::remove_file(&tmp);
+    }
+    if let (Ok(true), Ok(d)) = (&placed, fs::File::open(dir)) {
+        let _ = d.sync_all();
+    }
+    placed
+}
+
+/// Rename `from` to `to` unless something is at `to` (`AlreadyExists`):
+/// `renameat2(RENAME_NOREPLACE)`, or, on a filesystem that does not take
+/// the flag (`EINVAL`), a hard link and the unlink of `from`. Either is
+/// atomic: no other process sees `to` missing, torn or replaced.
+fn rename_new(from: &Path, to: &Path) -> std::io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    use rustix::io::Errno;
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(Errno::INVAL | Errno::NOSYS) => {
+            fs::hard_link(from, to)?;
+            let _ = fs::remove_file(from);
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// What `path` names once every symlink of its last component is followed
 /// (relative links resolved against the link's directory): the file an
 /// atomic write must replace so that a symlink to it (a file on a
@@ -339,6 +395,29 @@ mod tests {
         assert!(format!("{e:#}").contains("cannot replace"), "{e:#}");
         assert!(others(d.path(), &["store.json"]).is_empty());
         assert!(target.join("inside").exists());
+    }
+
+    /// A new file is written with exactly its mode and bytes; one already
+    /// there (a file, an empty one too, or a link to none) is left as it
+    /// is, and either way no temp file stays behind.
+    #[test]
+    fn write_new_never_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("store.key");
+        assert!(write_new(&f, b"first", 0o600).unwrap());
+        assert_eq!(fs::read(&f).unwrap(), b"first");
+        let mode = fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(!write_new(&f, b"second", 0o600).unwrap());
+        assert_eq!(fs::read(&f).unwrap(), b"first");
+        fs::write(&f, "").unwrap();
+        assert!(!write_new(&f, b"third", 0o600).unwrap());
+        assert_eq!(fs::read(&f).unwrap(), b"");
+        let link = d.path().join("link.key");
+        std::os::unix::fs::symlink(d.path().join("nowhere"), &link).unwrap();
+        assert!(!write_new(&link, b"fourth", 0o600).unwrap());
+        assert!(!d.path().join("nowhere").exists());
+        assert!(others(d.path(), &["store.key", "link.key"]).is_empty());
     }
 
     /// Links are followed to the file they lead to, relative ones from

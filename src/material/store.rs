@@ -9,8 +9,7 @@
 //! error naming the file; it is never silently treated as empty.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
@@ -497,30 +496,47 @@ fn shell_word(path: &Path, shown: &str) -> String {
     format!("'{}'", shown.replace('\'', "'\\''"))
 }
 
-/// Create a new random key file (0600), refusing to replace an existing one.
+/// Create a new random key file (0600), written whole or not at all
+/// ([`crate::fsutil::write_new`]: a start that fails or is killed leaves
+/// no short key behind) and never over a key already there: one that
+/// appeared since [`existing_key`] looked (another start racing this one)
+/// is the key.
 fn create_key(path: &Path) -> Result<[u8; 32], String> {
     let place = shown_path(path);
     let mut key = [0u8; 32];
     aws_lc_rs::rand::fill(&mut key).map_err(|_| "no system randomness".to_owned())?;
-    if let Some(dir) = path.parent() {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let made = !dir.exists();
         fs::create_dir_all(dir)
             .map_err(|e| format!("store.key_file {place}: cannot create its directory: {e}"))?;
+        // A directory made here must outlive a power loss too.
+        if let Some(parent) = dir.parent().filter(|_| made)
+            && let Ok(d) = fs::File::open(parent)
+        {
+            let _ = d.sync_all();
+        }
     }
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("store.key_file {place}: cannot create: {e}"))?;
-    f.write_all(&key)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| format!("store.key_file {place}: cannot write: {e}"))?;
-    tracing::info!(path = %place, "created a new store key (back it up with the store file)");
-    Ok(key)
+    match crate::fsutil::write_new(path, &key, 0o600) {
+        Ok(true) => {
+            tracing::info!(path = %place, "created a new store key (back it up with the store file)");
+            Ok(key)
+        }
+        // Another start put its key there first: the same one for both.
+        Ok(false) => read_key(path)?.ok_or_else(|| {
+            format!(
+                "store.key_file {place}: cannot create: something that leads to no file \
+                 is in its place (a dangling symlink?)"
+            )
+        }),
+        Err(e) => Err(format!("store.key_file {place}: cannot create: {e:#}")),
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
     use super::*;
 
     fn cfg(dir: &Path) -> StoreConfig {

@@ -1,6 +1,7 @@
 //! The admin API against hostile input: raw bytes in paths, scheme case,
 //! HEAD, files that are not files, paths outside `store.file_roots`, a
-//! planted temp file, a store directory that cannot be written, clients that hold every
+//! planted temp file, a store directory that cannot be written, a store key that
+//! could not be written whole, clients that hold every
 //! connection.
 
 #[path = "../support/mod.rs"]
@@ -14,3 +15,4 @@ mod files;
 mod requests;
 mod slots;
 mod store;
+mod store_key;

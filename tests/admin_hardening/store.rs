@@ -65,7 +65,7 @@ async fn planted_temp_files_change_nothing() {
 
 /// Runs a command that must succeed (root-only fault setups), killed
 /// with a panic at `CLI_DEADLINE` (a `mount` that blocks must not hang CI).
-fn sh(args: &[&str]) {
+pub(crate) fn sh(args: &[&str]) {
     let out = output_within_deadline(
         std::process::Command::new(args[0])
             .args(&args[1..])
@@ -79,7 +79,7 @@ fn sh(args: &[&str]) {
 }
 
 /// Undoes a fault on drop, even when the test fails half-way.
-struct Undo(Vec<&'static str>, std::path::PathBuf);
+pub(crate) struct Undo(pub Vec<&'static str>, pub std::path::PathBuf);
 
 impl Drop for Undo {
     fn drop(&mut self) {
