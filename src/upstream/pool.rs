@@ -2,9 +2,11 @@
 //!
 //! Idle HTTP/1.1 connections are a LIFO stack (the most recently used is
 //! the warmest and the least likely to have been closed by the upstream),
-//! capped at `max_idle_connections`, dropped after `idle_timeout`; an
-//! HTTP/2 connection without a stream for that long is let go too, and
-//! idle ones past `max_idle_connections` as soon as one goes idle. At most
+//! capped at `max_idle_connections` (full, it lets its bottom go, the least
+//! recently used, as nginx's `keepalive` does), dropped after
+//! `idle_timeout`; an HTTP/2 connection without a stream for that long is
+//! let go too, and idle ones past `max_idle_connections` as soon as one
+//! goes idle. At most
 //! [`MAX_DIALS`] new connections are dialled at once (one, once the
 //! endpoint is known to speak HTTP/2): other requests wait for one of
 //! them, or for a connection handed back, so a cold start never opens
@@ -20,6 +22,7 @@
 //! (an HTTP/2 one, pooled or dialled later, is shared by the requests
 //! still in flight there, and closes when its last stream ends).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -132,10 +135,14 @@ impl Wakes {
 
 #[derive(Default)]
 struct State {
-    /// Boxed so that taking one out and putting it back moves a pointer,
-    /// not the connection (several hundred bytes), on every request.
-    #[allow(clippy::vec_box, reason = "the point: a pop and a push move a pointer")]
-    idle: Vec<Box<H1>>,
+    /// The stack's top at the back; its bottom, the least recently used,
+    /// at the front, let go when it is full ([`Pool::put`]) or for a slot
+    /// ([`Pool::take_oldest_idle`]): a deque, so that neither moves the
+    /// rest (up to `max_idle_connections`, 256 by default) on every
+    /// request handed back to a full pool. Boxed so that taking one out
+    /// and putting it back moves a pointer, not the connection (several
+    /// hundred bytes), on every request.
+    idle: VecDeque<Box<H1>>,
     h2: Vec<H2>,
     dialing: usize,
     /// The last connection dialled spoke HTTP/2: one dial in progress will
@@ -271,7 +278,7 @@ impl Pool {
         {
             return Found::H2(c.clone(), guard);
         }
-        while let Some(c) = st.idle.pop() {
+        while let Some(c) = st.idle.pop_back() {
             if c.generation == generation && self.within_idle_timeout(&c, Instant::now()) {
                 return Found::H1(c);
             }
@@ -436,9 +443,13 @@ impl Pool {
     }
 
     /// An HTTP/1.1 connection whose response ended: keep it idle, unless
-    /// the pool is full or retired, it was made before a drain, or it is a
-    /// check's connection past the slot limit (kept, it would be one more
-    /// than `max_connections_per_server` for requests).
+    /// the pool is retired, it was made before a drain, or it is a check's
+    /// connection past the slot limit (kept, it would be one more than
+    /// `max_connections_per_server` for requests). A full pool lets its
+    /// least recently used go for it (nginx's `keepalive` closes the least
+    /// recently used too): it used to refuse this one, the warmest, and
+    /// keep those the upstream most likely closed meanwhile (its own
+    /// keep-alive timeout), each holding a server slot until `idle_timeout`.
     pub fn put(&self, mut c: Box<H1>) {
         if c.generation != self.generation() || c.unpooled {
             return;
@@ -453,9 +464,9 @@ impl Pool {
         }
         // The oldest are at the bottom; those past their time go first, so
         // that they never keep this one, just used, out of a full pool.
-        let expired = if st
+        let mut expired = if st
             .idle
-            .first()
+            .front()
             .is_some_and(|o| !self.within_idle_timeout(o, now))
         {
             let (keep, expired) = std::mem::take(&mut st.idle)
@@ -464,15 +475,21 @@ impl Pool {
             st.idle = keep;
             expired
         } else {
-            Vec::new()
+            VecDeque::new()
         };
-        let kept = st.idle.len() < self.max_idle;
+        // `max_idle_connections: 0` keeps none.
+        let kept = self.max_idle > 0;
         if kept {
-            st.idle.push(c);
+            if st.idle.len() >= self.max_idle
+                && let Some(oldest) = st.idle.pop_front()
+            {
+                expired.push_back(oldest);
+            }
+            st.idle.push_back(c);
         }
         drop(st);
         // Closed outside the lock.
-        drop::<Vec<Box<H1>>>(expired);
+        drop::<VecDeque<Box<H1>>>(expired);
         if kept {
             self.wakes.changed.notify_one();
             self.wakes.went_idle();
@@ -490,7 +507,7 @@ impl Pool {
     /// idle connections give no slot back until `idle_timeout`.
     pub fn take_oldest_idle(&self) -> Option<Box<H1>> {
         let mut st = self.state.lock().expect("pool lock");
-        (!st.idle.is_empty()).then(|| st.idle.remove(0))
+        st.idle.pop_front()
     }
 
     /// Whether a pooled HTTP/2 connection other than `stream`'s takes a
@@ -591,7 +608,7 @@ impl Pool {
             (idle, h2)
         };
         // Closed outside the lock.
-        drop::<Vec<Box<H1>>>(idle);
+        drop::<VecDeque<Box<H1>>>(idle);
         drop::<Vec<H2>>(h2);
     }
 

@@ -14,6 +14,7 @@ mod flow_control;
 mod goaway;
 mod h2_only_upgrades;
 mod health;
+mod idle_order;
 mod informational;
 mod key_usage;
 mod lengths;

@@ -1,0 +1,127 @@
+//! Which idle HTTP/1.1 upstream connection a full pool lets go: the least recently used.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use crate::common::*;
+use crate::support::*;
+
+/// An HTTP/1.1 backend on 127.0.0.2 answering `/hold/N` once more than N
+/// have been released, each with the proxy's port on the connection it
+/// came on; it notes the port of each connection the proxy closes, in
+/// order, and counts the requests it holds.
+struct Held {
+    addr: SocketAddr,
+    release: tokio::sync::watch::Sender<usize>,
+    holding: tokio::sync::watch::Receiver<usize>,
+    closed: Arc<Mutex<Vec<u16>>>,
+}
+
+async fn held_backend(pair: &TestPair) -> Held {
+    let (listener, acceptor) = tls_listener_at("127.0.0.2:0", pair, b"http/1.1").await;
+    let (release, released) = tokio::sync::watch::channel(0usize);
+    let (holds, holding) = tokio::sync::watch::channel(0usize);
+    let holds = Arc::new(holds);
+    let closed = Arc::new(Mutex::new(Vec::new()));
+    let held = Held {
+        addr: listener.local_addr().unwrap(),
+        release,
+        holding,
+        closed: closed.clone(),
+    };
+    tokio::spawn(async move {
+        while let Ok((tcp, peer)) = listener.accept().await {
+            let (acceptor, released, holds, closed) = (
+                acceptor.clone(),
+                released.clone(),
+                holds.clone(),
+                closed.clone(),
+            );
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(move |req: http::Request<_>| {
+                    let (mut released, holds) = (released.clone(), holds.clone());
+                    async move {
+                        let n: usize = (req.uri().path().strip_prefix("/hold/"))
+                            .and_then(|n| n.parse().ok())
+                            .expect("/hold/N");
+                        holds.send_modify(|h| *h += 1);
+                        let _ = released.wait_for(|r| *r > n).await;
+                        let port =
+                            http_body_util::Full::new(bytes::Bytes::from(peer.port().to_string()));
+                        Ok::<_, std::convert::Infallible>(http::Response::new(port))
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(tls);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
+                closed.lock().unwrap().push(peer.port());
+            });
+        }
+    });
+    held
+}
+
+/// SPEC (Upstream connection pool): a pool holding
+/// `max_idle_connections` idle connections keeps the one handed back
+/// (the most recently used, the least likely closed by the backend) and
+/// closes the one idle longest, as nginx's `keepalive` closes the least
+/// recently used. Three connections, handed back one after the other to a
+/// pool of two: the first is closed, and the next request takes the last.
+/// It used to close the one handed back and keep the oldest, those a
+/// backend's keep-alive timeout closes first, each holding a server slot
+/// until `idle_timeout`. The backend is another pod's address.
+#[tokio::test]
+async fn a_full_pool_closes_its_least_recently_used_connection() {
+    let w = world();
+    let b = held_backend(&w.backend_pair).await;
+    let upstream = backend_upstream("app", &[b.addr], &["max_idle_connections: 2"]);
+    // Anything but `/hold/` is the proxy's own 404: no upstream connection.
+    let routes = "[{ path_prefix: /hold/, upstream: app }]";
+    let mut p = Proxy::start(&w.scene.public_config(routes, &upstream));
+    let addr = p.listener_addr("public").await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(h1_sender(&w, addr).await);
+    }
+    // Three requests at once: three upstream connections.
+    let mut answers = Vec::new();
+    for (n, client) in clients.iter_mut().enumerate() {
+        answers.push(client.send_request(h1_request("GET", &format!("/hold/{n}"), "")));
+    }
+    let mut holding = b.holding.clone();
+    tokio::time::timeout(WAIT, holding.wait_for(|h| *h == 3))
+        .await
+        .expect("three requests at the backend")
+        .unwrap();
+    // Handed back in order: each is pooled before the next is released.
+    let mut ports = Vec::new();
+    for (n, (client, answer)) in clients.iter_mut().zip(answers).enumerate() {
+        b.release.send(n + 1).unwrap();
+        let resp = tokio::time::timeout(WAIT, answer).await.unwrap().unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = http_body_util::BodyExt::collect(resp.into_body()).await;
+        ports.push(String::from_utf8(body.unwrap().to_bytes().to_vec()).unwrap());
+        // The next request on the same client connection is answered only
+        // once the last response's body is let go, its connection with it.
+        let (status, _) = exchange(client, h1_request("GET", "/elsewhere", "")).await;
+        assert_eq!(status, 404);
+    }
+    let port = |s: &str| s.parse::<u16>().unwrap();
+    wait_until(WAIT, "an idle connection closed", || async {
+        !b.closed.lock().unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(
+        *b.closed.lock().unwrap(),
+        [port(&ports[0])],
+        "closed instead of the least recently used (connections, in the order \
+         handed back: {ports:?})"
+    );
+    let (status, body) = exchange(&mut clients[0], h1_request("GET", "/hold/0", "")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, ports[2], "not the most recently used connection");
+}
