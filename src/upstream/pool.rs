@@ -260,6 +260,12 @@ impl Pool {
     /// while another had room: taken again, it refused it again).
     pub fn find(&self, want: Want, skip: Option<&Refuser>) -> Found<'_> {
         let generation = self.generation();
+        // Idle connections let go below. Declared before the guard, so
+        // dropped after it, outside the lock, as `put` and `sweep` close
+        // theirs: after a quiet spell, every one is past `idle_timeout`
+        // (up to `max_idle_connections` socket closes and TLS states freed)
+        // and each request to the endpoint would wait on the lock for them.
+        let mut stale: Vec<Box<H1>> = Vec::new();
         let mut st = self.state.lock().expect("pool lock");
         if want.fresh() {
             st.dialing += 1;
@@ -278,9 +284,14 @@ impl Pool {
         {
             return Found::H2(c.clone(), guard);
         }
-        while let Some(c) = st.idle.pop_back() {
-            if c.generation == generation && self.within_idle_timeout(&c, Instant::now()) {
-                return Found::H1(c);
+        if !st.idle.is_empty() {
+            // One clock read for all: those below the top went idle earlier.
+            let now = Instant::now();
+            while let Some(c) = st.idle.pop_back() {
+                if c.generation == generation && self.within_idle_timeout(&c, now) {
+                    return Found::H1(c);
+                }
+                stale.push(c);
             }
         }
         // Until the first connection says which protocol the endpoint
