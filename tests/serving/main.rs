@@ -16,6 +16,7 @@ mod body_heads;
 mod broken_bodies;
 mod close_at_once;
 mod closing;
+mod floods;
 mod h2_abuse;
 mod h2_resets;
 mod heads;

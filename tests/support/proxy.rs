@@ -75,13 +75,18 @@ impl Proxy {
     /// (`/proc/PID/ns/net`); `unshare` and `sh` exec the proxy, so `pid()`
     /// is the proxy's. Needs root.
     pub fn start_in_netns(config: &Path, sysctl: &str) -> Proxy {
+        Proxy::start_in_netns_at(config, sysctl, "debug")
+    }
+
+    /// [`Proxy::start_in_netns`] with `--log-level level`.
+    pub fn start_in_netns_at(config: &Path, sysctl: &str, level: &str) -> Proxy {
         let mut unshare = Command::new("unshare");
         unshare
             .args(["--net", "sh", "-c"])
             .arg("ip link set lo up && sysctl -q -w \"$0\" && exec \"$@\"")
             .arg(sysctl)
             .arg(env!("CARGO_BIN_EXE_hotproxy"));
-        Proxy::spawn(unshare, config)
+        Proxy::spawn_at(unshare, config, level)
     }
 
     /// Start as the unprivileged user `uid` (group `gid`, no supplementary

@@ -194,8 +194,9 @@ impl Driver<'_> {
         // Woken too: a pending `Sleep` polled refreshes its waker (about
         // 120 instructions), and the task wakes two or three times a
         // request; the timer's own wake-up marks it due. Every `reset`
-        // marks it due as well.
-        let sleep = Woken::new(tokio::time::sleep_until(check.into()));
+        // marks it due as well. Polled whatever the connection's poll
+        // spent of tokio's budget (`Deadline`).
+        let sleep = Woken::new(Deadline::new(tokio::time::sleep_until(check.into())));
         tokio::pin!(sleep);
         // What is in flight is cut at `at` (the timer brought forward to
         // it), and hyper's graceful close begun if it has not been and
@@ -565,6 +566,52 @@ fn turn<F: Future>(
         Poll::Pending if ping_awaited && conn.activity.all_written() => Poll::Ready(Turn::PingOut),
         Poll::Pending => Poll::Pending,
     })
+}
+
+pin_project_lite::pin_project! {
+    /// The driver's timer, polled outside tokio's cooperative budget. The
+    /// connection is polled before it: a client whose bytes never stop
+    /// coming (HTTP/2 frames hyper takes without an answer, thousands to a
+    /// TLS record) has that poll read its socket until the budget is
+    /// spent (128 reads of 4 KiB, rustls's), and a `Sleep` polled after
+    /// it is refused (`Pending`, the task woken again) however long its
+    /// deadline has passed: header_read_timeout, idle_timeout, the
+    /// `send_timeout` looks, the forced end of a graceful close and the
+    /// cut after the grace never came while the flood lasted (15 s, 80 MB
+    /// in the test). tokio's own `timeout` polls its delay so when its
+    /// future spent the budget. Costs nothing a request: `Woken` polls it
+    /// only when it is due (its own wake-up, a reset), and then a budget
+    /// swapped and put back around the poll. The connection is still
+    /// polled first, and still yields: only the timer's poll is free.
+    struct Deadline {
+        #[pin]
+        sleep: tokio::time::Sleep,
+    }
+}
+
+impl Deadline {
+    fn new(sleep: tokio::time::Sleep) -> Deadline {
+        Deadline { sleep }
+    }
+
+    fn deadline(&self) -> tokio::time::Instant {
+        self.sleep.deadline()
+    }
+
+    fn reset(self: Pin<&mut Self>, at: tokio::time::Instant) {
+        self.project().sleep.reset(at);
+    }
+}
+
+impl Future for Deadline {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let mut sleep = self.project().sleep;
+        let mut unbudgeted =
+            tokio::task::coop::unconstrained(std::future::poll_fn(|cx| sleep.as_mut().poll(cx)));
+        Pin::new(&mut unbudgeted).poll(cx)
+    }
 }
 
 /// Why a connection closing is closed at once rather than gracefully,
