@@ -82,6 +82,9 @@ impl Reloader {
                 Some(state) => (Some(CONFIG_MISSING_RETRY), Some(state)),
                 None => (None, None),
             },
+            // No writer leaves a FIFO or a directory: refused at once (SPEC
+            // §2), where its length of 0 had it waited on as an empty file.
+            Ok(meta) if !meta.is_file() => (None, None),
             Ok(meta) if meta.len() == 0 => (Some(CONFIG_MISSING_RETRY), Some("empty")),
             Ok(meta) => (self.config_wait(meta, now), None),
         };

@@ -1,5 +1,6 @@
 //! When the configuration file may be read: still for a moment, not changed by a writer while it was read, naming settled files.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -69,14 +70,21 @@ impl Reloader {
     }
 }
 
-/// `meta`, the configuration file's at `path`, when a regular file there
-/// opens for reading; else the error opening it met. Only a regular file
-/// is opened (a FIFO's open would block the reloader).
+/// What opens for reading at `path` when `meta`, the configuration file's
+/// there, says a regular file: its own metadata; else the error opening
+/// it met. Only a regular file is opened, and without blocking: a FIFO
+/// renamed over the path after `meta` was taken held the reloader in
+/// open(2) until a writer came (no reload, admin changes and shutdown
+/// queued behind it). What opened is what counts, as `fsutil` reads.
 pub(super) fn readable(path: &Path, meta: std::fs::Metadata) -> std::io::Result<std::fs::Metadata> {
-    if meta.is_file() {
-        std::fs::File::open(path)?;
+    if !meta.is_file() {
+        return Ok(meta);
     }
-    Ok(meta)
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?
+        .metadata()
 }
 
 /// The state a writer at work leaves the configuration file in that a

@@ -597,3 +597,34 @@ fn a_config_file_not_readable_yet_is_waited_on() {
     assert_eq!(state(ErrorKind::NotFound), Some("missing"));
     assert_eq!(state(ErrorKind::InvalidData), None);
 }
+
+/// The configuration file's readability probe, given the metadata of a
+/// regular file when a FIFO has since been renamed over the path (the
+/// race between the reloader's look and its open, put in place here):
+/// it answers for the FIFO at once. Its blocking open held the reloader
+/// thread until a writer came: no reload, admin change or shutdown after.
+#[test]
+fn the_config_probe_does_not_block_on_a_fifo_swapped_in_after_the_look() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, "listeners: []\n").unwrap();
+    let looked = std::fs::metadata(&path).unwrap();
+    let fifo = dir.path().join("config.fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.unwrap().success(), "mkfifo");
+    std::fs::rename(&fifo, &path).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let probed = path.clone();
+    std::thread::spawn(move || {
+        let answer = super::config_file::readable(&probed, looked);
+        let _ = tx.send(answer.map(|m| m.file_type().is_fifo()));
+    });
+    // A bound on a hang, not on speed: the probe does no waiting at all.
+    let Ok(answer) = rx.recv_timeout(Duration::from_secs(20)) else {
+        // A writer's open lets the probe's go; the test fails either way.
+        let _ = std::fs::OpenOptions::new().write(true).open(&path);
+        panic!("the probe blocked opening the FIFO at {}", path.display());
+    };
+    assert!(answer.unwrap(), "the probe describes what it opened");
+}

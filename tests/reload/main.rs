@@ -7,6 +7,7 @@ mod common;
 
 // The tests, by theme.
 mod config_file;
+mod config_wait;
 mod handed_over;
 mod inotify;
 mod listeners;
