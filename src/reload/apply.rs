@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 pub(super) use super::config_file::ConfigOutcome;
-use super::config_file::{CONFIG_MISSING_RETRY, CONFIG_QUIET, ENTRIES_UNSETTLED};
+use super::config_file::{CONFIG_QUIET, ENTRIES_UNSETTLED};
 use super::entry::{
     State, forget_entry_metrics, forget_material_metrics, record_success, set_state,
 };
@@ -76,38 +76,16 @@ impl Reloader {
         // lags, `cp -p` setting the source's) passed the quiet check, and
         // the write that followed a moment later found it rejected.
         let now = Instant::now();
-        let checked = std::fs::metadata(&path).and_then(|m| super::config_file::readable(&path, m));
-        let (wait, waiting_for) = match &checked {
-            Err(e) => match super::config_file::unsettled_state(e) {
-                Some(state) => (Some(CONFIG_MISSING_RETRY), Some(state)),
-                None => (None, None),
-            },
-            // No writer leaves a FIFO or a directory: refused at once (SPEC
-            // §2), where its length of 0 had it waited on as an empty file.
-            Ok(meta) if !meta.is_file() => (None, None),
-            Ok(meta) if meta.len() == 0 => (Some(CONFIG_MISSING_RETRY), Some("empty")),
-            Ok(meta) => (self.config_wait(meta, now), None),
+        let look = match self.look(&path, &shown, now, asked, retry) {
+            Ok(look) => look,
+            Err(deferred) => return Ok(deferred),
         };
-        if let Some(wait) = wait {
-            if let Some(state) = waiting_for
-                && self.config_wait_said != Some(state)
-            {
-                self.config_wait_said = Some(state);
-                debug!(target: LOG, path = %shown, settle_timeout_ms = self.config.watch.settle_timeout.as_millis() as u64, "configuration file {state}; waiting for the writer until settle_timeout");
-            }
-            let since = *self.config_unsettled_since.get_or_insert(now);
-            if now.duration_since(since) < self.config.watch.settle_timeout {
-                self.config_retry = Some(now + wait);
-                self.config_asked = asked;
-                return Ok(ConfigOutcome::Deferred);
-            }
-        }
         let read = config::read(&path);
         // A writer that began between the check above and the read (its
         // truncate just then) left the read an empty or cut file: the file
         // is not what was checked, so it is waited on as one still being
         // written, not rejected (a spurious "configuration rejected").
-        if let Ok(before) = &checked
+        if let Ok(before) = &look.checked
             && super::config_file::changed(&path, before)
         {
             let since = *self.config_unsettled_since.get_or_insert(now);
@@ -234,6 +212,7 @@ impl Reloader {
                 Ok(ConfigOutcome::Applied)
             }
             Err(problem) => {
+                self.config_rejected_in = look.state;
                 let news = self.last_config_error.as_deref() != Some(&problem);
                 if news || asked || !retry {
                     count("failure");

@@ -20,7 +20,65 @@ pub(super) const CONFIG_MISSING_RETRY: Duration = Duration::from_millis(100);
 /// the problems follow.
 pub(super) const ENTRIES_UNSETTLED: &str = "entry files not settled: ";
 
+/// What a look at the configuration file found before it is read.
+pub(super) struct Look {
+    /// Its metadata (what opened for reading), or the error looking met.
+    pub(super) checked: std::io::Result<std::fs::Metadata>,
+    /// The writer's state the file is in (`missing`, `not readable`,
+    /// `empty`), if any.
+    pub(super) state: Option<&'static str>,
+}
+
 impl Reloader {
+    /// Look at the configuration file at `path` (`now`) before it is read:
+    /// `Err(Deferred)` while a writer may be at work there (just written,
+    /// or in a state a writer leaves), within the wait bounded by
+    /// settle_timeout. A backoff's `retry` of a configuration rejected in
+    /// the state it finds again does not wait again (SPEC §3): each began
+    /// another settle_timeout wait, said again, at every backoff step.
+    /// Another state is another writer at work, waited on.
+    pub(super) fn look(
+        &mut self,
+        path: &Path,
+        shown: &impl std::fmt::Display,
+        now: Instant,
+        asked: bool,
+        retry: bool,
+    ) -> Result<Look, ConfigOutcome> {
+        let checked = std::fs::metadata(path).and_then(|m| readable(path, m));
+        let (wait, state) = match &checked {
+            Err(e) => match unsettled_state(e) {
+                Some(state) => (Some(CONFIG_MISSING_RETRY), Some(state)),
+                None => (None, None),
+            },
+            // No writer leaves a FIFO or a directory: refused at once (SPEC
+            // §2), where its length of 0 had it waited on as an empty file.
+            Ok(meta) if !meta.is_file() => (None, None),
+            Ok(meta) if meta.len() == 0 => (Some(CONFIG_MISSING_RETRY), Some("empty")),
+            Ok(meta) => (self.config_wait(meta, now), None),
+        };
+        let rejected_so = retry
+            && self.config_backoff.is_some()
+            && self.config_unsettled_since.is_none()
+            && state.is_some()
+            && state == self.config_rejected_in;
+        if let Some(wait) = wait.filter(|_| !rejected_so) {
+            if let Some(state) = state
+                && self.config_wait_said != Some(state)
+            {
+                self.config_wait_said = Some(state);
+                debug!(target: LOG, path = %shown, settle_timeout_ms = self.config.watch.settle_timeout.as_millis() as u64, "configuration file {state}; waiting for the writer until settle_timeout");
+            }
+            let since = *self.config_unsettled_since.get_or_insert(now);
+            if now.duration_since(since) < self.config.watch.settle_timeout {
+                self.config_retry = Some(now + wait);
+                self.config_asked = asked;
+                return Err(ConfigOutcome::Deferred);
+            }
+        }
+        Ok(Look { checked, state })
+    }
+
     /// The configuration read from `now` names entry files that do not
     /// load yet as a writer at work leaves them (`problems`, SPEC §3): the
     /// read is deferred, as for a file missing or empty, within the wait

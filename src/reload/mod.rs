@@ -223,6 +223,9 @@ pub struct Reloader {
     /// `missing`): said once per state and wait, whatever began the wait
     /// (a quiet check too, which says nothing).
     config_wait_said: Option<&'static str>,
+    /// The writer's state the file was in when it was last rejected (its
+    /// wait run out), which a backoff's retry does not wait on again.
+    config_rejected_in: Option<&'static str>,
     /// The read of the configuration under way may wait for entry files
     /// it names that are not settled (`apply::reload_config_for`).
     config_entries_wait: bool,
@@ -400,6 +403,7 @@ impl Reloader {
             config_retry: None,
             config_unsettled_since: None,
             config_wait_said: None,
+            config_rejected_in: None,
             config_entries_wait: false,
             config_entries_waited: false,
             config_seen: None,

@@ -42,3 +42,55 @@ async fn a_fifo_over_the_config_file_is_refused_and_the_reloader_goes_on() {
     assert_eq!(reload.status, 200, "{}", reload.body);
     assert_serves(addr, "localhost", &ca.cert_pem, &edge.fingerprint).await;
 }
+
+/// A configuration file gone for good is waited on for settle_timeout,
+/// then rejected; the backoff's retries that find it still missing read
+/// it once each, not waiting again (SPEC §3) nor saying the wait again.
+/// Before, each retry began another settle_timeout of reads every 100 ms
+/// and said "configuration file missing; waiting for the writer" again,
+/// at every backoff step.
+#[tokio::test]
+async fn a_backoff_retry_of_a_config_file_still_missing_does_not_wait_again() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (a, _) = pairs_a_and_b(&s, &ca);
+    let config = base_config("a.crt", "a.key", "");
+    let cfg = s.config(&config);
+    let (mut p, addr) = serve(&cfg).await;
+    std::fs::remove_file(&cfg).unwrap();
+    p.wait_log("the missing file rejected", rejected("cannot read"))
+        .await;
+    // The backoff's first two retries (1 s after the rejection, then 2 s
+    // after that), each a read of the file again.
+    wait_until(WAIT, "two backoff retries", || async {
+        let logged = messages(&p);
+        let rejection = logged.iter().position(|m| m == REJECTION).unwrap();
+        let again = logged[rejection..].iter();
+        again
+            .filter(|m| *m == "reading the configuration file again")
+            .count()
+            >= 2
+    })
+    .await;
+    let waiting = "configuration file missing; waiting for the writer until settle_timeout";
+    let said = messages(&p).iter().filter(|m| *m == waiting).count();
+    assert_eq!(said, 1, "the wait said again by a backoff's retry");
+    write(&cfg, &config);
+    p.wait_log("restored", |v| {
+        v["message"] == "configuration restored: the file matches the running configuration again"
+    })
+    .await;
+    assert_serves(addr, "localhost", &ca.cert_pem, &a.fingerprint).await;
+}
+
+/// The log's word for a configuration rejected.
+const REJECTION: &str = "configuration rejected; the running configuration stays";
+
+/// The messages the proxy logged, in order.
+fn messages(p: &Proxy) -> Vec<String> {
+    p.logs()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| v["message"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
