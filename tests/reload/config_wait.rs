@@ -83,6 +83,80 @@ async fn a_backoff_retry_of_a_config_file_still_missing_does_not_wait_again() {
     assert_serves(addr, "localhost", &ca.cert_pem, &a.fingerprint).await;
 }
 
+/// `install -o hotproxy -m 0640 new.yaml config.yaml` (GNU install)
+/// unlinks the file, creates it owned by whoever runs install, mode 0600,
+/// writes it, and only then sets its owner and mode: the proxy, running
+/// as another user, finds it there but not readable. That is a writer at
+/// work, waited on (SPEC §3) as an entry file is, not rejected (logged,
+/// counted) at once. As root the test installs the file as root and runs
+/// the proxy as `nobody` (root reads any file); as another user, it
+/// installs the file with no permission at all. settle_timeout is 10
+/// minutes: the edit applies because the owner came, not because a wait
+/// ran out.
+#[tokio::test]
+async fn a_config_file_installed_unreadable_for_a_moment_is_waited_on() {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let s = Scene::new();
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ca = TestCa::new("ca");
+    let (a, b) = pairs_a_and_b(&s, &ca);
+    let config = |stem: &str| {
+        base_config(
+            &format!("{stem}.crt"),
+            &format!("{stem}.key"),
+            "\nadmin: { bind: \"127.0.0.1:0\" }",
+        )
+        .replace("settle_timeout: 2s", "settle_timeout: 10m")
+    };
+    let cfg = s.config(&config("a"));
+    let root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
+    let mut p = match root {
+        true => Proxy::start_as(&cfg, s.dir.path(), NOBODY, NOBODY),
+        false => Proxy::start(&cfg),
+    };
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    assert_serves(addr, "localhost", &ca.cert_pem, &a.fingerprint).await;
+
+    std::fs::remove_file(&cfg).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(if root { 0o600 } else { 0o000 })
+        .open(&cfg)
+        .unwrap();
+    std::io::Write::write_all(&mut f, config("b").as_bytes()).unwrap();
+    drop(f);
+    let waited = "configuration file not readable; waiting for the writer until settle_timeout";
+    let seen = p
+        .wait_log("the unreadable file waited for or rejected", |v| {
+            v["message"] == waited || v["message"] == REJECTION
+        })
+        .await;
+    assert_eq!(seen["message"], waited, "{seen}");
+    // install's last steps: the owner (the proxy's user), then the mode.
+    if root {
+        std::os::unix::fs::chown(&cfg, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o640)).unwrap();
+    until_served(addr, "localhost", &ca.cert_pem, &b.fingerprint).await;
+    p.wait_log("applied", |v| v["message"] == "configuration reloaded")
+        .await;
+    assert!(
+        !messages(&p).iter().any(|m| m == REJECTION),
+        "rejected while the writer was at work"
+    );
+    let failures = r#"hotproxy_config_reloads_total{result="failure"}"#;
+    assert_eq!(
+        metric(admin, failures).await,
+        Some(0.0),
+        "a failure counted"
+    );
+}
+
+/// The user `nobody`, whom the proxy runs as when the test is root.
+const NOBODY: u32 = 65534;
+
 /// The log's word for a configuration rejected.
 const REJECTION: &str = "configuration rejected; the running configuration stays";
 
