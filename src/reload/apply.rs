@@ -214,7 +214,10 @@ impl Reloader {
             Err(problem) => {
                 self.config_rejected_in = look.state;
                 let news = self.last_config_error.as_deref() != Some(&problem);
-                if news || asked || !retry {
+                // A read that ends a wait is the waited-on write's, not a
+                // backoff's retry, though the retry timer made it: a new
+                // bad write, counted however it fails (SPEC §5).
+                if news || asked || !retry || since.is_some() {
                     count("failure");
                 }
                 if news || asked {

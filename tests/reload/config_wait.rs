@@ -154,6 +154,46 @@ async fn a_config_file_installed_unreadable_for_a_moment_is_waited_on() {
     );
 }
 
+/// A new configuration edit whose wait for its entry files ends in a
+/// rejection is a new bad write, counted, even when it fails as the last
+/// rejection did (SPEC §5: one bad write counts one). The read ending a
+/// wait comes from the reloader's retries, and was taken for a backoff's
+/// retry failing the same way: the second edit was neither counted nor
+/// logged, and `hotproxy_config_reloads_total` said one bad write.
+#[tokio::test]
+async fn a_new_edit_whose_wait_ends_as_the_last_rejection_did_is_counted() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (a, _) = pairs_a_and_b(&s, &ca);
+    let config = base_config("a.crt", "a.key", "\nadmin: { bind: \"127.0.0.1:0\" }");
+    let cfg = s.config(&config);
+    let (mut p, addr) = serve(&cfg).await;
+    let admin = p.admin_addr().await;
+    let failed = |n: u32| format!(r#"hotproxy_config_reloads_total{{result="failure"}} {n}"#);
+    // Files that never come: waited on for settle_timeout, then rejected.
+    let edit = config.replace(
+        "certs: [{ cert_file: a.crt, key_file: a.key }]",
+        "certs: [{ cert_file: a.crt, key_file: a.key }, { cert_file: new.crt, key_file: new.key }]",
+    );
+    write(&cfg, &edit);
+    p.wait_log("the edit rejected", rejected("new.crt")).await;
+    wait_metric(admin, &failed(1), WAIT).await;
+    // Written just after a backoff's retry, so that the watcher's read,
+    // not the next retry's (2 s on), begins the second edit's wait.
+    wait_until(WAIT, "a backoff retry", || async {
+        let logged = messages(&p);
+        let rejection = logged.iter().position(|m| m == REJECTION).unwrap();
+        logged[rejection..].contains(&"reading the configuration file again".to_owned())
+    })
+    .await;
+    write(&cfg, &format!("{edit}# the second edit\n"));
+    let waited = "configuration names certificate files not settled yet; waiting for the writer until settle_timeout";
+    p.wait_logs("the second edit waited on", 2, |v| v["message"] == waited)
+        .await;
+    wait_metric(admin, &failed(2), WAIT).await;
+    assert_serves(addr, "localhost", &ca.cert_pem, &a.fingerprint).await;
+}
+
 /// The user `nobody`, whom the proxy runs as when the test is root.
 const NOBODY: u32 = 65534;
 
