@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 pub(super) use super::config_file::ConfigOutcome;
-use super::config_file::{CONFIG_QUIET, ENTRIES_UNSETTLED};
+use super::config_file::{CONFIG_QUIET, ENTRIES_UNSETTLED, edit_digest};
 use super::entry::{
     State, forget_entry_metrics, forget_material_metrics, record_success, set_state,
 };
@@ -98,8 +98,11 @@ impl Reloader {
         // Entry files the file names may be a writer at work too (a key
         // installed after the configuration naming it, certbot relinking
         // a pair): waited on within the same wait (`apply_config`), but
-        // not by a backoff's retry of a rejected configuration.
+        // not by a backoff's retry of a rejected configuration. Another
+        // edit read in that wait has a wait of its own (`new_edit_since`).
+        let edit = read.as_ref().ok().map(|(_, text)| edit_digest(text));
         let since = self.config_unsettled_since.take();
+        let since = since.map(|s| self.new_edit_since(s, edit, now));
         self.config_wait_said = None;
         self.config_entries_wait = since.map_or(!(retry && self.config_backoff.is_some()), |s| {
             now.duration_since(s) < self.config.watch.settle_timeout
@@ -160,9 +163,10 @@ impl Reloader {
             .as_ref()
             .map_err(|e| e.strip_prefix(ENTRIES_UNSETTLED))
         {
-            return Ok(self.entries_unsettled(since, now, asked, &shown, problems));
+            return Ok(self.entries_unsettled(since, now, asked, &shown, problems, edit));
         }
         self.config_entries_waited = false;
+        self.config_waited_edit = None;
         // Shutdown began while the reload was built (a name's lookup
         // waited for): `apply_config` dropped it before its commit, and the
         // sockets' release waited behind it.

@@ -79,6 +79,35 @@ impl Reloader {
         Ok(Look { checked, state })
     }
 
+    /// When the wait for the configuration edit read `now` (`edit`, its
+    /// [`edit_digest`]) began, in a wait begun `since`: now, when it is
+    /// not the edit the wait deferred for entry files (a new write, with a
+    /// settle_timeout of its own, SPEC §3, as an entry file's writer's
+    /// step has: it inherited the rest of the first edit's, and was
+    /// rejected after a fraction of it). Bounded together: after 5 ×
+    /// settle_timeout since the first edit was deferred, a new edit keeps
+    /// the running wait (a writer that never stops rewriting the file
+    /// still ends in an answer).
+    pub(super) fn new_edit_since(
+        &mut self,
+        since: Instant,
+        edit: Option<u64>,
+        now: Instant,
+    ) -> Instant {
+        let bound = 5 * self.config.watch.settle_timeout;
+        match (self.config_waited_edit, edit) {
+            (Some((waited, first)), Some(edit))
+                if edit != waited && now.duration_since(first) < bound =>
+            {
+                self.config_waited_edit = Some((edit, first));
+                // Said again: the operator's new edit is what is waited on.
+                self.config_entries_waited = false;
+                now
+            }
+            _ => since,
+        }
+    }
+
     /// The configuration read from `now` names entry files that do not
     /// load yet as a writer at work leaves them (`problems`, SPEC §3): the
     /// read is deferred, as for a file missing or empty, within the wait
@@ -90,11 +119,15 @@ impl Reloader {
         asked: bool,
         shown: &impl std::fmt::Display,
         problems: &str,
+        edit: Option<u64>,
     ) -> ConfigOutcome {
         if !std::mem::replace(&mut self.config_entries_waited, true) {
             debug!(target: LOG, path = %shown, error = %problems, settle_timeout_ms = self.config.watch.settle_timeout.as_millis() as u64, "configuration names certificate files not settled yet; waiting for the writer until settle_timeout");
         }
         self.config_unsettled_since = Some(since.unwrap_or(now));
+        if self.config_waited_edit.is_none() {
+            self.config_waited_edit = edit.map(|e| (e, since.unwrap_or(now)));
+        }
         self.config_retry = Some(now + CONFIG_MISSING_RETRY);
         self.config_asked = asked;
         ConfigOutcome::Deferred
@@ -126,6 +159,14 @@ impl Reloader {
         };
         CONFIG_QUIET.checked_sub(still_for).filter(|w| !w.is_zero())
     }
+}
+
+/// What tells one configuration edit from another: its text's hash.
+pub(super) fn edit_digest(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
 }
 
 /// What opens for reading at `path` when `meta`, the configuration file's

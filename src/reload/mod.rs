@@ -226,6 +226,10 @@ pub struct Reloader {
     /// The writer's state the file was in when it was last rejected (its
     /// wait run out), which a backoff's retry does not wait on again.
     config_rejected_in: Option<&'static str>,
+    /// The edit (`config_file::edit_digest`) the running wait deferred for
+    /// entry files, and when the wait's first deferred edit began: another
+    /// edit read has a wait of its own, within 5 × settle_timeout of that.
+    config_waited_edit: Option<(u64, Instant)>,
     /// The read of the configuration under way may wait for entry files
     /// it names that are not settled (`apply::reload_config_for`).
     config_entries_wait: bool,
@@ -404,6 +408,7 @@ impl Reloader {
             config_unsettled_since: None,
             config_wait_said: None,
             config_rejected_in: None,
+            config_waited_edit: None,
             config_entries_wait: false,
             config_entries_waited: false,
             config_seen: None,

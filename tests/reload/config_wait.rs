@@ -1,6 +1,7 @@
 //! The configuration file's wait for its writer: a FIFO put in its place, a file not readable yet, a backoff's retry, a later edit.
 
 use crate::common::*;
+use crate::support::writers::mv_over;
 use crate::support::*;
 
 /// The proxy's watch settings here: settle_timeout 2 s.
@@ -192,6 +193,69 @@ async fn a_new_edit_whose_wait_ends_as_the_last_rejection_did_is_counted() {
         .await;
     wait_metric(admin, &failed(2), WAIT).await;
     assert_serves(addr, "localhost", &ca.cert_pem, &a.fingerprint).await;
+}
+
+/// A second, different edit read late in a running wait for entry files
+/// is a new write: it is waited on for a settle_timeout of its own, not
+/// the rest of the first edit's (it was rejected after a fraction of
+/// settle_timeout, or at its first read). The proxy is stopped (SIGSTOP)
+/// for settle_timeout after the first edit's wait began, and the second
+/// edit written meanwhile: its first read comes when the first edit's
+/// wait has run out.
+#[tokio::test]
+async fn a_second_edit_late_in_a_wait_is_waited_on_for_its_own_settle_timeout() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let a = ca.server_pair(&["localhost"]);
+    let new = ca.server_pair(&["new.localhost"]);
+    s.pair("a", &a);
+    let config = base_config("a.crt", "a.key", "\nadmin: { bind: \"127.0.0.1:0\" }")
+        .replace("settle_timeout: 2s", "settle_timeout: 3s");
+    let cfg = s.config(&config);
+    let (mut p, addr) = serve(&cfg).await;
+    let admin = p.admin_addr().await;
+    let edit = config.replace(
+        "certs: [{ cert_file: a.crt, key_file: a.key }]",
+        "certs: [{ cert_file: a.crt, key_file: a.key }, { cert_file: new.crt, key_file: new.key }]",
+    );
+    write(&cfg, &edit);
+    let waited = "configuration names certificate files not settled yet; waiting for the writer until settle_timeout";
+    waited_not_rejected(&mut p, 1, waited).await;
+    p.signal("STOP");
+    // The proxy's clock runs on while it is stopped; nothing of it can be
+    // awaited meanwhile. Once it resumes, the first edit's wait is over.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    write(&cfg, &format!("{edit}# the second edit\n"));
+    p.signal("CONT");
+    waited_not_rejected(&mut p, 2, waited).await;
+    mv_over(&s.path("new.key"), &new.key_pem);
+    mv_over(&s.path("new.crt"), &new.cert_pem);
+    until_served(addr, "new.localhost", &ca.cert_pem, &new.fingerprint).await;
+    assert!(
+        !messages(&p).iter().any(|m| m == REJECTION),
+        "the second edit rejected"
+    );
+    let failures = r#"hotproxy_config_reloads_total{result="failure"}"#;
+    assert_eq!(
+        metric(admin, failures).await,
+        Some(0.0),
+        "a failure counted"
+    );
+}
+
+/// Waits until the configuration read was said waited on (`waited`, its
+/// message) `n` times, and fails if it was rejected first.
+async fn waited_not_rejected(p: &mut Proxy, n: usize, waited: &str) {
+    let what = format!("the wait said {n} times, or a rejection");
+    wait_until(WAIT, &what, || async {
+        let logged = messages(p);
+        logged.iter().any(|m| m == REJECTION) || logged.iter().filter(|m| *m == waited).count() >= n
+    })
+    .await;
+    assert!(
+        !messages(p).iter().any(|m| m == REJECTION),
+        "rejected while the writer was at work"
+    );
 }
 
 /// The user `nobody`, whom the proxy runs as when the test is root.
