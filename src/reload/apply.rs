@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-pub(super) use super::config_file::ConfigOutcome;
 use super::config_file::{CONFIG_QUIET, ENTRIES_UNSETTLED, edit_digest};
+pub(super) use super::config_file::{ConfigOutcome, Deferral};
 use super::entry::{
     State, forget_entry_metrics, forget_material_metrics, record_success, set_state,
 };
@@ -92,7 +92,7 @@ impl Reloader {
             if now.duration_since(since) < self.config.watch.settle_timeout {
                 self.config_retry = Some(now + CONFIG_QUIET);
                 self.config_asked = asked;
-                return Ok(ConfigOutcome::Deferred);
+                return Ok(ConfigOutcome::Deferred(Deferral::Writing));
             }
         }
         // Entry files the file names may be a writer at work too (a key
@@ -307,7 +307,7 @@ impl Reloader {
         // retries (every 30 s at most) said it again each time.
         let mut unusable = Vec::new();
         // Referenced entries whose files are not settled (SPEC §3).
-        let mut unsettled = 0;
+        let mut unsettled = Vec::new();
         for spec in &new.entries {
             if let Some(old) = self
                 .entries
@@ -327,7 +327,9 @@ impl Reloader {
                     settled.push(spec.id.clone());
                 }
                 Err(e) if refs.contains_key(&spec.id) => {
-                    unsettled += usize::from(e.is_transient());
+                    if e.is_transient() {
+                        unsettled.push(spec.id.clone());
+                    }
                     problems.push(format!("entry {}: {e}", spec.id));
                 }
                 Err(e) => {
@@ -350,7 +352,8 @@ impl Reloader {
                 entries.insert(id.clone(), e.clone());
             }
         }
-        if self.config_entries_wait && unsettled > 0 && unsettled == problems.len() {
+        if self.config_entries_wait && !unsettled.is_empty() && unsettled.len() == problems.len() {
+            self.config_unsettled_entries = unsettled;
             return Err(format!("{ENTRIES_UNSETTLED}{}", problems.join("\n")));
         }
         if !problems.is_empty() {

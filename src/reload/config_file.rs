@@ -73,7 +73,10 @@ impl Reloader {
             if now.duration_since(since) < self.config.watch.settle_timeout {
                 self.config_retry = Some(now + wait);
                 self.config_asked = asked;
-                return Err(ConfigOutcome::Deferred);
+                return Err(ConfigOutcome::Deferred(match state {
+                    Some(state) => Deferral::File(state),
+                    None => Deferral::Writing,
+                }));
             }
         }
         Ok(Look { checked, state })
@@ -130,7 +133,8 @@ impl Reloader {
         }
         self.config_retry = Some(now + CONFIG_MISSING_RETRY);
         self.config_asked = asked;
-        ConfigOutcome::Deferred
+        let ids = std::mem::take(&mut self.config_unsettled_entries);
+        ConfigOutcome::Deferred(Deferral::Entries(ids.join(", ")))
     }
 
     /// How long until the configuration file (`meta`, looked at `now`) has
@@ -207,7 +211,7 @@ pub(super) fn changed(path: &Path, before: &std::fs::Metadata) -> bool {
 }
 
 /// What a configuration reload did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum ConfigOutcome {
     /// A changed configuration is running now.
     Applied,
@@ -215,20 +219,42 @@ pub(super) enum ConfigOutcome {
     Restored,
     /// The file is the running configuration.
     Unchanged,
-    /// The file is being written; it is read again in a moment.
-    Deferred,
+    /// A writer is at work (why); the file is read again in a moment.
+    Deferred(Deferral),
     /// Shutdown has begun: the file is not read.
     Ignored,
 }
 
+/// Why a configuration read was deferred: the writer at work it waits for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Deferral {
+    /// The file changed a moment ago, or while it was read.
+    Writing,
+    /// The file is in a state a writer leaves: `missing`, `not readable`, `empty`.
+    File(&'static str),
+    /// Entry files it names do not load yet: those entries' ids.
+    Entries(String),
+}
+
 impl ConfigOutcome {
-    pub(super) fn as_str(self) -> &'static str {
+    /// As SIGHUP's summary says it (`config`): a deferral says what it
+    /// waits for, where every one said "the file is written whole" (a
+    /// chown or a key to come sent the operator to the file's writer).
+    pub(super) fn describe(&self) -> std::borrow::Cow<'static, str> {
         match self {
-            ConfigOutcome::Applied => "applied",
-            ConfigOutcome::Restored => "restored",
-            ConfigOutcome::Unchanged => "unchanged",
-            ConfigOutcome::Deferred => "deferred until the file is written whole",
-            ConfigOutcome::Ignored => "ignored: shutting down",
+            ConfigOutcome::Applied => "applied".into(),
+            ConfigOutcome::Restored => "restored".into(),
+            ConfigOutcome::Unchanged => "unchanged".into(),
+            ConfigOutcome::Deferred(Deferral::Writing) => {
+                "deferred until the file is written whole".into()
+            }
+            ConfigOutcome::Deferred(Deferral::File(state)) => {
+                format!("deferred while the file is {state}").into()
+            }
+            ConfigOutcome::Deferred(Deferral::Entries(ids)) => {
+                format!("deferred until the entry files it names settle: {ids}").into()
+            }
+            ConfigOutcome::Ignored => "ignored: shutting down".into(),
         }
     }
 }

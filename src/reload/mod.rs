@@ -230,6 +230,8 @@ pub struct Reloader {
     /// entry files, and when the wait's first deferred edit began: another
     /// edit read has a wait of its own, within 5 × settle_timeout of that.
     config_waited_edit: Option<(u64, Instant)>,
+    /// The entries whose files a configuration read was deferred for.
+    config_unsettled_entries: Vec<String>,
     /// The read of the configuration under way may wait for entry files
     /// it names that are not settled (`apply::reload_config_for`).
     config_entries_wait: bool,
@@ -409,6 +411,7 @@ impl Reloader {
             config_wait_said: None,
             config_rejected_in: None,
             config_waited_edit: None,
+            config_unsettled_entries: Vec::new(),
             config_entries_wait: false,
             config_entries_waited: false,
             config_seen: None,
@@ -481,10 +484,10 @@ impl Reloader {
         }
         match config {
             Ok(outcome) if refused == 0 => {
-                info!(target: LOG, config = outcome.as_str(), entries = ids.len(), entries_changed = changed, entries_refused = refused, entries_pending = pending, "SIGHUP: done");
+                info!(target: LOG, config = %outcome.describe(), entries = ids.len(), entries_changed = changed, entries_refused = refused, entries_pending = pending, "SIGHUP: done");
             }
             Ok(outcome) => {
-                warn!(target: LOG, config = outcome.as_str(), entries = ids.len(), entries_changed = changed, entries_refused = refused, entries_pending = pending, "SIGHUP: done; some certificate files were refused (see above)");
+                warn!(target: LOG, config = %outcome.describe(), entries = ids.len(), entries_changed = changed, entries_refused = refused, entries_pending = pending, "SIGHUP: done; some certificate files were refused (see above)");
             }
             Err(_) => {
                 warn!(target: LOG, config = "rejected", entries = ids.len(), entries_changed = changed, entries_refused = refused, entries_pending = pending, "SIGHUP: done; the configuration was rejected (see above), the running one stays");

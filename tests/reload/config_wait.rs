@@ -243,6 +243,75 @@ async fn a_second_edit_late_in_a_wait_is_waited_on_for_its_own_settle_timeout() 
     );
 }
 
+/// SIGHUP's summary says what a deferred configuration read waits for:
+/// the entries whose files it names that do not load yet, or the file's
+/// own state (missing). Every deferral said "deferred until the file is
+/// written whole", sending the operator to a file that was whole.
+/// settle_timeout is 10 minutes: the waits end because the files came.
+#[tokio::test]
+async fn sighup_says_what_a_deferred_configuration_read_waits_for() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let a = ca.server_pair(&["localhost"]);
+    let new = ca.server_pair(&["new.localhost"]);
+    s.pair("a", &a);
+    let config =
+        base_config("a.crt", "a.key", "").replace("settle_timeout: 2s", "settle_timeout: 10m");
+    let cfg = s.config(&config);
+    let (mut p, addr) = serve(&cfg).await;
+    let edit = config.replace(
+        "certs: [{ cert_file: a.crt, key_file: a.key }]",
+        "certs: [{ cert_file: a.crt, key_file: a.key }, { cert_file: new.crt, key_file: new.key }]",
+    );
+    mv_over(&s.path("new.crt"), &new.cert_pem);
+    write(&cfg, &edit);
+    let waited = "configuration names certificate files not settled yet; waiting for the writer until settle_timeout";
+    waited_not_rejected(&mut p, 1, waited).await;
+    let summary = sighup_summary(&mut p, 1).await;
+    assert_eq!(
+        summary["config"],
+        "deferred until the entry files it names settle: listeners.public.tls.certs[1]",
+        "{summary}"
+    );
+    mv_over(&s.path("new.key"), &new.key_pem);
+    until_served(addr, "new.localhost", &ca.cert_pem, &new.fingerprint).await;
+
+    std::fs::remove_file(&cfg).unwrap();
+    let missing = "configuration file missing; waiting for the writer until settle_timeout";
+    waited_not_rejected(&mut p, 1, missing).await;
+    let summary = sighup_summary(&mut p, 2).await;
+    assert_eq!(
+        summary["config"], "deferred while the file is missing",
+        "{summary}"
+    );
+    // Written back as it was before the edit: applied once there.
+    write(&cfg, &config);
+    p.wait_logs("the file back, applied", 2, |v| {
+        v["message"] == "configuration reloaded"
+    })
+    .await;
+    assert!(
+        !messages(&p).iter().any(|m| m == REJECTION),
+        "rejected while the writer was at work"
+    );
+}
+
+/// Sends SIGHUP and returns its summary line, the `n`th said.
+async fn sighup_summary(p: &mut Proxy, n: usize) -> serde_json::Value {
+    p.signal("HUP");
+    let done = |v: &serde_json::Value| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("SIGHUP: done"))
+    };
+    p.wait_logs("SIGHUP's summary", n, done).await;
+    let logs = p.logs();
+    let said = logs
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
+    said.filter(|v| done(v)).nth(n - 1).unwrap()
+}
+
 /// Waits until the configuration read was said waited on (`waited`, its
 /// message) `n` times, and fails if it was rejected first.
 async fn waited_not_rejected(p: &mut Proxy, n: usize, waited: &str) {
