@@ -1,7 +1,7 @@
 //! `hotproxy check` on inputs that are not what they seem: an environment
 //! value that is not UTF-8, an empty PEM block, a whole number YAML reads as a float,
 //! a token pasted as a variable or file name, a key of a mebibyte, a long value of the wrong type
-//! or one the resolver refuses.
+//! or one the resolver refuses, the entry a token problem names.
 
 mod support;
 
@@ -724,3 +724,6 @@ mod admin_bind;
 
 #[path = "check_inputs/warnings.rs"]
 mod warnings;
+
+#[path = "check_inputs/token_index.rs"]
+mod token_index;

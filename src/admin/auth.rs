@@ -106,7 +106,7 @@ impl Tokens {
                     next
                 });
                 tracing::info!(
-                    source = %format!("admin.tokens[{i}]"),
+                    source = %format!("admin.tokens[{}]", self.config.tokens[i].index),
                     "admin token file changed: its new token is in effect, the previous one is refused"
                 );
             }
@@ -264,7 +264,7 @@ fn read_token_file(p: &std::path::Path) -> Result<String, (String, bool)> {
     String::from_utf8(bytes).map_err(|_| ("not UTF-8 text".to_owned(), false))
 }
 
-/// The text of token `t` (`i`), whose `token_file` or `token_env` was set
+/// The text of token `t`, whose `token_file` or `token_env` was set
 /// by `${NAME}` (`env`), or why not, naming the field and `the value of
 /// ${NAME}`, never the value: one that names no set variable or no file
 /// that can be read may be the token itself (put in the variable where
@@ -273,8 +273,8 @@ fn read_token_file(p: &std::path::Path) -> Result<String, (String, bool)> {
 fn read_set_by_env(
     t: &crate::config::TokenConfig,
     env: &crate::config::SetByEnv,
-    i: usize,
 ) -> Result<String, String> {
+    let i = t.index;
     let what = &env.what;
     let hint = env.token_hint();
     match &t.source {
@@ -297,11 +297,12 @@ fn read_set_by_env(
     }
 }
 
-/// Where the problems of token `t` (`i`), once read, say it is: the
+/// Where the problems of token `t`, once read, say it is: the
 /// field and the file or variable it was read from (a value set by
 /// `${NAME}` too: it named one, so it is no token), the field alone for
 /// a path that looks like a token.
-fn place(t: &crate::config::TokenConfig, i: usize) -> String {
+fn place(t: &crate::config::TokenConfig) -> String {
+    let i = t.index;
     match &t.source {
         TokenSource::File(_) if t.path_withheld => format!("admin.tokens[{i}].token_file"),
         TokenSource::File(p) => format!("admin.tokens[{i}].token_file {}", shown_path(p)),
@@ -309,32 +310,33 @@ fn place(t: &crate::config::TokenConfig, i: usize) -> String {
     }
 }
 
-/// Token `i` of the configuration with its role, and what `run` warns
+/// Token `i` of the resolved list with its role, and what `run` warns
 /// about it (logged here, returned for `check` to print: a token shorter
 /// than 16 characters); an unreadable or empty source, the placeholder,
-/// or a token no header can carry is an error naming the field, never
-/// the token.
+/// or a token no header can carry is an error naming the field (the
+/// entry's position in the file, not `i`), never the token.
 fn read_token(config: &AdminConfig, i: usize) -> Result<(Role, Secret, Option<String>), String> {
     let t = &config.tokens[i];
+    let n = t.index;
     let text = match (&t.source, &t.set_by_env) {
-        (_, Some(env)) => read_set_by_env(t, env, i)?,
+        (_, Some(env)) => read_set_by_env(t, env)?,
         (TokenSource::File(p), None) => read_token_file(p).map_err(|(e, _)| {
             // A token pasted in place of the path, or of a directory in
             // it: not repeated.
             if t.path_withheld {
                 format!(
-                    "admin.tokens[{i}].token_file: {e}; a name in the path looks like a \
+                    "admin.tokens[{n}].token_file: {e}; a name in the path looks like a \
                      token, not a file or directory name (did you paste the token \
                      itself?); the path is withheld"
                 )
             } else {
-                format!("admin.tokens[{i}].token_file {}: {e}", shown_path(p))
+                format!("admin.tokens[{n}].token_file {}: {e}", shown_path(p))
             }
         })?,
         (TokenSource::Env(name), None) => crate::config::env::var(name)
-            .map_err(|e| format!("admin.tokens[{i}].token_env: {e}"))?,
+            .map_err(|e| format!("admin.tokens[{n}].token_env: {e}"))?,
     };
-    let place = place(t, i);
+    let place = place(t);
     let token = text.trim();
     if token.is_empty() {
         return Err(format!("{place}: the token is empty"));
@@ -494,6 +496,7 @@ mod tests {
             bind: "127.0.0.1:0".parse().unwrap(),
             bind_shown: Default::default(),
             tokens: vec![crate::config::TokenConfig {
+                index: 0,
                 role: Role::Editor,
                 source: TokenSource::File(file.clone()),
                 path_withheld: false,

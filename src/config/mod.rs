@@ -73,6 +73,10 @@ pub struct AdminConfig {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct TokenConfig {
+    /// Its position under `admin.tokens` in the file, which every message
+    /// about it names: an entry the resolver refuses is left out of
+    /// `AdminConfig::tokens`, so the position there is not the file's.
+    pub index: usize,
     pub role: Role,
     pub source: TokenSource,
     /// The `token_file` path as written looks like a token: never shown.

@@ -51,7 +51,9 @@ pub enum Subject {
     Config,
     /// A catalogue entry, by id.
     Entry(String),
-    /// The file of `admin.tokens[i]`, watched beside the catalogue's.
+    /// The file of admin token `i` (its position in `AdminConfig::tokens`,
+    /// which a message names by `TokenConfig::index`), watched beside the
+    /// catalogue's.
     AdminToken(usize),
 }
 

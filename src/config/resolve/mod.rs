@@ -523,6 +523,7 @@ impl Resolver {
                 }
             };
             tokens.push(TokenConfig {
+                index: i,
                 role,
                 source,
                 path_withheld,
