@@ -54,13 +54,37 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> 
 /// [`write_atomic`] makes one, fsynced, then put at `path` only if nothing
 /// is there, then the directory fsynced. `Ok(false)`: something is at
 /// `path` already (left as it is). On failure, or `Ok(false)`, the temp
-/// file is removed and nothing is at `path` that was not before.
+/// file is removed and nothing is at `path` that was not before. On a
+/// filesystem that can put no file in place without replacing (gcsfuse),
+/// `path` is created exclusively and written there instead
+/// ([`create_in_place`]): never over another, but a crash mid-write can
+/// tear it there.
 ///
 /// For a file whose loss or tearing cannot be undone (the store's key):
 /// written in place, a write cut short (a full disk, a killed process)
 /// left a short file that every later start refused, and a power loss
 /// after the store was written could keep the store and lose the key.
 pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<bool> {
+    write_new_by(path, bytes, mode, &PUT_BY_SYSTEM)
+}
+
+/// The two ways [`rename_new`] puts a file in place, apart so that a test
+/// can refuse them as a FUSE volume (gcsfuse) does; only tests choose
+/// others than [`PUT_BY_SYSTEM`].
+struct PutCalls {
+    rename_noreplace: fn(&Path, &Path) -> std::io::Result<()>,
+    hard_link: fn(&Path, &Path) -> std::io::Result<()>,
+}
+
+const PUT_BY_SYSTEM: PutCalls = PutCalls {
+    rename_noreplace: |from, to| {
+        use rustix::fs::{CWD, RenameFlags, renameat_with};
+        Ok(renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE)?)
+    },
+    hard_link: |from, to| fs::hard_link(from, to),
+};
+
+fn write_new_by(path: &Path, bytes: &[u8], mode: u32, calls: &PutCalls) -> anyhow::Result<bool> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let (tmp, mut f) = create_temp(dir, path)?;
     let placed =
@@ -71,8 +95,12 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<bool> {
             f.write_all(bytes)
                 .and_then(|_| f.sync_all())
                 .with_context(|| format!("cannot write {}", shown_path(&tmp)))?;
-            match rename_new(&tmp, path) {
-                Ok(()) => Ok(true),
+            match rename_new(&tmp, path, calls) {
+                Ok(Renamed::Done) => Ok(true),
+                Ok(Renamed::NotHere) => {
+                    let _ = fs::remove_file(&tmp);
+                    create_in_place(path, bytes, mode)
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
                 Err(e) => Err(anyhow::Error::new(e)
                     .context(format!("cannot put {} in place", shown_path(path)))),
@@ -87,22 +115,71 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<bool> {
     placed
 }
 
+/// What [`rename_new`] did.
+enum Renamed {
+    Done,
+    /// The filesystem neither renames without replacing nor links (FUSE
+    /// volumes such as gcsfuse): `to` is as it was, and `from` still there.
+    NotHere,
+}
+
 /// Rename `from` to `to` unless something is at `to` (`AlreadyExists`):
 /// `renameat2(RENAME_NOREPLACE)`, or, on a filesystem that does not take
 /// the flag (`EINVAL`), a hard link and the unlink of `from`. Either is
-/// atomic: no other process sees `to` missing, torn or replaced.
-fn rename_new(from: &Path, to: &Path) -> std::io::Result<()> {
-    use rustix::fs::{CWD, RenameFlags, renameat_with};
-    use rustix::io::Errno;
-    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
-        Ok(()) => Ok(()),
-        Err(Errno::INVAL | Errno::NOSYS) => {
-            fs::hard_link(from, to)?;
-            let _ = fs::remove_file(from);
-            Ok(())
+/// atomic: no other process sees `to` missing, torn or replaced. A link
+/// refused for any reason but `EEXIST` is [`Renamed::NotHere`]: the FUSE
+/// kernel turns a missing RENAME2 into `EINVAL`, and gcsfuse then refuses
+/// links (`ENOSYS`, `EPERM`, `EOPNOTSUPP`), where an exclusive create
+/// still works (and `check`, asking only that, passed).
+fn rename_new(from: &Path, to: &Path, calls: &PutCalls) -> std::io::Result<Renamed> {
+    match (calls.rename_noreplace)(from, to) {
+        Ok(()) => Ok(Renamed::Done),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
+            match (calls.hard_link)(from, to) {
+                Ok(()) => {
+                    let _ = fs::remove_file(from);
+                    Ok(Renamed::Done)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
+                Err(_) => Ok(Renamed::NotHere),
+            }
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     }
+}
+
+/// [`write_new`] where nothing puts a temp file in place: `path` created
+/// exclusively (`O_EXCL`, `O_NOFOLLOW`, 0600) and written there, as the
+/// store key was before temp files; `Ok(false)` when something is there.
+/// Never over another file, but not whole across a crash or power loss;
+/// a failed write removes the file (it is this call's: created here).
+fn create_in_place(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<bool> {
+    let mut f = match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => {
+            return Err(
+                anyhow::Error::new(e).context(format!("cannot create {}", shown_path(path)))
+            );
+        }
+    };
+    // The umask may have narrowed `mode` at creation; never widened it.
+    let written = f
+        .set_permissions(fs::Permissions::from_mode(mode))
+        .and_then(|_| f.write_all(bytes))
+        .and_then(|_| f.sync_all());
+    if let Err(e) = written {
+        drop(f);
+        let _ = fs::remove_file(path);
+        return Err(anyhow::Error::new(e).context(format!("cannot write {}", shown_path(path))));
+    }
+    Ok(true)
 }
 
 /// What `path` names once every symlink of its last component is followed
@@ -343,6 +420,8 @@ pub(crate) mod test_support {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::MetadataExt;
+
     use super::test_support::{mkfifo, within_bounded_time};
     use super::*;
 
@@ -418,6 +497,58 @@ mod tests {
         assert!(!write_new(&link, b"fourth", 0o600).unwrap());
         assert!(!d.path().join("nowhere").exists());
         assert!(others(d.path(), &["store.key", "link.key"]).is_empty());
+    }
+
+    /// Where the filesystem takes neither `RENAME_NOREPLACE` nor hard
+    /// links (gcsfuse: EINVAL, then EPERM, ENOSYS or EOPNOTSUPP), the file
+    /// is still written, exclusively: with its mode and bytes, never over
+    /// one there (a dangling link too), and no temp file stays behind.
+    #[test]
+    fn write_new_without_rename_or_link_creates_in_place() {
+        fn einval(_: &Path, _: &Path) -> std::io::Result<()> {
+            Err(std::io::Error::from_raw_os_error(libc::EINVAL))
+        }
+        let links: [fn(&Path, &Path) -> std::io::Result<()>; 3] = [
+            |_, _| Err(std::io::Error::from_raw_os_error(libc::EPERM)),
+            |_, _| Err(std::io::Error::from_raw_os_error(libc::ENOSYS)),
+            |_, _| Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
+        ];
+        for hard_link in links {
+            let fuse = PutCalls {
+                rename_noreplace: einval,
+                hard_link,
+            };
+            let d = tempfile::tempdir().unwrap();
+            let f = d.path().join("store.key");
+            assert!(write_new_by(&f, b"first", 0o600, &fuse).unwrap());
+            assert_eq!(fs::read(&f).unwrap(), b"first");
+            let mode = fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+            assert!(!write_new_by(&f, b"second", 0o600, &fuse).unwrap());
+            assert_eq!(fs::read(&f).unwrap(), b"first");
+            let link = d.path().join("link.key");
+            std::os::unix::fs::symlink(d.path().join("nowhere"), &link).unwrap();
+            assert!(!write_new_by(&link, b"third", 0o600, &fuse).unwrap());
+            assert!(!d.path().join("nowhere").exists());
+            assert!(others(d.path(), &["store.key", "link.key"]).is_empty());
+        }
+    }
+
+    /// Where the filesystem refuses `RENAME_NOREPLACE` (EINVAL) but links,
+    /// the file is linked in place: never over one there, no temp left.
+    #[test]
+    fn write_new_links_where_rename_noreplace_is_refused() {
+        let no_flag = PutCalls {
+            rename_noreplace: |_, _| Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
+            hard_link: PUT_BY_SYSTEM.hard_link,
+        };
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("store.key");
+        assert!(write_new_by(&f, b"first", 0o600, &no_flag).unwrap());
+        assert!(!write_new_by(&f, b"second", 0o600, &no_flag).unwrap());
+        assert_eq!(fs::read(&f).unwrap(), b"first");
+        assert_eq!(fs::metadata(&f).unwrap().nlink(), 1, "the temp name stays");
+        assert!(others(d.path(), &["store.key"]).is_empty());
     }
 
     /// Links are followed to the file they lead to, relative ones from
