@@ -696,23 +696,28 @@ pub(crate) mod tests {
         Box::new(H1::handshake(d, 0).await.unwrap())
     }
 
-    /// A full pool whose idle connection outlived `idle_timeout` keeps the
-    /// connection handed back now, not the expired one: the next request
-    /// reuses it instead of dialling.
+    /// A full pool closes every idle connection past `idle_timeout` for
+    /// one handed back, not only its least recently used (eviction alone
+    /// would keep the other expired one): the live one stays, and the next
+    /// request reuses the one handed back instead of dialling.
     #[tokio::test]
     async fn an_expired_idle_connection_makes_room_for_one_handed_back() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let timeout = Duration::from_secs(60);
-        let pool = Pool::new(1, timeout);
-        pool.put(h1(&listener).await);
-        // It went idle longer ago than the timeout.
-        pool.state.lock().unwrap().idle[0].idle_since = Some(Instant::now() - 2 * timeout);
+        let pool = Pool::new(3, timeout);
+        for _ in 0..3 {
+            pool.put(h1(&listener).await);
+        }
+        // The two least recently used went idle longer ago than the timeout.
+        for c in pool.state.lock().unwrap().idle.iter_mut().take(2) {
+            c.idle_since = Some(Instant::now() - 2 * timeout);
+        }
         let fresh = h1(&listener).await;
         let fresh_at: *const H1 = &*fresh;
         pool.put(fresh);
-        assert_eq!(pool.idle(), 1);
+        assert_eq!(pool.idle(), 2, "an expired connection was kept");
         match pool.find(Want::Any, None) {
-            Found::H1(c) => assert!(std::ptr::eq(&*c, fresh_at), "the expired one was kept"),
+            Found::H1(c) => assert!(std::ptr::eq(&*c, fresh_at), "another one was handed out"),
             _ => panic!("the connection handed back was not kept"),
         }
     }
