@@ -594,6 +594,33 @@ mod tests {
         assert!(err.contains("0644") && err.contains("chmod 600"), "{err}");
     }
 
+    /// Starts racing to create a missing key all get the one key put in
+    /// place, the file's: none puts its own over another's (a replacing
+    /// rename gives each start its own key and the file the last one, and
+    /// the stores saved with the others never open again).
+    #[test]
+    fn racing_key_creations_share_one_key() {
+        const STARTS: usize = 8;
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("data/store.key");
+        let barrier = std::sync::Barrier::new(STARTS);
+        let keys: Vec<[u8; 32]> = std::thread::scope(|s| {
+            let starts: Vec<_> = (0..STARTS)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        create_key(&path).unwrap()
+                    })
+                })
+                .collect();
+            starts.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let file = fs::read(&path).unwrap();
+        // Counted, not compared with assert_eq: a key is never printed.
+        let other = keys.iter().filter(|k| k[..] != file[..]).count();
+        assert_eq!(other, 0, "starts given another key than the file's");
+    }
+
     fn write_key(path: &Path, key: &[u8]) {
         let mut f = fs::OpenOptions::new()
             .write(true)
