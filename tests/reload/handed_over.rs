@@ -42,7 +42,12 @@ async fn a_client_between_its_handshake_and_its_request_across_a_rename_is_answe
     let mut h2 = (*tls12).clone();
     h2.alpn_protocols = vec![b"h2".to_vec()];
     let h2 = connect(addr, "localhost", std::sync::Arc::new(h2));
-    let mut h2 = h2_client(h2.await.unwrap()).await;
+    let (h2, h2_conn) = within_deadline("an HTTP/2 handshake", async {
+        h2::client::handshake(h2.await.unwrap()).await.unwrap()
+    })
+    .await;
+    let h2_conn = tokio::spawn(h2_conn);
+    let mut h2 = within_deadline("HTTP/2 ready", h2.ready()).await.unwrap();
     write(
         &cfg,
         &format!("listeners:\n{}", tls_listener("edge", addr.port())),
@@ -68,9 +73,22 @@ async fn a_client_between_its_handshake_and_its_request_across_a_rename_is_answe
         Ok((asked, _)) => within_deadline("an HTTP/2 answer", asked).await,
         Err(closed) => Err(closed),
     };
+    // No route: the proxy's own 404, as the HTTP/1.1 one.
+    let status = answered.map(|r| r.status());
     assert!(
-        answered.is_ok(),
-        "the HTTP/2 client's first request was not answered: {answered:?}"
+        answer.starts_with("HTTP/1.1 404 ") && matches!(status, Ok(http::StatusCode::NOT_FOUND)),
+        "the HTTP/2 client's first request was not answered: {status:?}"
+    );
+    // Then its connection closes, gracefully: a `GOAWAY` (`NO_ERROR`)
+    // first, not the socket's end alone (h2 then says a broken pipe).
+    let ended = within_deadline("the HTTP/2 connection's close", h2_conn).await;
+    assert!(matches!(ended, Ok(Ok(()))), "{ended:?}");
+    let after = h2.ready().await.err();
+    assert!(
+        after.as_ref().is_some_and(|e| e.is_go_away()
+            && e.is_remote()
+            && e.reason() == Some(h2::Reason::NO_ERROR)),
+        "no GOAWAY before the close: {after:?}"
     );
 }
 
@@ -110,6 +128,73 @@ async fn a_redirect_listeners_client_whose_proxy_header_ends_after_a_rename_is_r
         .await
         .unwrap();
     assert_redirected(&mut late).await;
+}
+
+/// A client handed over with no request yet (its driver running when the
+/// rename came: its TLS handshake counted, or its redirect connection
+/// open) is closed at once at SIGTERM, after a look at its socket, as any
+/// connection with no request (SPEC §1), and the process exits. The
+/// hand-over made its first request its last, which the signal took for
+/// a head an earlier look had found: no look, only hyper's graceful
+/// close, which drops a request unread on the socket at the signal (the
+/// driver's look_tests show it; this one had sent none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handed_over_client_with_no_request_yet_is_closed_at_once_at_shutdown() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("a", &ca.server_pair(&["localhost"]));
+    let both = |tls: &str, http: &str, ports: (u16, u16)| {
+        format!(
+            "admin: {{ bind: \"127.0.0.1:0\" }}\nruntime: {{ shutdown_grace: 60s }}\nlisteners:\n{}  - name: {http}\n    bind: 127.0.0.1:{}\n    redirect_https: {{ port: 8443 }}\n    limits: {{ header_read_timeout: 1h }}\n",
+            tls_listener(tls, ports.0),
+            ports.1
+        )
+    };
+    let cfg = s.config(&both("one", "http", (0, 0)));
+    let mut p = Proxy::start(&cfg);
+    let (tls_addr, http_addr) = (p.listener_addr("one").await, p.listener_addr("http").await);
+    let admin = p.admin_addr().await;
+    let h1 = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    let mut tls = connect(tls_addr, "localhost", h1).await.unwrap();
+    let mut plain = TcpStream::connect(http_addr).await.unwrap();
+    let shaken = "hotproxy_tls_handshakes_total{listener=\"one\",result=\"success\"} 1";
+    wait_metric(admin, shaken, WAIT).await;
+    wait_metric(
+        admin,
+        "hotproxy_connections_active{listener=\"http\"} 1",
+        WAIT,
+    )
+    .await;
+    write(
+        &cfg,
+        &both("edge", "web", (tls_addr.port(), http_addr.port())),
+    );
+    old_loop_stopped(&mut p, "one").await;
+    old_loop_stopped(&mut p, "http").await;
+    for name in ["one", "http"] {
+        p.wait_log("the driver's hand-over", |v| {
+            v["message"] == "listener handed over: its first request is answered, its last"
+                && v["listener"] == name
+        })
+        .await;
+    }
+    p.signal("TERM");
+    for name in ["one", "http"] {
+        p.wait_log("the close at once at SIGTERM", |v| {
+            v["message"] == "closing connection: shutting down before its first request"
+                && v["listener"] == name
+        })
+        .await;
+    }
+    // Bounded by read_to_close's 20 s, under the hour and the minute.
+    let tls_read = String::from_utf8_lossy(&read_to_close(&mut tls).await).into_owned();
+    assert_eq!(tls_read, "", "the TLS client was answered");
+    let plain_read = String::from_utf8_lossy(&read_to_close(&mut plain).await).into_owned();
+    assert_eq!(
+        plain_read, "",
+        "the redirect listener's client was answered"
+    );
+    assert!(p.wait_exit(CLIENT_DEADLINE).await.success());
 }
 
 /// The proxy with a redirect listener `http`, in its scene: its address

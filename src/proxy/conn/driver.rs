@@ -275,12 +275,18 @@ impl Driver<'_> {
         // the poll: hyper may read it whole and answer it in that poll,
         // before its graceful close can be asked for): its response says
         // `Connection: close`, and nothing behind it is read. A later
-        // close from outside does not look again.
+        // close from outside does not look again (`head_kept`).
+        // Whether an earlier look found a first HTTP/1.1 head begun, its
+        // request kept, still to be read. Not `Activity::answers_last`:
+        // a hand-over makes the first request the last with no look (see
+        // `handed`), and a later signal must still look, or a request
+        // on the socket unread at it is dropped by hyper's graceful close.
+        let mut head_kept = false;
         macro_rules! at_once {
             () => {{
                 match unbegun(self.activity, h2) {
                     // Found so at an earlier signal: still to be read.
-                    Some(_) if !h2 && self.activity.answers_last() => None,
+                    Some(_) if !h2 && head_kept => None,
                     Some(why) => {
                         // Whether the look's poll began a request: the
                         // first, or (HTTP/2) a stream the service took;
@@ -316,6 +322,7 @@ impl Driver<'_> {
                             // byte (not the empty lines hyper skips).
                             Some(_) if !h2 && head => {
                                 debug!(listener = %name, peer = %peer, "bytes unread at the close began a request; closing gracefully");
+                                head_kept = true;
                                 None
                             }
                             // Nothing found, or HTTP/2 frames that began
@@ -365,6 +372,8 @@ impl Driver<'_> {
                     // Handed over with no request yet: answered first, from
                     // here as one from the queue is (HTTP/1.1 its last:
                     // keep-alive is on; HTTP/2 closing once a stream began).
+                    // Nothing looked at: the process's signal still looks
+                    // (not `head_kept`), closing it at once if nothing came.
                     let handed = !answer_first && !activity.asked() && handed_over.is_some_and(|h| h());
                     if first {
                         debug!(listener = %name, peer = %peer, "shutting down: its first request is answered, its last");

@@ -41,6 +41,62 @@ async fn an_h1_request_the_look_reads_whole_is_answered_as_the_last() {
     }
 }
 
+/// HTTP/1.1, its listener handed over (a rename) with no request yet,
+/// then the process's signal: a whole head on the socket, unread at
+/// that signal, is read by the look and answered, as the connection's
+/// last (SPEC §1). The hand-over had made its first request its last
+/// (`Activity::answer_last`), which the signal took for a head an
+/// earlier look had found: no look, and hyper's graceful close, nothing
+/// read, closed the connection, the request sent before the signal
+/// unanswered.
+#[tokio::test]
+async fn an_h1_request_unread_at_shutdown_after_a_hand_over_is_answered() {
+    const ONE: &[u8] = b"GET /a HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let Unread {
+        tls,
+        peer,
+        client,
+        revoked,
+    } = unread_at_signal(b"", ONE, b"", b"").await;
+    let activity = Activity::new(Instant::now(), true);
+    let io = ClientIo::new(Box::new(tls), activity.clone(), true, LONG, Box::new(()));
+    let svc = hyper::service::service_fn(answering_ok(&activity));
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc);
+    let signals = Signals::new(false, false);
+    let driver = Driver {
+        handed_over: Some(&|| true),
+        ..test_driver(&activity, peer, &signals)
+    };
+    let run = driver.run(
+        conn,
+        |c| c.graceful_shutdown(),
+        futures_util::stream::pending(),
+    );
+    let signal = async {
+        signals.closing.send_replace(true);
+        // Until the driver has taken the hand-over.
+        let mut tries = 0;
+        while !activity.answers_last() {
+            tries += 1;
+            assert!(tries < 10_000, "the hand-over never taken");
+            tokio::task::yield_now().await;
+        }
+        // The request on the socket, the runtime not polling for I/O
+        // before the signal.
+        revoked.await;
+        signals.process.send_replace(true);
+    };
+    let (outcome, ()) = tokio::join!(run, signal);
+    let got = String::from_utf8_lossy(&received(client).await).to_ascii_lowercase();
+    assert!(
+        got.starts_with("http/1.1 200")
+            && got.contains("\r\nconnection: close\r\n")
+            && got.ends_with("ok"),
+        "{got:?}"
+    );
+    assert_eq!(outcome.by, Ended::ByUs);
+}
+
 /// HEADERS on stream 3, END_STREAM without END_HEADERS: `:method GET`
 /// alone, its CONTINUATION due.
 const HALF3: &[u8] = b"\x00\x00\x01\x01\x01\x00\x00\x00\x03\x82";

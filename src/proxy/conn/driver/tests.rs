@@ -275,8 +275,8 @@ pub(super) fn test_driver<'a>(
 
 /// Signals for a driver: the listener's `closing` and the process's shutdown.
 pub(super) struct Signals {
-    closing: watch::Sender<bool>,
-    process: watch::Sender<bool>,
+    pub(super) closing: watch::Sender<bool>,
+    pub(super) process: watch::Sender<bool>,
 }
 
 impl Signals {
