@@ -633,6 +633,7 @@ pub(super) fn listener_tls(
             modes,
             gates,
             resolver: resolver.clone(),
+            left_out: crate::tls::per_name::hosts_left_out(&l.certs, &pairs),
         }))
     } else {
         None

@@ -10,12 +10,13 @@
 //! `client_auth` gets 421 (otherwise per-name mTLS is bypassed by
 //! `Host: admin.example` on a connection made to `public.example`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use rustls::ServerConfig;
 
-use crate::config::ClientAuthMode;
-use crate::tls::server::SniResolver;
+use crate::config::{ClientAuthMode, ListenerCert};
+use crate::tls::server::{ServedPair, SniResolver};
 
 /// A listener's per-entry TLS configs.
 pub struct PerName {
@@ -30,19 +31,43 @@ pub struct PerName {
     /// connections are checked against again when the rules change.
     pub gates: Vec<Option<Arc<crate::identity::gate::Gate>>>,
     pub resolver: Arc<SniResolver>,
+    /// The names an entry lists that no SNI can carry (rustls refuses
+    /// them: `host.123`), each with the first entry listing it
+    /// ([`hosts_left_out`]): no handshake selects it by them, but a
+    /// request's host still belongs to it.
+    pub left_out: HashMap<String, usize>,
 }
 
 impl PerName {
     /// Position of the entry answering `host` (a `Host` value, perhaps
     /// with a port); unknown names belong to the default entry.
+    /// A name an entry lists that SNI cannot carry is that entry's, as
+    /// one it answers (exact before wildcard): on another entry's
+    /// connection a request for it gets 421, where the default entry's
+    /// `client_auth` would let it in.
     pub fn position_of_host(&self, host: &str) -> usize {
         let name = strip_port(host).trim_end_matches('.');
-        if name.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.resolver
-                .position_or_default(Some(&name.to_ascii_lowercase()))
+        let lower;
+        let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = name.to_ascii_lowercase();
+            &lower
         } else {
-            self.resolver.position_or_default(Some(name))
+            name
+        };
+        if self.left_out.is_empty() {
+            return self.resolver.position_or_default(Some(name));
         }
+        // Exact names first, SNI's or not (no name is both), then wildcards.
+        if let Some(&at) = self.left_out.get(name) {
+            return at;
+        }
+        if self.resolver.answers(name) {
+            return self.resolver.position_or_default(Some(name));
+        }
+        let wildcard = name.split_once('.').map(|(_, up)| format!("*.{up}"));
+        wildcard
+            .and_then(|w| self.left_out.get(&w).copied())
+            .unwrap_or(0)
     }
 
     /// Whether entries `a` and `b` admit clients alike: the same
@@ -55,6 +80,25 @@ impl PerName {
             _ => false,
         }
     }
+}
+
+/// The names each entry of `certs` (served as `pairs`) lists that SNI
+/// cannot carry ([`crate::config::host_only_name`]), each with the first
+/// listing it: for an entry without `server_names`, its certificate's DNS
+/// SANs left out of those it answers.
+pub fn hosts_left_out(certs: &[ListenerCert], pairs: &[ServedPair<'_>]) -> HashMap<String, usize> {
+    let mut left_out = HashMap::new();
+    for (at, (c, p)) in certs.iter().zip(pairs).enumerate() {
+        if c.server_names.is_some() {
+            continue;
+        }
+        for name in &p.pair.leaf.dns_left_out {
+            if let Some(name) = crate::config::host_only_name(name) {
+                left_out.entry(name).or_insert(at);
+            }
+        }
+    }
+    left_out
 }
 
 fn strip_port(host: &str) -> &str {

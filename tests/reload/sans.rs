@@ -672,3 +672,28 @@ fn a_dns_san_rustls_refuses_as_sni_is_no_name_the_entry_answers() {
         "{out}"
     );
 }
+
+/// A DNS SAN rustls refuses as SNI (`host.123`) selects no entry by SNI,
+/// but a request for that host still belongs to the entry whose
+/// certificate names it, for the 421: a client of the first entry
+/// (no client_auth) without a certificate asking for it gets 421, and
+/// b's verified client is served. Left out of the hosts the 421 reads
+/// too, it went to the default entry: the first was served (b's
+/// client_auth bypassed for that host's routes), the second refused.
+#[tokio::test]
+async fn a_san_left_out_for_sni_still_belongs_to_its_entry_for_the_421() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    s.pair("a", &ca.server_pair(&["a.test"]));
+    s.pair("b", &ca.server_pair_with_dns_sans(&["b.test", "host.123"]));
+    let b_files = "cert_file: b.crt, key_file: b.key";
+    let (_p, addr) = serve(&s.config(&public_a_and_b("", b_files, B_VERIFIED))).await;
+    let client = ca.client_pair("client");
+    for (sni, who, want) in [("a.test", None, 421), ("b.test", Some(&client), 404)] {
+        let mut open = open_served(addr, sni, &ca.cert_pem, who).await;
+        let asked = open.send.send_request(get_to("host.123"));
+        let status = within_deadline("a request for host.123", asked).await;
+        assert_eq!(status.unwrap().status(), want, "SNI {sni}, Host host.123");
+    }
+}

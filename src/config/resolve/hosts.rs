@@ -178,6 +178,22 @@ pub(crate) fn server_name(h: &str) -> Result<String, String> {
     Ok(name)
 }
 
+/// A name [`server_name`] refuses only because rustls refuses it as SNI
+/// (`host.123`, `-a.example.com`), as a request's host is compared with
+/// it: lowercase, without a final `.`. No ClientHello selects an entry by
+/// it, but a request's `Host` can carry it, and the entry whose
+/// certificate (or `server_names`) lists it keeps it for the 421 check
+/// ([`crate::tls::per_name::PerName::position_of_host`]): on another
+/// entry's connection, a request for it is refused, not served under
+/// that entry's `client_auth`. `None` for any other name (an IP address,
+/// text that is no host name, a name SNI can carry).
+pub(crate) fn host_only_name(h: &str) -> Option<String> {
+    let name = host_pattern(h, "a server name").ok()?;
+    let labels = name.strip_prefix("*.").unwrap_or(&name);
+    let refused = rustls_pki_types::DnsName::try_from(labels).is_err();
+    (refused && name.parse::<std::net::IpAddr>().is_err()).then_some(name)
+}
+
 /// Why rustls refuses `labels` (lowercase, each of letters, digits, `-`
 /// and `_`) as SNI.
 fn not_sni(labels: &str) -> &'static str {
