@@ -305,8 +305,9 @@ fn startup(
         warnings.push(short.to_string());
     }
     // First match wins: said as `run` logs it at startup and on reload.
-    for l in &config.listeners {
+    for (i, l) in config.listeners.iter().enumerate() {
         warnings.extend(l.route_overlaps.iter().cloned());
+        warnings.extend(config::left_out_warnings(l, &format!("listeners[{i}]")));
     }
     if let Some(Err(e)) = config.access_log.as_ref().map(crate::access_log::preview) {
         problems.push(e);

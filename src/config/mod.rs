@@ -24,7 +24,7 @@ mod resolve;
 mod tree;
 mod upstream;
 mod withhold;
-pub(crate) use resolve::{host_only_name, server_name};
+pub(crate) use resolve::{host_only_name, left_out_warnings, server_name};
 use withhold::Withheld;
 pub(crate) use withhold::found_text;
 
@@ -397,6 +397,11 @@ pub struct ListenerCert {
     pub entry: String,
     /// SNI names this pair answers; `None` = the certificate's DNS SANs.
     pub server_names: Option<Vec<String>>,
+    /// The `server_names` left out of those: names rustls refuses as SNI
+    /// (`host.123`), warned about ([`left_out_warnings`]); a request's
+    /// host naming one still belongs to this entry (the 421 check), as a
+    /// certificate's DNS SAN left out so does.
+    pub left_out: Vec<String>,
     /// This entry's own client auth (crt-list style), overriding the
     /// listener's for connections whose SNI selects it.
     pub client_auth: Option<ClientAuthConfig>,

@@ -619,6 +619,9 @@ impl Reloader {
             for o in &l.route_overlaps {
                 warn!(target: LOG, listener = %l.name, overlap = %o, "an earlier route takes some requests of a later, more specific one (first match wins)");
             }
+            for w in crate::config::left_out_warnings(l, &format!("listeners.{}", l.name)) {
+                warn!(target: LOG, listener = %l.name, warning = %w, "a server name no client can send as SNI is left out");
+            }
         }
         for (id, e) in unusable {
             warn!(target: LOG, entry = %id, error = %e, "unused entry has no usable material");

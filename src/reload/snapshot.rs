@@ -516,17 +516,7 @@ fn unreachable_entries(
         if !p.names().is_empty() || policy(i) == policy(0) {
             continue;
         }
-        let left_out = &p.pair.leaf.dns_left_out;
-        let how = if l.certs[i].server_names.is_some() {
-            "its server_names are empty".to_owned()
-        } else if left_out.is_empty() {
-            "its certificate has no DNS name".to_owned()
-        } else {
-            format!(
-                "its certificate names no host an SNI can carry (DNS SANs left out: {})",
-                left_out.join(", ")
-            )
-        };
+        let how = crate::tls::per_name::why_no_name(&l.certs[i], p);
         if rotation {
             warn!(target: LOG, listener = %l.name, entry = %p.entry, why = %how, "a renewed certificate leaves its entry no name to answer; no client selects it, so its client_auth does not apply (give the entry server_names: check and a restart refuse this)");
             continue;

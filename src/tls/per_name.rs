@@ -84,21 +84,45 @@ impl PerName {
 
 /// The names each entry of `certs` (served as `pairs`) lists that SNI
 /// cannot carry ([`crate::config::host_only_name`]), each with the first
-/// listing it: for an entry without `server_names`, its certificate's DNS
+/// listing it: its `server_names` left out, else its certificate's DNS
 /// SANs left out of those it answers.
 pub fn hosts_left_out(certs: &[ListenerCert], pairs: &[ServedPair<'_>]) -> HashMap<String, usize> {
     let mut left_out = HashMap::new();
     for (at, (c, p)) in certs.iter().zip(pairs).enumerate() {
-        if c.server_names.is_some() {
-            continue;
-        }
-        for name in &p.pair.leaf.dns_left_out {
-            if let Some(name) = crate::config::host_only_name(name) {
-                left_out.entry(name).or_insert(at);
-            }
+        let names = match c.server_names {
+            Some(_) => c.left_out.clone(),
+            None => (p.pair.leaf.dns_left_out.iter())
+                .filter_map(|n| crate::config::host_only_name(n))
+                .collect(),
+        };
+        for name in names {
+            left_out.entry(name).or_insert(at);
         }
     }
     left_out
+}
+
+/// Why entry `c` (served as `p`) answers no name, for its refusal: its
+/// `server_names` are empty or all left out, or its certificate has no
+/// DNS SAN or none SNI can carry.
+pub fn why_no_name(c: &ListenerCert, p: &ServedPair<'_>) -> String {
+    let (whose, left_out) = match c.server_names {
+        Some(_) if c.left_out.is_empty() => return "its server_names are empty".to_owned(),
+        Some(_) => ("server_names name", &c.left_out),
+        None if p.pair.leaf.dns_left_out.is_empty() => {
+            return "its certificate has no DNS name".to_owned();
+        }
+        None => ("certificate names", &p.pair.leaf.dns_left_out),
+    };
+    let what = if c.server_names.is_some() {
+        ""
+    } else {
+        "DNS SANs "
+    };
+    format!(
+        "its {whose} no host an SNI can carry ({what}left out: {})",
+        left_out.join(", ")
+    )
 }
 
 fn strip_port(host: &str) -> &str {

@@ -668,9 +668,54 @@ fn a_dns_san_rustls_refuses_as_sni_is_no_name_the_entry_answers() {
     let (code, out) = check(&s.config(&public_a_and_b("", b_files, &named)));
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("\"host.123\": no client can send it as the server name (SNI)"),
+        out.contains("\"host.123\": no client can send it as the server name (SNI)")
+            && out.contains(
+                "answers no name (its server_names name no host an SNI can carry \
+                 (left out: host.123))"
+            ),
         "{out}"
     );
+}
+
+/// A `server_names` name rustls refuses as SNI beside one it takes
+/// (`[b.test, host.123]`) loads, as it did before such names were told
+/// apart: `check` warns, naming the field and the name, and leaves it
+/// out; the entry answers b.test (its certificate, its client_auth), and
+/// a request for host.123 on the first entry's connection is still b's
+/// (421). It was refused, by `check`, startup and a reload alike.
+#[tokio::test]
+async fn a_server_name_sni_cannot_carry_beside_others_is_left_out_with_a_warning() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    s.pair("a", &ca.server_pair(&["a.test"]));
+    let b = ca.server_pair(&["b.test"]);
+    s.pair("b", &b);
+    let b_files = "cert_file: b.crt, key_file: b.key";
+    let named = B_VERIFIED.replace(
+        "- ref: b\n",
+        "- ref: b\n          server_names: [b.test, host.123]\n",
+    );
+    let cfg = s.config(&public_a_and_b("", b_files, &named));
+    let (code, out) = check(&cfg);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(
+            "warning: listeners[0].tls.certs[1].server_names: \"host.123\": no client can \
+             send it as the server name (SNI)"
+        ),
+        "{out}"
+    );
+    let (_p, addr) = serve(&cfg).await;
+    let client = ca.client_pair("client");
+    let verified = client_config(&ca.cert_pem, Some(&client), &[b"http/1.1"]);
+    let tls = connect(addr, "b.test", verified).await.unwrap();
+    let leaf = fingerprint(tls.get_ref().1.peer_certificates().unwrap()[0].as_ref());
+    assert_eq!(leaf, b.fingerprint, "b.test is not b's");
+    let mut open = open_served(addr, "a.test", &ca.cert_pem, None).await;
+    let asked = open.send.send_request(get_to("host.123"));
+    let status = within_deadline("a request for host.123", asked).await;
+    assert_eq!(status.unwrap().status(), 421, "SNI a.test, Host host.123");
 }
 
 /// A DNS SAN rustls refuses as SNI (`host.123`) selects no entry by SNI,

@@ -194,6 +194,25 @@ pub(crate) fn host_only_name(h: &str) -> Option<String> {
     (refused && name.parse::<std::net::IpAddr>().is_err()).then_some(name)
 }
 
+/// What `check` warns and `run` logs for each `server_names` name left
+/// out ([`crate::config::ListenerCert::left_out`]): `AT.tls.certs[J].server_names:
+/// "NAME": WHY; …`, `at` naming the listener (`listeners[0]` in `check`,
+/// `listeners.NAME` in a log).
+pub(crate) fn left_out_warnings(l: &crate::config::ListenerConfig, at: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (j, c) in l.certs.iter().enumerate() {
+        for name in &c.left_out {
+            let why = server_name(name).err().unwrap_or_default();
+            out.push(format!(
+                "{at}.tls.certs[{j}].server_names: {why}; left out of the names the entry \
+                 answers (a request for it is still the entry's: on another entry's connection \
+                 with another client_auth, 421)"
+            ));
+        }
+    }
+    out
+}
+
 /// Why rustls refuses `labels` (lowercase, each of letters, digits, `-`
 /// and `_`) as SNI.
 fn not_sni(labels: &str) -> &'static str {
@@ -485,13 +504,34 @@ mod tests {
         ] {
             assert_eq!(super::server_name(good).as_deref(), Ok(good));
         }
+        // In a configuration such a name is left out with a warning, not
+        // refused (a configuration naming one beside others loaded
+        // before); it is kept for the 421 (`left_out`). An IP address is
+        // still refused.
         let cfg = MINIMAL.replace(
             "certs: [{ ref: edge }]",
             "certs: [{ ref: edge, server_names: [ok.example.com, \"010.0.0.5\"] }]",
         );
+        let c = parse_str(&cfg).unwrap();
+        let cert = &c.listeners[0].certs[0];
+        assert_eq!(
+            cert.server_names.as_deref(),
+            Some(&["ok.example.com".to_owned()][..])
+        );
+        assert_eq!(cert.left_out, ["010.0.0.5"]);
+        let w = super::left_out_warnings(&c.listeners[0], "listeners[0]");
+        assert!(
+            w.len() == 1
+                && w[0].starts_with(
+                    "listeners[0].tls.certs[0].server_names: \"010.0.0.5\": no client can send it"
+                ),
+            "{w:?}"
+        );
+        let cfg = cfg.replace("\"010.0.0.5\"", "\"10.0.0.5\"");
         let m = messages(&parse_str(&cfg).unwrap_err());
         assert!(
-            m.contains("listeners[0].tls.certs[0].server_names") && m.contains("010.0.0.5"),
+            m.contains("listeners[0].tls.certs[0].server_names: \"10.0.0.5\"")
+                && m.contains("IP address"),
             "{m}"
         );
         let cfg = MINIMAL.replace(

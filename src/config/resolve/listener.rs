@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::hosts::{Reachable, route_host, server_name, unroutable_prefix};
+use super::hosts::{Reachable, host_only_name, route_host, server_name, unroutable_prefix};
 use super::{
     BODY_READ_TIMEOUT_FLOOR, HEADER_READ_TIMEOUT_FLOOR, Named, Resolver, SEND_TIMEOUT_FLOOR,
     TUNNEL_IDLE_TIMEOUT_FLOOR, shown,
@@ -83,13 +83,26 @@ impl Resolver {
                         named,
                         anonymous,
                     ) {
+                        // A name rustls refuses as SNI is left out, with a
+                        // warning, as a certificate's DNS SAN is: the entry
+                        // is refused only if then left answering no name.
+                        let mut left_out = Vec::new();
                         let server_names = c.server_names.as_ref().map(|names| {
                             names
                                 .iter()
                                 .filter_map(|n| {
                                     let at = format!("{cat}.server_names");
                                     let n = self.string(&at, n);
-                                    server_name(&n).map_err(|e| self.problem(at, e)).ok()
+                                    match server_name(&n) {
+                                        Ok(name) => Some(name),
+                                        Err(e) => {
+                                            match host_only_name(&n) {
+                                                Some(name) => left_out.push(name),
+                                                None => self.problem(at, e),
+                                            }
+                                            None
+                                        }
+                                    }
                                 })
                                 .collect()
                         });
@@ -106,6 +119,7 @@ impl Resolver {
                         certs.push(ListenerCert {
                             entry,
                             server_names,
+                            left_out,
                             client_auth,
                         });
                     }
