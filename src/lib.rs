@@ -47,7 +47,8 @@
 //!   - `pem`: read + parse + validate an entry's files (consistent re-read, key match).
 //!   - `bundle`: a CA bundle's certificates (each a usable trust anchor) and CRLs, counted per file;
 //!     its CRLs chosen again once one dated in the future is issued.
-//!   - `crls`: a bundle's CRLs as webpki is given them: of an issuer's, the newest, newest first;
+//!   - `crls`: a bundle's CRLs as webpki is given them: of an issuer's, the newest, newest first
+//!     (and full CRLs first, when a scoped one is newer);
 //!     the bundle's CA certificates they revoke (no trust anchors); those rolled back to older ones;
 //!     its unit tests in `crls/tests.rs`.
 //!   - `der`: DER read by hand: a signature checked as webpki checks it (a leaf's against its issuer), Must-Staple.
@@ -62,6 +63,8 @@
 //!   - `server`: listener `ServerConfig` (SNI resolver, client-auth modes); its
 //!     unit tests in `server/tests.rs`.
 //!   - `accept`: the listener handshake: the ClientHello read first, an SNI miss counted once, then the config.
+//!   - `verifiers`: the client verifiers a client-auth mode builds: webpki's against a CA
+//!     bundle (a second with its full CRLs first when that order differs), or any certificate.
 //!   - `per_name`: client auth per certificate entry: a config per entry, chosen by SNI.
 //!   - `client`: upstream `ClientConfig` (CA bundle or system roots, client pair).
 //!   - `names`: `verify_names` (DNS, URI, `spiffe://td/**`) and their verifier.

@@ -33,6 +33,12 @@ use crate::identity::{AllowList, Identity};
 pub struct Gate {
     pub listener: Arc<str>,
     pub inner: Arc<dyn ClientCertVerifier>,
+    /// `inner` with each issuer's full CRL ahead of its scoped ones, when
+    /// the bundle has a scoped one newer ([`crate::material::CaBundle::crls_full_first`]):
+    /// a chain passes both. webpki checks a certificate against one CRL of
+    /// its issuer, the first it takes to cover it, and takes a scoped one
+    /// to cover a certificate that names no distribution point.
+    pub full_first: Option<Arc<dyn ClientCertVerifier>>,
     /// `None`: every certificate that chains to the CA is let in.
     pub allow: Option<Arc<AllowList>>,
     /// The CA bundle `inner` verifies against, as configured.
@@ -71,14 +77,7 @@ impl ClientCertVerifier for Gate {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)
-            .inspect_err(|e| {
-                if let rustls::Error::InvalidCertRevocationList(_) = e {
-                    warn_crl_invalid(&self.listener, &self.ca, e);
-                }
-            })?;
+        let verified = self.verify_chain(end_entity, intermediates, now)?;
         let mut chain = Vec::with_capacity(1 + intermediates.len());
         chain.push(end_entity.clone());
         chain.extend(intermediates.iter().cloned());
@@ -141,15 +140,33 @@ impl Gate {
         let Some((leaf, intermediates)) = id.chain.split_first() else {
             return false;
         };
+        let verified = self.verify_chain(leaf, intermediates, UnixTime::now());
+        verified.is_ok() && self.allow.as_ref().is_none_or(|allow| allow.permits(id))
+    }
+
+    /// The chain verified by `inner`, then by `full_first` if any: a CRL
+    /// webpki cannot use is warned about.
+    fn verify_chain(
+        &self,
+        leaf: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let warn = |e: &rustls::Error| {
+            if let rustls::Error::InvalidCertRevocationList(_) = e {
+                warn_crl_invalid(&self.listener, &self.ca, e);
+            }
+        };
         let verified = self
             .inner
-            .verify_client_cert(leaf, intermediates, UnixTime::now())
-            .inspect_err(|e| {
-                if let rustls::Error::InvalidCertRevocationList(_) = e {
-                    warn_crl_invalid(&self.listener, &self.ca, e);
-                }
-            });
-        verified.is_ok() && self.allow.as_ref().is_none_or(|allow| allow.permits(id))
+            .verify_client_cert(leaf, intermediates, now)
+            .inspect_err(warn)?;
+        if let Some(full_first) = &self.full_first {
+            full_first
+                .verify_client_cert(leaf, intermediates, now)
+                .inspect_err(warn)?;
+        }
+        Ok(verified)
     }
 }
 

@@ -7,6 +7,7 @@ pub mod per_name;
 pub mod provider;
 pub mod sent;
 pub mod server;
+pub mod verifiers;
 
 /// Why a snapshot could not be built from otherwise valid material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

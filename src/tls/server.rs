@@ -5,23 +5,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::CryptoProvider;
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{
     ClientHello, NoServerSessionStorage, ProducesTickets, ResolvesServerCert,
-    ServerSessionMemoryCache, StoresServerSessions, WebPkiClientVerifier,
+    ServerSessionMemoryCache, StoresServerSessions,
 };
 use rustls::sign::CertifiedKey;
-use rustls::{
-    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
-};
-use rustls_pki_types::{CertificateDer, UnixTime};
+use rustls::{ServerConfig, SignatureScheme};
 
 use crate::config::{ClientAuthMode, ListenerConfig, TlsVersion};
 use crate::identity::gate::Gate;
 use crate::material::{CaBundle, Pair};
 use crate::tls::TlsError;
+use crate::tls::verifiers::client_verifier;
 
 /// One server pair on a listener, with the names it answers.
 pub struct ServedPair<'a> {
@@ -556,8 +552,8 @@ pub fn build(
         .with_protocol_versions(versions)
         .map_err(|e| TlsError::Build(e.to_string()))?;
     let mut gate = None;
-    let verifier =
-        client_verifier(inputs.mode, inputs.client_ca, inputs.allow_expired_crl)?.map(|inner| {
+    let verifier = client_verifier(inputs.mode, inputs.client_ca, inputs.allow_expired_crl)?.map(
+        |(inner, full_first)| {
             if !inputs.mode.verifies() {
                 return inner;
             }
@@ -566,6 +562,7 @@ pub fn build(
             let g = Arc::new(Gate {
                 listener: inputs.listener.name.as_str().into(),
                 inner,
+                full_first,
                 allow: inputs.allow.cloned(),
                 ca: inputs.client_ca_source.clone().unwrap_or_default(),
                 anchors: inputs
@@ -575,7 +572,8 @@ pub fn build(
             });
             gate = Some(g.clone());
             g as Arc<dyn ClientCertVerifier>
-        });
+        },
+    );
     let mut config = match verifier {
         None => builder.with_no_client_auth(),
         Some(v) => builder.with_client_cert_verifier(v),
@@ -609,120 +607,6 @@ pub fn speaks_h2(config: &ServerConfig, alpn: Option<&[u8]>) -> bool {
     match alpn {
         Some(p) => p == b"h2",
         None => !config.alpn_protocols.iter().any(|p| p == b"http/1.1"),
-    }
-}
-
-fn client_verifier(
-    mode: ClientAuthMode,
-    ca: Option<&CaBundle>,
-    allow_expired_crl: bool,
-) -> Result<Option<Arc<dyn ClientCertVerifier>>, TlsError> {
-    let any = |mandatory| -> Arc<dyn ClientCertVerifier> {
-        Arc::new(AnyClientCert {
-            mandatory,
-            provider: crate::tls::provider::get(),
-        })
-    };
-    Ok(match mode {
-        ClientAuthMode::None => None,
-        ClientAuthMode::Request => Some(any(false)),
-        ClientAuthMode::RequireAny => Some(any(true)),
-        ClientAuthMode::VerifyIfGiven | ClientAuthMode::RequireAndVerify => {
-            let ca = ca.ok_or_else(|| {
-                TlsError::Build(format!(
-                    "client_auth mode {} needs a CA bundle",
-                    mode.as_str()
-                ))
-            })?;
-            // A CA certificate of the bundle revoked by its issuer's CRL is
-            // no anchor (webpki never checks an anchor's revocation).
-            let mut roots = RootCertStore::empty();
-            for root in ca.anchors() {
-                roots.add(root.clone()).map_err(|e| {
-                    TlsError::Build(format!("CA certificate not usable as a trust anchor: {e}"))
-                })?;
-            }
-            // Unknown revocation status stays refused (the rustls default):
-            // a CRL set that does not cover the issuer must not pass.
-            let mut b = WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                crate::tls::provider::get(),
-            )
-            .with_crls(ca.crls.iter().cloned());
-            // A CRL past its nextUpdate may miss newer revocations: refuse
-            // (like an unknown status) unless the operator opted out.
-            if !allow_expired_crl {
-                b = b.enforce_revocation_expiration();
-            }
-            if mode == ClientAuthMode::VerifyIfGiven {
-                b = b.allow_unauthenticated();
-            }
-            Some(
-                b.build()
-                    .map_err(|e| TlsError::Build(format!("client verifier: {e}")))?,
-            )
-        }
-    })
-}
-
-/// `request` / `require_any`: any certificate is accepted without chain
-/// verification, but the client must still prove it holds the key.
-#[derive(Debug)]
-struct AnyClientCert {
-    mandatory: bool,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ClientCertVerifier for AnyClientCert {
-    fn client_auth_mandatory(&self) -> bool {
-        self.mandatory
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        Ok(ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }
 
