@@ -637,3 +637,43 @@ async fn an_unchecked_ca_whose_issuers_crl_is_unusable_is_warned_about_truly() {
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(line.contains(wording), "{line}");
 }
+
+/// A client that sends its issuing CA again and again (the same
+/// certificate 60 times, some 30 KiB of the 64 a handshake allows) is
+/// verified as with one copy: a client the issuing CA's CRL revokes is
+/// refused as `revoked`, another let in. webpki tried a path through each
+/// copy, each checking the leaf's signature and the CRL's (hashing the
+/// whole list), until its budget of 100 signature checks ran out: the
+/// revoked client was refused as `bad_client_cert`, after some 50 hashes
+/// of the CRL in one handshake.
+#[tokio::test]
+async fn an_issuing_ca_sent_again_and_again_is_verified_once() {
+    let s = Scene::new();
+    let root = TestCa::new("partners root");
+    let issuing = root.intermediate("issuing CA");
+    write(&s.path("root.crt"), &root.cert_pem);
+    write(&s.path("root.crl"), &root.crl(&[]));
+    let (good, mallory) = (issuing.client_pair("good"), issuing.client_pair("mallory"));
+    write(&s.path("issuing.crl"), &issuing.crl(&[&mallory]));
+    let cfg = scene(&s, &[("partners", "root.crt", "root.crl, issuing.crl")]);
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("partners").await;
+    let repeated = |mut pair: TestPair| {
+        for _ in 0..60 {
+            pair.cert_pem.push_str(&issuing.cert_pem);
+        }
+        pair
+    };
+    assert!(
+        admitted(&s, addr, &repeated(good)).await,
+        "a client not revoked was refused"
+    );
+    assert!(!admitted(&s, addr, &repeated(mallory)).await);
+    // The one handshake refused: mallory's.
+    let refusal = p
+        .wait_log("the revoked client's refusal", |v| {
+            v["message"] == "TLS handshake failed" && v["reason"] != "client_closed"
+        })
+        .await;
+    assert_eq!(refusal["reason"], "revoked", "{refusal}");
+}

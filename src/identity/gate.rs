@@ -16,7 +16,7 @@
 //! that record to the connection ([`take`]) instead of having the
 //! connection parse the certificate a second time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,8 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use tracing::warn;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::prelude::FromDer;
 
 use crate::identity::{AllowList, Identity};
 
@@ -152,6 +154,7 @@ impl Gate {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
+        let intermediates = &distinct(intermediates);
         let warn = |e: &rustls::Error| {
             if let rustls::Error::InvalidCertRevocationList(_) = e {
                 warn_crl_invalid(&self.listener, &self.ca, e);
@@ -168,6 +171,44 @@ impl Gate {
         }
         Ok(verified)
     }
+}
+
+/// The certificates of one subject name webpki is given at most: an
+/// issuer and its cross-signed copy, each possibly renewed. Two valid
+/// encodings of one ECDSA certificate exist (its signature's `s` or
+/// `n - s`), so copies by DER alone do not bound them.
+const MAX_PER_NAME: usize = 4;
+
+/// The certificates of `intermediates` webpki is given, in their order:
+/// each once (by DER), and the first [`MAX_PER_NAME`] of a subject name.
+/// webpki tries a path through every certificate under the issuer's name,
+/// and a path refused (a revoked leaf) does not end the search: a client
+/// that sent its issuing CA 60 times (64 KiB of them fit in a handshake)
+/// had it check the leaf's and the CRL's signatures (the CRL hashed whole)
+/// once per copy, until its budget of 100 signature checks ran out, and a
+/// revoked client was refused as such only when its copies were fewer.
+/// Certificates of other names cost it a name comparison, and are kept
+/// (a client may pad its chain with them, as in `only_the_issuing_chain_is_forwarded`),
+/// as is what does not parse (webpki skips it).
+fn distinct<'a>(intermediates: &'a [CertificateDer<'_>]) -> Vec<CertificateDer<'a>> {
+    let mut seen = HashSet::new();
+    let mut per_name: HashMap<Vec<u8>, usize> = HashMap::new();
+    intermediates
+        .iter()
+        .map(|c| c.as_ref())
+        .filter(|der| seen.insert(*der))
+        .filter(|der| {
+            let Ok((_, cert)) = X509Certificate::from_der(der) else {
+                return true;
+            };
+            let n = per_name
+                .entry(cert.subject().as_raw().to_vec())
+                .or_default();
+            *n += 1;
+            *n <= MAX_PER_NAME
+        })
+        .map(CertificateDer::from)
+        .collect()
 }
 
 /// Records parsed in the handshake, waiting for their connection.
@@ -468,6 +509,29 @@ mod tests {
             "the newest record was dropped"
         );
         handoff.bytes();
+    }
+
+    /// Copies of a certificate are given once, in the order first sent,
+    /// and at most [`MAX_PER_NAME`] certificates of one subject name;
+    /// those of other names and what does not parse are all given.
+    #[test]
+    fn intermediates_are_given_once_each_and_bounded_per_name() {
+        let ca = |cn: &str| {
+            let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+            let key = rcgen::KeyPair::generate().unwrap();
+            CertificateDer::from(p.self_signed(&key).unwrap().der().to_vec())
+        };
+        let named: Vec<CertificateDer<'static>> = (0..6).map(|_| ca("issuer")).collect();
+        let (other, junk) = (ca("other"), CertificateDer::from(vec![0x30, 0]));
+        let mut sent = vec![named[0].clone(), named[0].clone(), other.clone()];
+        sent.extend(named.iter().cloned());
+        sent.extend([junk.clone(), other.clone(), junk.clone()]);
+        let given = distinct(&sent);
+        let mut want = vec![named[0].clone(), other];
+        want.extend(named[1..MAX_PER_NAME].iter().cloned());
+        want.push(junk);
+        assert_eq!(given, want);
     }
 
     /// A key is let through once per window; others are independent.
