@@ -75,13 +75,23 @@ async fn expired_crl_refuses_clients_unless_allowed() {
     let strict = p.listener_addr("strict").await;
     let lenient = p.listener_addr("lenient").await;
     let api = p.admin_addr().await;
-    p.wait_log("stale CRL warning", |v| {
-        v["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("CRL is past its nextUpdate"))
-            && v["entry"] == "clients"
-    })
-    .await;
+    let warning = p
+        .wait_log("stale CRL warning", |v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("CRL is past its nextUpdate"))
+                && v["entry"] == "clients"
+        })
+        .await;
+    // Which of up to 64 CRL files, and whose: what to renew.
+    let file = s.path("clients.crl").display().to_string();
+    assert_eq!(warning["file"], file.as_str(), "{warning}");
+    assert_eq!(warning["issuer"], "CN=clients", "{warning}");
+    assert_eq!(
+        warning["next_update_unix"],
+        next_update.unix_timestamp(),
+        "{warning}"
+    );
     // Strict: an unrevoked client is refused, logged and counted.
     assert!(
         status(strict, &ca, &alice).await.is_err(),

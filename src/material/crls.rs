@@ -286,7 +286,7 @@ pub(super) fn newest(
         else {
             continue;
         };
-        let (by, (_, _, by_age)) = best[scope];
+        let (by, (by_verified, _, by_age)) = best[scope];
         if by == i {
             continue;
         }
@@ -295,16 +295,23 @@ pub(super) fn newest(
             continue;
         };
         if age > by_age {
-            let why = if *verified {
-                debug_assert!(!issued);
-                "its thisUpdate is in the future"
-            } else {
-                "no CA certificate of the bundle under its issuer's name verifies its signature"
+            // The rank it lost by: verified as the kept one is (none of
+            // the issuer's verifies, when its CA is not in the bundle), it
+            // is not issued yet.
+            const NOT_VERIFIED: &str =
+                "no CA certificate of the bundle under its issuer's name verifies its signature";
+            let why = match (verified == by_verified, issued) {
+                (true, _) => {
+                    debug_assert!(!issued);
+                    "its thisUpdate is in the future".to_owned()
+                }
+                (false, true) => NOT_VERIFIED.to_owned(),
+                (false, false) => format!("{NOT_VERIFIED}, and its thisUpdate is in the future"),
             };
             notes.push(Note::UnusedCrl {
                 file: crls[i].origin.clone(),
                 issuer: old.issuer,
-                why: why.to_owned(),
+                why,
                 by_file: crls[by].origin.clone(),
             });
             continue;

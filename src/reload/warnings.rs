@@ -6,7 +6,7 @@ use tracing::{info, warn};
 
 use super::LOG;
 use crate::material::catalogue::unix;
-use crate::material::info::rfc3339;
+use crate::material::info::{inspect_crl, rfc3339};
 use crate::material::{Loaded, Note};
 
 /// Expired, not-yet-valid and rolled-back certificates load, loudly; so
@@ -15,10 +15,18 @@ pub(super) fn warn_validity(id: &str, loaded: &Loaded, previous: Option<&Loaded>
     log_notes(id, loaded);
     warn_crl_rollback(id, loaded, previous);
     let now = unix(SystemTime::now());
-    if let Some(next_update) = loaded.ca().and_then(|ca| ca.crl_next_update())
-        && next_update <= now
+    // Each CRL in use past it, by its file and issuer: a bundle may have
+    // 64 CRL files, and any one refuses every client.
+    for (crl, file) in loaded
+        .ca()
+        .into_iter()
+        .flat_map(|ca| ca.crls.iter().zip(&ca.crl_files))
     {
-        warn!(target: LOG, entry = %id, next_update = %rfc3339(next_update), next_update_unix = next_update, "CRL is past its nextUpdate: verifying listeners refuse client certificates (unless client_auth.allow_expired_crl)");
+        let Ok(info) = inspect_crl(crl) else { continue };
+        let Some(next_update) = info.next_update.filter(|&t| t <= now) else {
+            continue;
+        };
+        warn!(target: LOG, entry = %id, file = %file, issuer = %info.issuer, next_update = %rfc3339(next_update), next_update_unix = next_update, "CRL is past its nextUpdate: verifying listeners refuse client certificates (unless client_auth.allow_expired_crl)");
     }
     let Some(p) = loaded.primary() else { return };
     if loaded.not_after() < now {

@@ -535,3 +535,58 @@ fn a_ca_listed_many_times_under_one_key_costs_one_check_per_certificate() {
     let certificates = 2 * N as usize;
     assert!(checks <= certificates + 2, "{checks} signature checks");
 }
+
+/// Why a CRL newer than the one kept is not used: the rank it lost by.
+/// No CA of the bundle verifies any of an issuer's CRLs (clients send
+/// its CA), the newest dated in the future: not issued yet. It was said
+/// that no CA certificate verifies its signature, true of the kept one
+/// too. One no CA verifies beside one a CA does: that, and that it is
+/// dated in the future when it is.
+#[test]
+fn a_newer_crl_not_used_says_why() {
+    let why = |crls: Vec<Crl>, cas: &[Vec<u8>]| {
+        let mut notes = Vec::new();
+        newest(crls, cas, now(), &mut notes);
+        let whys: Vec<(String, String)> = notes
+            .into_iter()
+            .filter_map(|n| match n {
+                Note::UnusedCrl { file, why, .. } => Some((file, why)),
+                _ => None,
+            })
+            .collect();
+        whys
+    };
+    let a = ca("a");
+    let ahead = OffsetDateTime::now_utc() + Duration::days(1);
+    let unverified = why(
+        vec![
+            crl(&a, 1, 1, "issued"),
+            issued_at(&a, ahead, 2, "ahead", &[]),
+        ],
+        &[],
+    );
+    assert_eq!(
+        unverified,
+        [("ahead".into(), "its thisUpdate is in the future".into())]
+    );
+    let (der, signer) = ca_cert("a", 1, None);
+    let forged = [
+        crl(&a, 0, 3, "forged"),
+        issued_at(&a, ahead, 4, "forged ahead", &[]),
+    ];
+    let whys = why(
+        [vec![crl(&signer, 1, 1, "genuine")], forged.to_vec()].concat(),
+        &[der],
+    );
+    let not_verified =
+        "no CA certificate of the bundle under its issuer's name verifies its signature";
+    assert_eq!(whys.len(), 2, "{whys:?}");
+    assert_eq!(whys[0], ("forged".into(), not_verified.into()));
+    assert_eq!(
+        whys[1],
+        (
+            "forged ahead".into(),
+            format!("{not_verified}, and its thisUpdate is in the future")
+        )
+    );
+}
