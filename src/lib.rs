@@ -109,6 +109,8 @@
 //!   - `api`: the catalogue queries and mutations the admin API runs.
 //!   - `tests`: the reloader's state driven by calls on real files and sockets, its
 //!     thread not started (a CA bundle's CRLs chosen again, a listener stopped).
+//!     - `open_mtls`: open mTLS connections across CRL changes: what they keep
+//!       of the snapshot they shook hands under.
 //! - `proxy`: serving.
 //!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 or h2, as ALPN agreed).
 //!     - `settings`: a listener's limits and the hyper h1/h2 server builders made from them.

@@ -23,7 +23,7 @@ use crate::metrics::{self, RouteMetrics};
 use crate::proxy::client_cert::{self, ForwardClientCert};
 use crate::proxy::forward::{RequestContext, ResponseBody, error_response};
 use crate::proxy::request_id::{self, RequestIdConfig};
-use crate::tls::per_name::PerName;
+use crate::tls::per_name::Entries;
 
 /// The access log's count of a request's body bytes, carried to the
 /// forwarder as a request extension (the body is wrapped there).
@@ -271,18 +271,21 @@ impl Exchange {
         req: &Request<B>,
         now: &arc_swap::ArcSwap<crate::proxy::listener::Handshake>,
     ) -> Option<Response<ResponseBody>> {
-        let (per_name, at) = ctx.entry.as_ref()?;
+        let (entries, at) = ctx.entry.as_ref()?;
         let host = request_host(req);
-        let entry_of = |p: &PerName| host.map_or(0, |h| p.position_of_host(h));
-        let host_at = entry_of(per_name);
+        let entry_of = |p: &Entries| host.map_or(0, |h| p.position_of_host(h));
+        let host_at = entry_of(entries);
         if host_at == *at {
             return None;
         }
         let same_now = || {
             let now = now.load();
-            (now.per_name.as_deref()).is_some_and(|p| p.same_client_auth(entry_of(p), *at))
+            (now.per_name.as_deref()).is_some_and(|p| {
+                let p = &p.entries;
+                p.same_client_auth(entry_of(p), *at)
+            })
         };
-        if per_name.same_client_auth(host_at, *at) && same_now() {
+        if entries.same_client_auth(host_at, *at) && same_now() {
             return None;
         }
         if let Some((line, _)) = &mut self.log {

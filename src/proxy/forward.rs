@@ -86,9 +86,10 @@ pub struct RequestContext {
     pub tls_version: Option<&'static str>,
     /// Whether the handshake resumed an earlier session.
     pub resumed: bool,
-    /// With per-entry client auth: the listener's per-entry configs and
-    /// the position of the entry this connection's SNI selected.
-    pub entry: Option<(Arc<crate::tls::per_name::PerName>, usize)>,
+    /// With per-entry client auth: the listener's entries as its handshake
+    /// saw them (not their configs and verifiers) and the position of the
+    /// entry this connection's SNI selected.
+    pub entry: Option<(Arc<crate::tls::per_name::Entries>, usize)>,
     /// `limits.body_read_timeout`: the longest a request body may pause.
     pub body_read_timeout: std::time::Duration,
     /// `limits.body_buffer_bytes`: bodies of a declared length up to this

@@ -411,15 +411,10 @@ async fn connection(
         return;
     }
     let (_, session) = tls_stream.get_ref();
-    // The mode of the config it shook hands under.
-    let mode = match (&per_name, entry) {
-        (Some(p), Some(at)) => p.modes[at],
-        _ => mode,
-    };
-    // The gate of the config it shook hands under.
-    let gate = match (&per_name, entry) {
-        (Some(p), Some(at)) => p.gates.get(at).and_then(Option::as_ref),
-        _ => handshake.gate.as_ref(),
+    // The mode and gate of the config it shook hands under.
+    let (mode, gate) = match (&per_name, entry) {
+        (Some(p), Some(at)) => (p.modes[at], p.gates.get(at).and_then(Option::as_ref)),
+        _ => (mode, handshake.gate.as_ref()),
     };
     let client_cert = if mode.verifies() {
         session
@@ -432,12 +427,17 @@ async fn connection(
         // Its lines name the URI SAN the listener's rules let it in by.
         crate::access_log::LoggedIdentity::settle(id, gate.and_then(|g| g.allow.as_deref()));
     }
+    // The snapshot let go: its verifiers hold the CA's parsed CRLs (some 30 MB for a large one),
+    // kept per CRL change for as long as a connection made under it stayed open.
+    let served_from = per_name.as_ref().map_or(resolver, |p| p.resolver.clone());
+    let entry = per_name.map(|p| p.entries.clone()).zip(entry);
+    drop(handshake);
     let ctx = Arc::new(RequestContext {
         listener: listener.name.clone(),
         client_addr: peer,
         client_cert,
         tls_sni: session.server_name().map(Arc::from),
-        served_from: per_name.as_ref().map_or(resolver, |p| p.resolver.clone()),
+        served_from,
         served,
         trusted_proxy: front.trusts(peer.ip()),
         tls_version: session.protocol_version().map(|v| match v {
@@ -445,7 +445,7 @@ async fn connection(
             _ => "TLSv1.2",
         }),
         resumed: session.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
-        entry: per_name.zip(entry),
+        entry,
         body_read_timeout: limits.body_read_timeout,
         body_buffer_bytes: limits.body_buffer_bytes,
         max_body_bytes: limits.max_body_bytes,

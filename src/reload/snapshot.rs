@@ -618,13 +618,13 @@ pub(super) fn listener_tls(
             modes.push(policy.mode);
             gates.push(gate);
         }
-        Some(Arc::new(PerName {
+        Some(Arc::new(PerName::new(
             configs,
             modes,
             gates,
-            resolver: resolver.clone(),
-            left_out: crate::tls::per_name::hosts_left_out(&l.certs, &pairs),
-        }))
+            resolver.clone(),
+            crate::tls::per_name::hosts_left_out(&l.certs, &pairs),
+        )))
     } else {
         None
     };

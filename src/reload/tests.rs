@@ -17,6 +17,8 @@ use crate::config::{self, Config};
 use crate::material::catalogue::Origin;
 use crate::proxy::drain::Drain;
 
+mod open_mtls;
+
 /// A directory holding a CA (`clients.crt`), a CRL of it issued an hour
 /// ago (`now.crl`) and one dated a day ahead (`ahead.crl`), a server pair
 /// for `localhost` (`server.crt`, `server.key`), and a runtime for the

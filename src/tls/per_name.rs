@@ -31,14 +31,72 @@ pub struct PerName {
     /// connections are checked against again when the rules change.
     pub gates: Vec<Option<Arc<crate::identity::gate::Gate>>>,
     pub resolver: Arc<SniResolver>,
+    /// Which entry a host belongs to and which entries share a
+    /// `client_auth`: all an open connection keeps ([`Entries`]).
+    pub entries: Arc<Entries>,
+}
+
+impl PerName {
+    /// The configs of a listener's entries, by position, with their modes,
+    /// gates and the resolver they share.
+    pub fn new(
+        configs: Vec<Arc<ServerConfig>>,
+        modes: Vec<ClientAuthMode>,
+        gates: Vec<Option<Arc<crate::identity::gate::Gate>>>,
+        resolver: Arc<SniResolver>,
+        left_out: HashMap<String, usize>,
+    ) -> PerName {
+        // Each entry's policy: the first position sharing its config.
+        let policy = (configs.iter())
+            .map(|c| configs.iter().position(|o| Arc::ptr_eq(o, c)).unwrap_or(0))
+            .collect();
+        let entries = Arc::new(Entries {
+            resolver: resolver.clone(),
+            policy,
+            left_out,
+        });
+        PerName {
+            configs,
+            modes,
+            gates,
+            resolver,
+            entries,
+        }
+    }
+
+    /// Position of the entry answering `host` (a `Host` value, perhaps
+    /// with a port); unknown names belong to the default entry.
+    pub fn position_of_host(&self, host: &str) -> usize {
+        self.entries.position_of_host(host)
+    }
+
+    /// Whether entries `a` and `b` admit clients alike: the same
+    /// `client_auth` (mode, CA entry and so its CA set and CRLs, `allow`,
+    /// `allow_expired_crl`), whose entries share one config, verifier and
+    /// all; every other setting of a listener's configs is the listener's.
+    pub fn same_client_auth(&self, a: usize, b: usize) -> bool {
+        self.entries.same_client_auth(a, b)
+    }
+}
+
+/// What an open connection keeps of its listener's [`PerName`] for the
+/// 421 check: which entry a host belongs to, and which entries share a
+/// `client_auth`. Not the configs: their verifiers hold the CA bundle's
+/// parsed CRLs (some 30 MB for a large one), and a connection holding
+/// them kept every CRL change's in memory for as long as it stayed open.
+pub struct Entries {
+    resolver: Arc<SniResolver>,
+    /// Each entry's client-auth policy, by position: the first position
+    /// sharing its config.
+    policy: Vec<usize>,
     /// The names an entry lists that no SNI can carry (rustls refuses
     /// them: `host.123`), each with the first entry listing it
     /// ([`hosts_left_out`]): no handshake selects it by them, but a
     /// request's host still belongs to it.
-    pub left_out: HashMap<String, usize>,
+    left_out: HashMap<String, usize>,
 }
 
-impl PerName {
+impl Entries {
     /// Position of the entry answering `host` (a `Host` value, perhaps
     /// with a port); unknown names belong to the default entry.
     /// A name an entry lists that SNI cannot carry is that entry's, as
@@ -70,13 +128,10 @@ impl PerName {
             .unwrap_or(0)
     }
 
-    /// Whether entries `a` and `b` admit clients alike: the same
-    /// `client_auth` (mode, CA entry and so its CA set and CRLs, `allow`,
-    /// `allow_expired_crl`), whose entries share one config, verifier and
-    /// all; every other setting of a listener's configs is the listener's.
+    /// [`PerName::same_client_auth`].
     pub fn same_client_auth(&self, a: usize, b: usize) -> bool {
-        match (self.configs.get(a), self.configs.get(b)) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        match (self.policy.get(a), self.policy.get(b)) {
+            (Some(a), Some(b)) => a == b,
             _ => false,
         }
     }
