@@ -110,7 +110,7 @@
 //!   - `tests`: the reloader's state driven by calls on real files and sockets, its
 //!     thread not started (a CA bundle's CRLs chosen again, a listener stopped).
 //!     - `open_mtls`: open mTLS connections across CRL changes: what they keep
-//!       of the snapshot they shook hands under.
+//!       of the snapshot they shook hands under, how often their chains are verified.
 //! - `proxy`: serving.
 //!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 or h2, as ALPN agreed).
 //!     - `settings`: a listener's limits and the hyper h1/h2 server builders made from them.
@@ -257,6 +257,8 @@
 //!   - `allow`: `allow` rules (fields, globs) and their matcher.
 //!     - `pattern`: `cn`, `ou` and SAN patterns no value could match, refused.
 //!   - `gate`: the client verifier applying a listener's rules in the handshake.
+//!   - `rechecks`: a gate's verdicts on open connections' chains after a change of
+//!     the rules: each distinct chain verified once per change.
 //! - `access_log`: one line per request and refused handshake, off the request path.
 //!   - `body`: byte-counting bodies that submit the line when a response ends.
 //!   - `format`: JSON and nginx `combined`.

@@ -24,7 +24,7 @@ use rustls::client::danger::HandshakeSignatureValid;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::{CertificateDer, UnixTime};
-use tracing::warn;
+use tracing::{debug, warn};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 
@@ -47,6 +47,9 @@ pub struct Gate {
     pub ca: CaSource,
     /// Its trust anchors: each record's [`Identity::anchors`].
     pub anchors: Arc<[crate::identity::record::Anchor]>,
+    /// Its verdicts on open connections' chains, once per chain per change
+    /// of the listener's rules ([`Gate::still_admits`]).
+    pub rechecks: crate::identity::rechecks::Rechecks,
 }
 
 /// Where a listener's client CA bundle comes from: what the operator must
@@ -136,14 +139,19 @@ impl Gate {
     /// let in now: its chain verified as in the handshake, at the present
     /// time, against this gate's CA set and CRLs, then its `allow` rules.
     /// For an open connection when the listener's rules changed
-    /// ([`crate::proxy::readmit`]): nothing is handed over, and a client
-    /// refused here is not logged as a handshake refusal.
-    pub fn still_admits(&self, id: &Identity) -> bool {
+    /// ([`crate::proxy::readmit`]), to admission `generation`: nothing is
+    /// handed over, and a client refused here is not logged as a handshake
+    /// refusal. The connections that wake for one change share each
+    /// chain's verification ([`crate::identity::rechecks`]).
+    pub fn still_admits(&self, id: &Identity, generation: u64) -> bool {
         let Some((leaf, intermediates)) = id.chain.split_first() else {
             return false;
         };
-        let verified = self.verify_chain(leaf, intermediates, UnixTime::now());
-        verified.is_ok() && self.allow.as_ref().is_none_or(|allow| allow.permits(id))
+        let verified = self.rechecks.verdict(generation, &id.chain, || {
+            debug!(listener = %self.listener, "client certificate chain verified again under the changed rules");
+            self.verify_chain(leaf, intermediates, UnixTime::now()).is_ok()
+        });
+        verified && self.allow.as_ref().is_none_or(|allow| allow.permits(id))
     }
 
     /// The chain verified by `inner`, then by `full_first` if any: a CRL

@@ -2,6 +2,7 @@
 
 pub mod allow;
 pub mod gate;
+pub mod rechecks;
 pub mod record;
 
 pub use allow::{AllowList, AllowRule, RuleError, RuleSpec};

@@ -48,8 +48,9 @@ pub struct Lifetime {
     recheck: Recheck,
 }
 
-/// Checks a connection's admission again; shared by its tunnels.
-pub type Recheck = Arc<dyn Fn() -> bool + Send + Sync>;
+/// Checks a connection's admission again, at the admission generation
+/// given; shared by its tunnels.
+pub type Recheck = Arc<dyn Fn(u64) -> bool + Send + Sync>;
 
 /// A listener's admission generations: what its connections watch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -210,7 +211,7 @@ impl Rules {
             if now.closes_all > admitted {
                 return Over::ClosesAll;
             }
-            if !(self.recheck)() {
+            if !(self.recheck)(now.generation) {
                 return Over::Revoked;
             }
         }
@@ -354,7 +355,7 @@ mod tests {
         let checks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let recheck: Recheck = {
             let (admits, checks) = (admits.clone(), checks.clone());
-            Arc::new(move || {
+            Arc::new(move |_| {
                 checks.fetch_add(1, Ordering::Relaxed);
                 admits.load(Ordering::Relaxed)
             })
@@ -404,7 +405,7 @@ mod tests {
         let admits = Arc::new(AtomicBool::new(true));
         let recheck: Recheck = {
             let admits = admits.clone();
-            Arc::new(move || admits.load(Ordering::Relaxed))
+            Arc::new(move |_| admits.load(Ordering::Relaxed))
         };
         let lifetime = Lifetime::new(
             Instant::now(),

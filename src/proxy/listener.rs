@@ -487,7 +487,7 @@ async fn connection(
         &listener.generation,
         admitted,
         &listener.admission,
-        Arc::new(move || recheck.still()),
+        Arc::new(move |generation| recheck.still(generation)),
     );
     let stalls = is_h2.then(Stalls::new);
     let conn_ctx = ctx.clone();

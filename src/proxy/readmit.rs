@@ -42,17 +42,17 @@ pub struct Admitted {
 
 impl Admitted {
     /// Whether the connection is admitted under the listener's rules as
-    /// stored now; a debug line when it is (its close is logged by the
-    /// driver, with `reason: admission_rules_changed`).
-    pub fn still(&self) -> bool {
-        let kept = self.check();
+    /// stored now, at admission `generation`; a debug line when it is (its
+    /// close is logged by the driver, with `reason: admission_rules_changed`).
+    pub fn still(&self, generation: u64) -> bool {
+        let kept = self.check(generation);
         if kept {
             debug!(listener = %self.listener.name, peer = %self.ctx.client_addr, "connection still admitted under the changed rules; kept");
         }
         kept
     }
 
-    fn check(&self) -> bool {
+    fn check(&self, generation: u64) -> bool {
         if !self.listener.front.load().admits(self.ctx.client_addr.ip()) {
             return false;
         }
@@ -76,7 +76,7 @@ impl Admitted {
             return true;
         }
         match (&self.ctx.client_cert, gate) {
-            (Some(id), Some(gate)) => gate.still_admits(id),
+            (Some(id), Some(gate)) => gate.still_admits(id, generation),
             // No certificate presented, and the mode (`verify_if_given`)
             // still lets a client without one in.
             (None, _) => mode == ClientAuthMode::VerifyIfGiven,

@@ -569,6 +569,7 @@ pub fn build(
                     .client_ca
                     .map(|ca| ca.anchors().cloned().map(Into::into).collect())
                     .unwrap_or_default(),
+                rechecks: Default::default(),
             });
             gate = Some(g.clone());
             g as Arc<dyn ClientCertVerifier>
