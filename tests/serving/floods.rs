@@ -10,7 +10,9 @@ use crate::support::*;
 
 const PRIORITY: u8 = 2;
 
-/// How long a flood goes on at most: far past the 1 s deadline below.
+/// How long a flood goes on at most: far past the 1 s deadline below. Also the
+/// bound on the TLS handshake before it: every read and write on the
+/// socket waits at most for what is left of its bound.
 const FLOOD_BOUND: Duration = Duration::from_secs(15);
 /// And how much it sends at most.
 const FLOOD_BYTES: usize = 1 << 30;
@@ -49,14 +51,91 @@ fn socket_in(ns: &std::fs::File) -> socket2::Socket {
     })
 }
 
-/// What a flood came to: whether the proxy closed the connection while
-/// it went on (a write failed), how long it went on, how much was sent.
+/// How a flood ended.
+#[derive(Debug, PartialEq)]
+enum End {
+    /// A write failed: the proxy closed the connection.
+    Closed,
+    /// [`FLOOD_BOUND`] passed during a write: the proxy kept the
+    /// connection open but stopped reading it (or read too slowly).
+    Stalled,
+    /// [`FLOOD_BOUND`] passed, or [`FLOOD_BYTES`] went out, between writes:
+    /// the proxy kept the connection open and took all of it.
+    Taken,
+}
+
+/// What a flood came to: how it ended, how long it went on after the
+/// TLS handshake, how much was sent.
 #[derive(Debug)]
-#[allow(dead_code)] // Read through `Debug`, in the failure message.
+#[allow(dead_code)] // `took` and `sent` are read through `Debug`, in failure messages.
 struct Flooded {
-    closed: bool,
+    end: End,
     took: Duration,
     sent: usize,
+}
+
+/// Make `tcp`'s reads and writes wait at most until `end` (a blocking
+/// socket otherwise waits for ever on a proxy that stops reading or
+/// answering); `TimedOut` once it has passed.
+fn bound(tcp: &std::net::TcpStream, end: Instant) -> std::io::Result<()> {
+    let left = end.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(std::io::ErrorKind::TimedOut.into());
+    }
+    tcp.set_read_timeout(Some(left))?;
+    tcp.set_write_timeout(Some(left))
+}
+
+/// Whether `e` is a socket timeout (`SO_SNDTIMEO`/`SO_RCVTIMEO` give
+/// `WouldBlock`) or [`bound`]'s: the peer kept the connection open.
+fn timed_out(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+    )
+}
+
+/// `buf` written whole to `tcp` by `end` (each write waits only for what
+/// is left of it, where `write_all` would give every write the whole
+/// timeout again).
+fn write_by(tcp: &mut std::net::TcpStream, buf: &[u8], end: Instant) -> std::io::Result<()> {
+    let mut at = 0;
+    while at < buf.len() {
+        bound(tcp, end)?;
+        match tcp.write(&buf[at..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => at += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The TLS handshake of `tls` on `tcp`, done by `end` or a panic that
+/// says why not.
+fn handshake(tcp: &mut std::net::TcpStream, tls: &mut rustls::ClientConnection, end: Instant) {
+    while tls.is_handshaking() {
+        let step = bound(tcp, end).and_then(|()| {
+            if tls.wants_write() {
+                return tls.write_tls(tcp).map(drop);
+            }
+            match tls.read_tls(tcp)? {
+                0 => Err(std::io::ErrorKind::UnexpectedEof.into()),
+                _ => tls
+                    .process_new_packets()
+                    .map(drop)
+                    .map_err(std::io::Error::other),
+            }
+        });
+        match step {
+            Ok(()) => {}
+            Err(e) if timed_out(&e) => panic!(
+                "TLS handshake not done {FLOOD_BOUND:?} after connecting: the proxy kept the connection open but stopped answering ({e})"
+            ),
+            Err(e) => panic!("TLS handshake: {e}"),
+        }
+    }
 }
 
 /// An HTTP/2 client on `socket` that, once its TLS handshake is done,
@@ -65,19 +144,21 @@ struct Flooded {
 /// CONTINUATION and reset floods), about 1,170 to a TLS record, sealed a
 /// MiB at a time (far faster than the proxy takes them) and written on a
 /// blocking socket, never reading what the proxy sends, until a write
-/// fails, [`FLOOD_BOUND`] has passed or [`FLOOD_BYTES`] are sent.
+/// fails or waits out [`FLOOD_BOUND`], or that has passed or
+/// [`FLOOD_BYTES`] are sent. The connect and the handshake have a
+/// [`FLOOD_BOUND`] of their own.
 fn flood(socket: socket2::Socket, addr: SocketAddr, cfg: Arc<rustls::ClientConfig>) -> Flooded {
-    socket.connect(&addr.into()).unwrap();
+    let end = Instant::now() + FLOOD_BOUND;
+    socket.connect_timeout(&addr.into(), FLOOD_BOUND).unwrap();
     let mut tcp: std::net::TcpStream = socket.into();
     let name = "a.example.com".try_into().unwrap();
     let mut tls = rustls::ClientConnection::new(cfg, name).unwrap();
-    while tls.is_handshaking() {
-        tls.complete_io(&mut tcp).unwrap();
-    }
+    handshake(&mut tcp, &mut tls, end);
     let frames: Vec<u8> = (0..75_000)
         .flat_map(|_| h2_frame(PRIORITY, 0, 3, &[0, 0, 0, 0, 16]))
         .collect();
-    // `plain` as TLS records, in one buffer written at once.
+    // `plain` as TLS records, in one buffer written at once (after what
+    // is left of the handshake's: the client's `Finished`).
     let mut seal = |plain: &[u8]| {
         let mut out = Vec::with_capacity(plain.len() + plain.len() / 256);
         let mut at = 0;
@@ -91,22 +172,34 @@ fn flood(socket: socket2::Socket, addr: SocketAddr, cfg: Arc<rustls::ClientConfi
     };
     let mut next = seal(&[PREFACE, EMPTY_SETTINGS].concat());
     let start = Instant::now();
+    let end = start + FLOOD_BOUND;
     let mut sent = 0;
-    let closed = loop {
-        if tcp.write_all(&next).is_err() {
-            break true;
+    let ended = loop {
+        match write_by(&mut tcp, &next, end) {
+            Ok(()) => {}
+            Err(e) if timed_out(&e) => break End::Stalled,
+            Err(_) => break End::Closed,
         }
         sent += next.len();
         if start.elapsed() >= FLOOD_BOUND || sent >= FLOOD_BYTES {
-            break false;
+            break End::Taken;
         }
         next = seal(&frames);
     };
     Flooded {
-        closed,
+        end: ended,
         took: start.elapsed(),
         sent,
     }
+}
+
+/// The proxy closed the flood's connection while the flood went on.
+fn assert_closed_at_the_deadline(flooded: &Flooded) {
+    assert_eq!(
+        flooded.end,
+        End::Closed,
+        "still open at the flood's end (Stalled: the proxy stopped reading; Taken: it read all): {flooded:?}"
+    );
 }
 
 /// An HTTP/2 client that floods the proxy with frames it accepts
@@ -139,9 +232,9 @@ async fn h2_frame_flood_does_not_hold_off_header_read_timeout() {
     let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
     let flooded = tokio::task::spawn_blocking(move || flood(socket, addr, cfg))
         .await
-        .unwrap();
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     eprintln!("{flooded:?}");
-    assert!(flooded.closed, "still open at the flood's end: {flooded:?}");
+    assert_closed_at_the_deadline(&flooded);
     p.wait_log("closed for header_read_timeout", |v| {
         v["message"] == "closing connection" && v["reason"] == "header_read_timeout"
     })
