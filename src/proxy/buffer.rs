@@ -77,9 +77,11 @@ const FIRST_ROOM: usize = 16 * 1024;
 /// come: an HTTP/1.1 client sending a byte per TLS record, or an HTTP/2
 /// one a byte per DATA frame, is a piece per byte, and keeping each piece
 /// (what `Collected` does) held about 32 bytes of bookkeeping per byte
-/// (512 KiB for a 16 KiB body). The buffer grows by doubling up to the
-/// declared length, so what a client makes hotproxy hold is what it sent
-/// (at most twice), never more than `declared`.
+/// (512 KiB for a 16 KiB body). The buffer starts at `FIRST_ROOM` (or
+/// what came, if more; the declared length, if less) and grows by
+/// doubling up to the declared length, so what a client makes hotproxy
+/// hold is at most 16 KiB or the declared length to start, then at most
+/// twice what came, never more than `declared`.
 pub async fn gather<B>(body: B, declared: usize) -> Result<(Bytes, Option<HeaderMap>), BoxError>
 where
     B: Body<Data = Bytes>,
