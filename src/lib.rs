@@ -64,7 +64,7 @@
 //!     unit tests in `server/tests.rs`.
 //!   - `accept`: the listener handshake: the ClientHello read first, an SNI miss counted once, then the config.
 //!   - `verifiers`: the client verifiers a client-auth mode builds: webpki's against a CA
-//!     bundle (a second with its full CRLs first when that order differs), or any certificate.
+//!     bundle, or any certificate.
 //!   - `per_name`: client auth per certificate entry: a config per entry, chosen by SNI.
 //!   - `client`: upstream `ClientConfig` (CA bundle or system roots, client pair).
 //!   - `names`: `verify_names` (DNS, URI, `spiffe://td/**`) and their verifier.

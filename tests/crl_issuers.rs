@@ -225,37 +225,6 @@ async fn a_newer_crl_of_one_scope_decides_over_an_older_full_one() {
     }
 }
 
-/// The same two scopes the other way round: the older full CRL revokes
-/// mallory, the newer scoped one (its issuing distribution point names a
-/// partition) does not list it. A client certificate without a CRL
-/// distribution point is in no partition (RFC 5280 6.3.3, OpenSSL's
-/// `crl_crldp_check`: nginx refuses it), and a serial is its issuer's
-/// one certificate, so a revocation any CRL in use lists stands: mallory
-/// is refused, alice let in. webpki reads the first CRL it takes to cover
-/// a certificate, takes the scoped one to cover one without distribution
-/// points, and read it first (the newest): mallory got in.
-#[tokio::test]
-async fn a_client_an_older_full_crl_revokes_is_refused_beside_a_newer_scoped_one() {
-    let s = Scene::new();
-    let (clients, alice, mallory, now, until) = clients(&s);
-    let full = clients.crl_of(&[mallory.serial], now - Duration::days(2), until, 1);
-    let uri = "http://crl.example/p1.crl";
-    let scoped = clients.crl_scoped(&[], now - Duration::minutes(1), until, 2, uri);
-    let appended = format!("{full}{scoped}");
-    let cfg = listed_two_ways(&s, ("full.crl", &full), ("scoped.crl", &scoped), &appended);
-    let mut p = Proxy::start(&cfg);
-    for listener in ["two-files", "one-file"] {
-        decides(&s, &mut p, listener, &mallory, &alice).await;
-        // Refused as revoked, in the handshake.
-        p.wait_log("mallory refused as revoked", |v| {
-            v["message"] == "TLS handshake failed"
-                && v["listener"] == listener
-                && v["reason"] == "revoked"
-        })
-        .await;
-    }
-}
-
 /// A key rollover under one CA name: both CA certificates in the bundle,
 /// each key's CRL in its own file. The verifier finds a certificate's CRL
 /// by issuer name, so one CRL serves the clients of both keys: the newer

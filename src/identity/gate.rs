@@ -35,12 +35,6 @@ use crate::identity::{AllowList, Identity};
 pub struct Gate {
     pub listener: Arc<str>,
     pub inner: Arc<dyn ClientCertVerifier>,
-    /// `inner` with each issuer's full CRL ahead of its scoped ones, when
-    /// the bundle has a scoped one newer ([`crate::material::CaBundle::crls_full_first`]):
-    /// a chain passes both. webpki checks a certificate against one CRL of
-    /// its issuer, the first it takes to cover it, and takes a scoped one
-    /// to cover a certificate that names no distribution point.
-    pub full_first: Option<Arc<dyn ClientCertVerifier>>,
     /// `None`: every certificate that chains to the CA is let in.
     pub allow: Option<Arc<AllowList>>,
     /// The CA bundle `inner` verifies against, as configured.
@@ -154,8 +148,8 @@ impl Gate {
         verified && self.allow.as_ref().is_none_or(|allow| allow.permits(id))
     }
 
-    /// The chain verified by `inner`, then by `full_first` if any: a CRL
-    /// webpki cannot use is warned about.
+    /// The chain verified by `inner`: a CRL webpki cannot use is warned
+    /// about.
     fn verify_chain(
         &self,
         leaf: &CertificateDer<'_>,
@@ -168,16 +162,9 @@ impl Gate {
                 warn_crl_invalid(&self.listener, &self.ca, e);
             }
         };
-        let verified = self
-            .inner
+        self.inner
             .verify_client_cert(leaf, intermediates, now)
-            .inspect_err(warn)?;
-        if let Some(full_first) = &self.full_first {
-            full_first
-                .verify_client_cert(leaf, intermediates, now)
-                .inspect_err(warn)?;
-        }
-        Ok(verified)
+            .inspect_err(warn)
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use rustls_pki_types::pem::SectionKind;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 
-use super::crls::{Crl, CrlRollback, full_first, newest, next_issued, revoked_cas, rolled_back};
+use super::crls::{Crl, CrlRollback, newest, next_issued, revoked_cas, rolled_back};
 use super::info::CertInfo;
 use super::pem::{MaterialError, certificates, sections, text_only};
 use super::{CaBundle, Material};
@@ -115,12 +115,6 @@ fn choose(
     let crls = newest(crls, &roots, now, &mut notes);
     let revoked = revoked_cas(&origin, &roots, &certs, &crls, &mut notes);
     let crl_files = crls.iter().map(|c| c.origin.clone()).collect();
-    let crls_full_first = full_first(&crls).map(|order| {
-        order
-            .into_iter()
-            .map(|i| CertificateRevocationListDer::from(crls[i].der.clone()))
-            .collect()
-    });
     let crls = crls
         .into_iter()
         .map(|c| CertificateRevocationListDer::from(c.der))
@@ -129,7 +123,6 @@ fn choose(
         roots,
         revoked,
         crls,
-        crls_full_first,
         crl_files,
         certs,
         crl_counts,

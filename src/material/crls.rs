@@ -1,4 +1,4 @@
-//! A CA bundle's CRLs as webpki is given them: per issuer and scope the newest (of those a CA of the bundle signed) only, newest first (and full CRLs first); the bundle's CA certificates they revoke.
+//! A CA bundle's CRLs as webpki is given them: per issuer and scope the newest (of those a CA of the bundle signed) only, newest first; the bundle's CA certificates they revoke.
 
 use std::collections::{HashMap, HashSet};
 
@@ -350,48 +350,6 @@ pub(super) fn newest(
         .collect();
     kept.sort_by(|(a, _), (b, _)| b.cmp(a));
     kept.into_iter().map(|(_, c)| c).collect()
-}
-
-/// The positions of `crls` (in use, newest first, as [`newest`] ranks
-/// them) with each issuer's full CRL (no issuing distribution point) ahead
-/// of its CRLs of one scope, when one of those ranks before it; `None`
-/// when none does. webpki checks a certificate against the first CRL of
-/// its issuer it takes to cover it, and takes a CRL of one scope to cover
-/// a certificate that names no distribution point: a newer scoped CRL
-/// read first let in a certificate the full one revokes, which is in no
-/// partition (RFC 5280 6.3.3; OpenSSL's `crl_crldp_check` reads the full
-/// one, nginx refuses it). Verified in this order too, a certificate is
-/// checked against its issuer's full CRL as well.
-pub(super) fn full_first(crls: &[Crl]) -> Option<Vec<usize>> {
-    let scopes: Vec<Option<Scope>> = crls
-        .iter()
-        .map(|c| {
-            CertificateRevocationList::from_der(&c.der)
-                .ok()
-                .map(|(_, crl)| scope_and_age(&crl).0)
-        })
-        .collect();
-    let scoped = |i: usize| {
-        scopes[i]
-            .as_ref()
-            .is_some_and(|s| s.distribution_point.is_some())
-    };
-    // A full CRL behind a scoped one of its issuer.
-    let behind = (0..crls.len()).any(|i| {
-        scopes[i].as_ref().is_some_and(|full| {
-            full.distribution_point.is_none()
-                && (0..i).any(|j| {
-                    scoped(j) && scopes[j].as_ref().is_some_and(|s| s.issuer == full.issuer)
-                })
-        })
-    });
-    if !behind {
-        return None;
-    }
-    let mut order: Vec<usize> = (0..crls.len()).collect();
-    // Stable: the order among full CRLs, and among scoped ones, stays.
-    order.sort_by_key(|&i| scoped(i));
-    Some(order)
 }
 
 /// The earliest thisUpdate of `crls` after `now` (Unix seconds): then a

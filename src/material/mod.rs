@@ -92,12 +92,6 @@ pub struct CaBundle {
     /// webpki checks a certificate against the first CRL of its issuer
     /// it is given that covers it.
     pub crls: Vec<CertificateRevocationListDer<'static>>,
-    /// The same CRLs with each issuer's full one (no issuing distribution
-    /// point) ahead of its scoped ones, when one of those is newer: what
-    /// the handshake verifies against as well (webpki reads one CRL per
-    /// certificate, and takes a scoped one to cover a certificate that
-    /// names no distribution point). `None` when the order is the same.
-    pub crls_full_first: Option<Vec<CertificateRevocationListDer<'static>>>,
     /// The file of each CRL of `crls`, in the same order: what a warning
     /// about one names.
     pub crl_files: Vec<String>,

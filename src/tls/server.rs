@@ -552,8 +552,8 @@ pub fn build(
         .with_protocol_versions(versions)
         .map_err(|e| TlsError::Build(e.to_string()))?;
     let mut gate = None;
-    let verifier = client_verifier(inputs.mode, inputs.client_ca, inputs.allow_expired_crl)?.map(
-        |(inner, full_first)| {
+    let verifier =
+        client_verifier(inputs.mode, inputs.client_ca, inputs.allow_expired_crl)?.map(|inner| {
             if !inputs.mode.verifies() {
                 return inner;
             }
@@ -562,7 +562,6 @@ pub fn build(
             let g = Arc::new(Gate {
                 listener: inputs.listener.name.as_str().into(),
                 inner,
-                full_first,
                 allow: inputs.allow.cloned(),
                 ca: inputs.client_ca_source.clone().unwrap_or_default(),
                 anchors: inputs
@@ -573,8 +572,7 @@ pub fn build(
             });
             gate = Some(g.clone());
             g as Arc<dyn ClientCertVerifier>
-        },
-    );
+        });
     let mut config = match verifier {
         None => builder.with_no_client_auth(),
         Some(v) => builder.with_client_cert_verifier(v),

@@ -13,13 +13,8 @@ use crate::config::ClientAuthMode;
 use crate::material::CaBundle;
 use crate::tls::TlsError;
 
-/// A mode's verifier; in a verifying mode, also the same verifier with
-/// the bundle's full CRLs ahead of its scoped ones when their order
-/// differs ([`CaBundle::crls_full_first`]): a chain must pass both.
-pub(super) type Verifiers = (
-    Arc<dyn ClientCertVerifier>,
-    Option<Arc<dyn ClientCertVerifier>>,
-);
+/// A mode's verifier.
+pub(super) type Verifiers = Arc<dyn ClientCertVerifier>;
 
 pub(super) fn client_verifier(
     mode: ClientAuthMode,
@@ -34,8 +29,8 @@ pub(super) fn client_verifier(
     };
     Ok(match mode {
         ClientAuthMode::None => None,
-        ClientAuthMode::Request => Some((any(false), None)),
-        ClientAuthMode::RequireAny => Some((any(true), None)),
+        ClientAuthMode::Request => Some(any(false)),
+        ClientAuthMode::RequireAny => Some(any(true)),
         ClientAuthMode::VerifyIfGiven | ClientAuthMode::RequireAndVerify => {
             let ca = ca.ok_or_else(|| {
                 TlsError::Build(format!(
@@ -52,11 +47,7 @@ pub(super) fn client_verifier(
                 })?;
             }
             let roots = Arc::new(roots);
-            let build = |crls: &[CertificateRevocationListDer<'static>]| {
-                webpki(mode, roots.clone(), crls, allow_expired_crl)
-            };
-            let full_first = ca.crls_full_first.as_deref().map(build).transpose()?;
-            Some((build(&ca.crls)?, full_first))
+            Some(webpki(mode, roots, &ca.crls, allow_expired_crl)?)
         }
     })
 }

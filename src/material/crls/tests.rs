@@ -265,47 +265,6 @@ fn the_newest_of_each_issuer_is_kept_newest_first() {
     assert_eq!(superseded, [("a-old", "a-new"), ("a-mid", "a-new")]);
 }
 
-/// `crl`, of one scope: its issuing distribution point `uri`.
-fn scoped(issuer: &Issuer<'_, KeyPair>, days_ago: i64, uri: &str, file: &str) -> Crl {
-    let this_update = OffsetDateTime::now_utc() - Duration::days(days_ago);
-    let params = CertificateRevocationListParams {
-        this_update,
-        next_update: this_update + Duration::days(30),
-        crl_number: SerialNumber::from(1u64),
-        issuing_distribution_point: Some(rcgen::CrlIssuingDistributionPoint {
-            distribution_point: rcgen::CrlDistributionPoint {
-                uris: vec![uri.to_owned()],
-            },
-            scope: None,
-        }),
-        revoked_certs: Vec::new(),
-        key_identifier_method: KeyIdMethod::Sha256,
-    };
-    Crl {
-        origin: file.to_owned(),
-        der: params.signed_by(issuer).unwrap().der().to_vec(),
-    }
-}
-
-/// A full CRL behind a scoped one of its issuer comes first in the
-/// second order, the rest keeping theirs; with none behind one of its
-/// issuer's (another issuer's scoped CRL ahead does not count), there is
-/// no second order.
-#[test]
-fn a_full_crl_behind_a_scoped_one_of_its_issuer_comes_first() {
-    let (a, b) = (ca("a"), ca("b"));
-    let crls = [
-        scoped(&a, 1, "http://x/p1.crl", "a-p1"),
-        crl(&b, 1, 1, "b"),
-        scoped(&a, 2, "http://x/p2.crl", "a-p2"),
-        crl(&a, 3, 1, "a"),
-    ];
-    assert_eq!(full_first(&crls), Some(vec![1, 3, 0, 2]));
-    let [p1, b_full, _, a_full] = crls;
-    assert_eq!(full_first(&[a_full.clone(), p1.clone()]), None);
-    assert_eq!(full_first(&[p1, b_full]), None);
-}
-
 /// Issued the same second: the higher CRL number wins, then the first
 /// listed (the same CRL twice keeps one).
 #[test]
