@@ -224,7 +224,9 @@ impl Reloader {
                 if news || asked || !retry || since.is_some() {
                     count("failure");
                 }
-                if news || asked {
+                // Logged as it is counted: the operator's new edit is told
+                // rejected, however like the last rejection it fails.
+                if news || asked || since.is_some() {
                     error!(target: LOG, path = %shown, error = %problem, "configuration rejected; the running configuration stays");
                     self.last_config_error = Some(problem.clone());
                 }

@@ -160,7 +160,9 @@ async fn a_config_file_installed_unreadable_for_a_moment_is_waited_on() {
 /// rejection did (SPEC §5: one bad write counts one). The read ending a
 /// wait comes from the reloader's retries, and was taken for a backoff's
 /// retry failing the same way: the second edit was neither counted nor
-/// logged, and `hotproxy_config_reloads_total` said one bad write.
+/// logged, and `hotproxy_config_reloads_total` said one bad write; then
+/// it was counted but still not logged (no "configuration rejected" for
+/// the operator's new edit).
 #[tokio::test]
 async fn a_new_edit_whose_wait_ends_as_the_last_rejection_did_is_counted() {
     let s = Scene::new();
@@ -192,6 +194,9 @@ async fn a_new_edit_whose_wait_ends_as_the_last_rejection_did_is_counted() {
     p.wait_logs("the second edit waited on", 2, |v| v["message"] == waited)
         .await;
     wait_metric(admin, &failed(2), WAIT).await;
+    // And logged: the operator's new edit is told rejected, as it is counted.
+    p.wait_logs("the second edit rejected", 2, rejected("new.crt"))
+        .await;
     assert_serves(addr, "localhost", &ca.cert_pem, &a.fingerprint).await;
 }
 
