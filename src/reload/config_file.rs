@@ -83,32 +83,28 @@ impl Reloader {
     }
 
     /// When the wait for the configuration edit read `now` (`edit`, its
-    /// [`edit_digest`]) began, in a wait begun `since`: now, when it is
-    /// not the edit the wait deferred for entry files (a new write, with a
-    /// settle_timeout of its own, SPEC §3, as an entry file's writer's
-    /// step has: it inherited the rest of the first edit's, and was
-    /// rejected after a fraction of it). Bounded together: after 5 ×
-    /// settle_timeout since the first edit was deferred, a new edit keeps
-    /// the running wait (a writer that never stops rewriting the file
-    /// still ends in an answer).
+    /// [`edit_digest`]) began, in a wait begun `since`: as
+    /// [`new_edit_wait`] says, when it is not the edit the wait deferred
+    /// for entry files (a new write, with a settle_timeout of its own,
+    /// SPEC §3, as an entry file's writer's step has: it inherited the
+    /// rest of the first edit's, and was rejected after a fraction of it);
+    /// else `since`.
     pub(super) fn new_edit_since(
         &mut self,
         since: Instant,
         edit: Option<u64>,
         now: Instant,
     ) -> Instant {
-        let bound = 5 * self.config.watch.settle_timeout;
-        match (self.config_waited_edit, edit) {
-            (Some((waited, first)), Some(edit))
-                if edit != waited && now.duration_since(first) < bound =>
-            {
-                self.config_waited_edit = Some((edit, first));
-                // Said again: the operator's new edit is what is waited on.
-                self.config_entries_waited = false;
-                now
-            }
-            _ => since,
+        let settle_timeout = self.config.watch.settle_timeout;
+        let Some(start) = new_edit_wait(self.config_waited_edit, edit, now, settle_timeout) else {
+            return since;
+        };
+        if let (Some(edit), Some((_, first))) = (edit, self.config_waited_edit) {
+            self.config_waited_edit = Some((edit, first));
         }
+        // Said again: the operator's new edit is what is waited on.
+        self.config_entries_waited = false;
+        start
     }
 
     /// The configuration read from `now` names entry files that do not
@@ -163,6 +159,24 @@ impl Reloader {
         };
         CONFIG_QUIET.checked_sub(still_for).filter(|w| !w.is_zero())
     }
+}
+
+/// When the wait for the configuration edit read `now` (`edit`) begins,
+/// if it is another edit than the running wait deferred for entry files
+/// (`waited`: that edit's digest, and when the wait's first deferred edit
+/// began); `None` keeps the running wait. Bounded together: after 5 ×
+/// `settle_timeout` since the first edit was deferred, a new edit keeps
+/// the running wait (a writer that never stops rewriting the file still
+/// ends in an answer).
+pub(super) fn new_edit_wait(
+    waited: Option<(u64, Instant)>,
+    edit: Option<u64>,
+    now: Instant,
+    settle_timeout: Duration,
+) -> Option<Instant> {
+    let ((waited, first), edit) = (waited?, edit?);
+    let bound = settle_timeout.saturating_mul(5);
+    (edit != waited && now.duration_since(first) < bound).then_some(now)
 }
 
 /// What tells one configuration edit from another: its text's hash.
@@ -256,5 +270,53 @@ impl ConfigOutcome {
             }
             ConfigOutcome::Ignored => "ignored: shutting down".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::new_edit_wait;
+
+    const SETTLE: Duration = Duration::from_secs(10);
+
+    /// The start of the wait for edit 2, read `after` the first edit (1)
+    /// was deferred at `first`.
+    fn start(first: Instant, after: Duration) -> Option<Instant> {
+        new_edit_wait(Some((1, first)), Some(2), first + after, SETTLE)
+    }
+
+    #[test]
+    fn a_new_edit_early_in_a_wait_waits_a_settle_timeout_of_its_own() {
+        let first = Instant::now();
+        let now = first + SETTLE / 2;
+        assert_eq!(start(first, SETTLE / 2), Some(now));
+    }
+
+    #[test]
+    fn the_edit_the_wait_is_for_keeps_the_running_wait() {
+        let first = Instant::now();
+        assert_eq!(
+            new_edit_wait(Some((1, first)), Some(1), first + SETTLE, SETTLE),
+            None
+        );
+        // Nothing read (the file missing in between), or no wait for entry
+        // files running: no edit of its own.
+        assert_eq!(
+            new_edit_wait(Some((1, first)), None, first + SETTLE, SETTLE),
+            None
+        );
+        assert_eq!(new_edit_wait(None, Some(2), first + SETTLE, SETTLE), None);
+    }
+
+    /// 5 × settle_timeout after the first edit was deferred, a new edit
+    /// keeps the running wait: a writer rewriting the file without end
+    /// still gets an answer.
+    #[test]
+    fn a_new_edit_after_five_settle_timeouts_keeps_the_running_wait() {
+        let first = Instant::now();
+        assert_eq!(start(first, SETTLE * 51 / 10), None);
+        assert_eq!(start(first, SETTLE * 5), None);
     }
 }
