@@ -167,7 +167,7 @@ impl Reloader {
 /// began); `None` keeps the running wait. Bounded together: after 5 ×
 /// `settle_timeout` since the first edit was deferred, a new edit keeps
 /// the running wait (a writer that never stops rewriting the file still
-/// ends in an answer).
+/// ends in an answer), and a new edit's wait ends by then.
 pub(super) fn new_edit_wait(
     waited: Option<(u64, Instant)>,
     edit: Option<u64>,
@@ -176,7 +176,14 @@ pub(super) fn new_edit_wait(
 ) -> Option<Instant> {
     let ((waited, first), edit) = (waited?, edit?);
     let bound = settle_timeout.saturating_mul(5);
-    (edit != waited && now.duration_since(first) < bound).then_some(now)
+    if edit == waited || now.duration_since(first) >= bound {
+        return None;
+    }
+    // Its settle_timeout ends by the bound (5 × in all, SPEC §3): begun
+    // `now`, an edit read just before it waited a full settle_timeout
+    // past it, 6 × in all.
+    let latest = first.checked_add(bound - settle_timeout).unwrap_or(now);
+    Some(now.min(latest))
 }
 
 /// What tells one configuration edit from another: its text's hash.
@@ -318,5 +325,17 @@ mod tests {
         let first = Instant::now();
         assert_eq!(start(first, SETTLE * 51 / 10), None);
         assert_eq!(start(first, SETTLE * 5), None);
+    }
+
+    /// A new edit read late within the bound waits until the bound, not a
+    /// full settle_timeout past it (6 × in all): its wait begins no later
+    /// than 4 × settle_timeout after the first edit's.
+    #[test]
+    fn a_new_edit_late_in_the_bound_waits_until_five_settle_timeouts_in_all() {
+        let first = Instant::now();
+        assert_eq!(start(first, SETTLE * 49 / 10), Some(first + 4 * SETTLE));
+        assert_eq!(start(first, SETTLE * 4), Some(first + 4 * SETTLE));
+        let early = first + SETTLE * 39 / 10;
+        assert_eq!(start(first, SETTLE * 39 / 10), Some(early));
     }
 }
