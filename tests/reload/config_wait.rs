@@ -206,7 +206,11 @@ async fn a_new_edit_whose_wait_ends_as_the_last_rejection_did_is_counted() {
 /// settle_timeout, or at its first read). The proxy is stopped (SIGSTOP)
 /// for settle_timeout after the first edit's wait began, and the second
 /// edit written meanwhile: its first read comes when the first edit's
-/// wait has run out.
+/// wait has run out. `config_file`'s unit tests cover when a new edit
+/// has a wait of its own; this one, that the reload waits on it then
+/// (the line said again, no rejection, applied once its files come).
+/// settle_timeout is 30 s: the second edit's wait outlasts what follows
+/// its first read on a loaded machine (with 3 s it could run out first).
 #[tokio::test]
 async fn a_second_edit_late_in_a_wait_is_waited_on_for_its_own_settle_timeout() {
     let s = Scene::new();
@@ -215,7 +219,7 @@ async fn a_second_edit_late_in_a_wait_is_waited_on_for_its_own_settle_timeout() 
     let new = ca.server_pair(&["new.localhost"]);
     s.pair("a", &a);
     let config = base_config("a.crt", "a.key", "\nadmin: { bind: \"127.0.0.1:0\" }")
-        .replace("settle_timeout: 2s", "settle_timeout: 3s");
+        .replace("settle_timeout: 2s", "settle_timeout: 30s");
     let cfg = s.config(&config);
     let (mut p, addr) = serve(&cfg).await;
     let admin = p.admin_addr().await;
@@ -229,7 +233,7 @@ async fn a_second_edit_late_in_a_wait_is_waited_on_for_its_own_settle_timeout() 
     p.signal("STOP");
     // The proxy's clock runs on while it is stopped; nothing of it can be
     // awaited meanwhile. Once it resumes, the first edit's wait is over.
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
     write(&cfg, &format!("{edit}# the second edit\n"));
     p.signal("CONT");
     waited_not_rejected(&mut p, 2, waited).await;
