@@ -40,6 +40,18 @@ listeners:
     )
 }
 
+/// `config` (a [`base_config`] of `a.crt`/`a.key`) with a second entry,
+/// `new.crt`/`new.key`: an edit naming files the tests write later, or never.
+pub fn with_new_entry(config: &str) -> String {
+    config.replace(
+        "certs: [{ cert_file: a.crt, key_file: a.key }]",
+        "certs: [{ cert_file: a.crt, key_file: a.key }, { cert_file: new.crt, key_file: new.key }]",
+    )
+}
+
+/// The log line of a configuration edit waited on for the entry files it names.
+pub const WAITED_FOR_ENTRY_FILES: &str = "configuration names certificate files not settled yet; waiting for the writer until settle_timeout";
+
 /// The proxy on the configuration file `cfg`, and its listener `public`.
 pub async fn serve(cfg: &Path) -> (Proxy, SocketAddr) {
     let mut p = Proxy::start(cfg);

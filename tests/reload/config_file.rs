@@ -61,10 +61,7 @@ async fn a_rejected_configuration_is_applied_once_its_files_come() {
     let cfg = s.config(&unwatched);
     let (mut p, addr) = serve(&cfg).await;
     let admin = p.admin_addr().await;
-    let edited = unwatched.replace(
-        "certs: [{ cert_file: a.crt, key_file: a.key }]",
-        "certs: [{ cert_file: a.crt, key_file: a.key }, { cert_file: new.crt, key_file: new.key }]",
-    );
+    let edited = with_new_entry(&unwatched);
     write(&cfg, &edited);
     p.signal("HUP");
     p.wait_log("rejected", rejected("new.crt")).await;
@@ -105,15 +102,13 @@ async fn a_config_edit_naming_a_key_still_being_installed_is_waited_for() {
     let (mut p, addr) = serve(&cfg).await;
     let admin = p.admin_addr().await;
     mv_over(&s.path("new.crt"), &new.cert_pem);
-    write(
-        &cfg,
-        &config.replace(
-            "certs: [{ cert_file: a.crt, key_file: a.key }]",
-            "certs: [{ cert_file: a.crt, key_file: a.key }, { cert_file: new.crt, key_file: new.key }]",
-        ),
-    );
-    let waited = "configuration names certificate files not settled yet; waiting for the writer until settle_timeout";
-    waited_not_rejected(&mut p, "the edit waited for or rejected", waited).await;
+    write(&cfg, &with_new_entry(&config));
+    waited_not_rejected(
+        &mut p,
+        "the edit waited for or rejected",
+        WAITED_FOR_ENTRY_FILES,
+    )
+    .await;
     mv_over(&s.path("new.key"), &new.key_pem);
     until_served(addr, "new.localhost", &ca.cert_pem, &new.fingerprint).await;
     assert_serves(addr, "localhost", &ca.cert_pem, &a.fingerprint).await;

@@ -143,16 +143,7 @@ async fn a_config_file_installed_unreadable_for_a_moment_is_waited_on() {
     until_served(addr, "localhost", &ca.cert_pem, &b.fingerprint).await;
     p.wait_log("applied", |v| v["message"] == "configuration reloaded")
         .await;
-    assert!(
-        !messages(&p).iter().any(|m| m == REJECTION),
-        "rejected while the writer was at work"
-    );
-    let failures = r#"hotproxy_config_reloads_total{result="failure"}"#;
-    assert_eq!(
-        metric(admin, failures).await,
-        Some(0.0),
-        "a failure counted"
-    );
+    nothing_rejected(&p, admin, "rejected while the writer was at work").await;
 }
 
 /// A new configuration edit whose wait for its entry files ends in a
@@ -174,10 +165,7 @@ async fn a_new_edit_whose_wait_ends_as_the_last_rejection_did_is_counted() {
     let admin = p.admin_addr().await;
     let failed = |n: u32| format!(r#"hotproxy_config_reloads_total{{result="failure"}} {n}"#);
     // Files that never come: waited on for settle_timeout, then rejected.
-    let edit = config.replace(
-        "certs: [{ cert_file: a.crt, key_file: a.key }]",
-        "certs: [{ cert_file: a.crt, key_file: a.key }, { cert_file: new.crt, key_file: new.key }]",
-    );
+    let edit = with_new_entry(&config);
     write(&cfg, &edit);
     p.wait_log("the edit rejected", rejected("new.crt")).await;
     wait_metric(admin, &failed(1), WAIT).await;
@@ -190,9 +178,10 @@ async fn a_new_edit_whose_wait_ends_as_the_last_rejection_did_is_counted() {
     })
     .await;
     write(&cfg, &format!("{edit}# the second edit\n"));
-    let waited = "configuration names certificate files not settled yet; waiting for the writer until settle_timeout";
-    p.wait_logs("the second edit waited on", 2, |v| v["message"] == waited)
-        .await;
+    p.wait_logs("the second edit waited on", 2, |v| {
+        v["message"] == WAITED_FOR_ENTRY_FILES
+    })
+    .await;
     wait_metric(admin, &failed(2), WAIT).await;
     // And logged: the operator's new edit is told rejected, as it is counted.
     p.wait_logs("the second edit rejected", 2, rejected("new.crt"))
@@ -223,33 +212,20 @@ async fn a_second_edit_late_in_a_wait_is_waited_on_for_its_own_settle_timeout() 
     let cfg = s.config(&config);
     let (mut p, addr) = serve(&cfg).await;
     let admin = p.admin_addr().await;
-    let edit = config.replace(
-        "certs: [{ cert_file: a.crt, key_file: a.key }]",
-        "certs: [{ cert_file: a.crt, key_file: a.key }, { cert_file: new.crt, key_file: new.key }]",
-    );
+    let edit = with_new_entry(&config);
     write(&cfg, &edit);
-    let waited = "configuration names certificate files not settled yet; waiting for the writer until settle_timeout";
-    waited_not_rejected(&mut p, 1, waited).await;
+    waited_not_rejected(&mut p, 1, WAITED_FOR_ENTRY_FILES).await;
     p.signal("STOP");
     // The proxy's clock runs on while it is stopped; nothing of it can be
     // awaited meanwhile. Once it resumes, the first edit's wait is over.
     tokio::time::sleep(std::time::Duration::from_secs(30)).await;
     write(&cfg, &format!("{edit}# the second edit\n"));
     p.signal("CONT");
-    waited_not_rejected(&mut p, 2, waited).await;
+    waited_not_rejected(&mut p, 2, WAITED_FOR_ENTRY_FILES).await;
     mv_over(&s.path("new.key"), &new.key_pem);
     mv_over(&s.path("new.crt"), &new.cert_pem);
     until_served(addr, "new.localhost", &ca.cert_pem, &new.fingerprint).await;
-    assert!(
-        !messages(&p).iter().any(|m| m == REJECTION),
-        "the second edit rejected"
-    );
-    let failures = r#"hotproxy_config_reloads_total{result="failure"}"#;
-    assert_eq!(
-        metric(admin, failures).await,
-        Some(0.0),
-        "a failure counted"
-    );
+    nothing_rejected(&p, admin, "the second edit rejected").await;
 }
 
 /// SIGHUP's summary says what a deferred configuration read waits for:
@@ -268,14 +244,10 @@ async fn sighup_says_what_a_deferred_configuration_read_waits_for() {
         base_config("a.crt", "a.key", "").replace("settle_timeout: 2s", "settle_timeout: 10m");
     let cfg = s.config(&config);
     let (mut p, addr) = serve(&cfg).await;
-    let edit = config.replace(
-        "certs: [{ cert_file: a.crt, key_file: a.key }]",
-        "certs: [{ cert_file: a.crt, key_file: a.key }, { cert_file: new.crt, key_file: new.key }]",
-    );
+    let edit = with_new_entry(&config);
     mv_over(&s.path("new.crt"), &new.cert_pem);
     write(&cfg, &edit);
-    let waited = "configuration names certificate files not settled yet; waiting for the writer until settle_timeout";
-    waited_not_rejected(&mut p, 1, waited).await;
+    waited_not_rejected(&mut p, 1, WAITED_FOR_ENTRY_FILES).await;
     let summary = sighup_summary(&mut p, 1).await;
     assert_eq!(
         summary["config"],
@@ -341,6 +313,17 @@ const NOBODY: u32 = 65534;
 
 /// The log's word for a configuration rejected.
 const REJECTION: &str = "configuration rejected; the running configuration stays";
+
+/// Neither a rejection logged (`what` says which) nor a failure counted.
+async fn nothing_rejected(p: &Proxy, admin: std::net::SocketAddr, what: &str) {
+    assert!(!messages(p).iter().any(|m| m == REJECTION), "{what}");
+    let failures = r#"hotproxy_config_reloads_total{result="failure"}"#;
+    assert_eq!(
+        metric(admin, failures).await,
+        Some(0.0),
+        "a failure counted"
+    );
+}
 
 /// The messages the proxy logged, in order.
 fn messages(p: &Proxy) -> Vec<String> {
