@@ -47,8 +47,7 @@
 //!   - `pem`: read + parse + validate an entry's files (consistent re-read, key match).
 //!   - `bundle`: a CA bundle's certificates (each a usable trust anchor) and CRLs, counted per file;
 //!     its CRLs chosen again once one dated in the future is issued.
-//!   - `crls`: a bundle's CRLs as webpki is given them: of an issuer's, the newest, newest first
-//!     (and full CRLs first, when a scoped one is newer);
+//!   - `crls`: a bundle's CRLs as webpki is given them: of an issuer's, the newest, newest first;
 //!     the bundle's CA certificates they revoke (no trust anchors); those rolled back to older ones;
 //!     its unit tests in `crls/tests.rs`.
 //!   - `der`: DER read by hand: a signature checked as webpki checks it (a leaf's against its issuer), Must-Staple.

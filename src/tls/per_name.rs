@@ -44,12 +44,13 @@ impl PerName {
         modes: Vec<ClientAuthMode>,
         gates: Vec<Option<Arc<crate::identity::gate::Gate>>>,
         resolver: Arc<SniResolver>,
-        left_out: HashMap<String, usize>,
+        left_out: HashMap<String, Vec<usize>>,
     ) -> PerName {
         // Each entry's policy: the first position sharing its config.
-        let policy = (configs.iter())
+        let policy: Vec<usize> = (configs.iter())
             .map(|c| configs.iter().position(|o| Arc::ptr_eq(o, c)).unwrap_or(0))
             .collect();
+        let left_out = owners_of_left_out(left_out, &policy);
         let entries = Arc::new(Entries {
             resolver: resolver.clone(),
             policy,
@@ -138,11 +139,14 @@ impl Entries {
 }
 
 /// The names each entry of `certs` (served as `pairs`) lists that SNI
-/// cannot carry ([`crate::config::host_only_name`]), each with the first
-/// listing it: its `server_names` left out, else its certificate's DNS
-/// SANs left out of those it answers.
-pub fn hosts_left_out(certs: &[ListenerCert], pairs: &[ServedPair<'_>]) -> HashMap<String, usize> {
-    let mut left_out = HashMap::new();
+/// cannot carry ([`crate::config::host_only_name`]), each with the
+/// entries listing it, in order: its `server_names` left out, else its
+/// certificate's DNS SANs left out of those it answers.
+pub fn hosts_left_out(
+    certs: &[ListenerCert],
+    pairs: &[ServedPair<'_>],
+) -> HashMap<String, Vec<usize>> {
+    let mut left_out: HashMap<String, Vec<usize>> = HashMap::new();
     for (at, (c, p)) in certs.iter().zip(pairs).enumerate() {
         let names = match c.server_names {
             Some(_) => c.left_out.clone(),
@@ -151,11 +155,40 @@ pub fn hosts_left_out(certs: &[ListenerCert], pairs: &[ServedPair<'_>]) -> HashM
                 .collect(),
         };
         for name in names {
-            left_out.entry(name).or_insert(at);
+            left_out.entry(name).or_default().push(at);
         }
     }
     left_out
 }
+
+/// The entry a left-out name belongs to for the 421 check: the first
+/// listing it when every entry listing it has one `client_auth` (by
+/// `policy`, [`Entries::same_client_auth`]'s), else [`NO_ENTRY`]. No
+/// handshake selects an entry by such a name, so nothing settles which
+/// entry's `client_auth` guards it (SNI names are refused as shadowed, and
+/// kept with their owner across a renewal, neither of which a name SNI
+/// cannot carry has): given to the first, an entry without client
+/// certificates listing it beside one that requires them (or gaining it in
+/// a CA's renewal) let its clients reach that host. Such a host is
+/// misdirected on every connection (421), where a request for it cannot
+/// be told whose it is.
+fn owners_of_left_out(
+    left_out: HashMap<String, Vec<usize>>,
+    policy: &[usize],
+) -> HashMap<String, usize> {
+    let policy_of = |at: usize| policy.get(at).copied();
+    (left_out.into_iter())
+        .map(|(name, listers)| {
+            let first = listers[0];
+            let one = listers.iter().all(|&at| policy_of(at) == policy_of(first));
+            (name, if one { first } else { NO_ENTRY })
+        })
+        .collect()
+}
+
+/// No entry: the position of a host no connection's entry may serve
+/// ([`owners_of_left_out`]); [`Entries::same_client_auth`] is false for it.
+pub const NO_ENTRY: usize = usize::MAX;
 
 /// Why entry `c` (served as `p`) answers no name, for its refusal: its
 /// `server_names` are empty or all left out, or its certificate has no
@@ -187,5 +220,31 @@ fn strip_port(host: &str) -> &str {
     match host.rsplit_once(':') {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A left-out name listed by entries of one `client_auth` is the
+    /// first's; listed by entries whose `client_auth` differs (a `none`
+    /// entry beside a `require_and_verify` one), no entry's: given to the
+    /// first, the `none` entry's clients reached it without a certificate.
+    #[test]
+    fn a_left_out_name_listed_under_two_client_auths_is_no_entrys() {
+        // Entries 0 and 1 share a policy; entry 2 has its own.
+        let policy = [0, 0, 2];
+        let listed = |at: &[usize]| HashMap::from([("host.123".to_owned(), at.to_vec())]);
+        assert_eq!(owners_of_left_out(listed(&[1]), &policy)["host.123"], 1);
+        assert_eq!(owners_of_left_out(listed(&[0, 1]), &policy)["host.123"], 0);
+        assert_eq!(
+            owners_of_left_out(listed(&[0, 2]), &policy)["host.123"],
+            NO_ENTRY
+        );
+        assert_eq!(
+            owners_of_left_out(listed(&[2, 1]), &policy)["host.123"],
+            NO_ENTRY
+        );
     }
 }
