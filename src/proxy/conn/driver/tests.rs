@@ -495,12 +495,7 @@ async fn an_h1_request_unread_on_the_socket_at_the_signal_is_served() {
     let head = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
     let (outcome, _, got) = h1_closed_with_bytes_unread(head, b"", LONG).await;
     let got = String::from_utf8_lossy(&got).to_ascii_lowercase();
-    assert!(
-        got.starts_with("http/1.1 200")
-            && got.contains("\r\nconnection: close\r\n")
-            && got.ends_with("ok"),
-        "{got:?}"
-    );
+    answered_last(&got);
     assert_eq!(outcome.by, Ended::ByUs);
 }
 
@@ -738,11 +733,17 @@ async fn an_h1_request_pipelined_behind_the_first_both_unread_at_the_signal_is_n
 async fn an_h1_line_end_unread_at_the_signal_goes_on_from_the_head_begun() {
     let head = b"Host: localhost\r\n\r\n";
     let (outcome, got) = h1_answered_at_once(b"GET / HTTP/1.1", b"\r\n", head, false).await;
+    answered_last(&got);
+    assert_eq!(outcome.by, Ended::ByUs);
+}
+
+/// `got` (lowercased) is one answer, `200 ok`, saying `Connection: close`:
+/// the request served as its connection's last.
+pub(super) fn answered_last(got: &str) {
     assert!(
         got.starts_with("http/1.1 200")
             && got.contains("\r\nconnection: close\r\n")
             && got.ends_with("ok"),
         "{got:?}"
     );
-    assert_eq!(outcome.by, Ended::ByUs);
 }
