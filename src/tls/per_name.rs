@@ -91,9 +91,10 @@ pub struct Entries {
     /// sharing its config.
     policy: Vec<usize>,
     /// The names an entry lists that no SNI can carry (rustls refuses
-    /// them: `host.123`), each with the first entry listing it
-    /// ([`hosts_left_out`]): no handshake selects it by them, but a
-    /// request's host still belongs to it.
+    /// them: `host.123`), each with the entry it belongs to
+    /// ([`owners_of_left_out`]): the first listing it, or [`NO_ENTRY`]
+    /// when entries with different `client_auth` list it. No handshake
+    /// selects an entry by them, but a request's host still belongs to it.
     left_out: HashMap<String, usize>,
 }
 
