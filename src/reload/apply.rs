@@ -705,13 +705,10 @@ impl Reloader {
         name: &str,
         certs: &[ListenerCert],
         client_auth: &ClientAuthConfig,
-    ) -> Option<&SniResolver> {
-        self.listeners
-            .get(name)
-            .filter(|o| {
-                o.config.certs == certs && self.client_auth_for(name, &o.config) == *client_auth
-            })
-            .map(|o| &*o.resolver)
+    ) -> Option<&LiveListener> {
+        self.listeners.get(name).filter(|o| {
+            o.config.certs == certs && self.client_auth_for(name, &o.config) == *client_auth
+        })
     }
 
     /// Change a listener's client-auth mode and CA at runtime: new

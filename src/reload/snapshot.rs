@@ -544,13 +544,14 @@ pub(super) fn client_ca<'a>(
 }
 
 /// A listener's snapshot from scratch: every pair, every name. `before`
-/// is the resolver it replaces when the pairs and their client_auth are
-/// the same as then (a rotation): see [`keep_owners`].
+/// is the live listener it replaces when the pairs and their client_auth
+/// are the same as then (a rotation): see [`keep_owners`] (its resolver)
+/// and [`tls::per_name::owners_of_left_out`] (its names SNI cannot carry).
 pub(super) fn listener_tls(
     l: &ListenerConfig,
     client_auth: &ClientAuthConfig,
     entries: &BTreeMap<String, Entry>,
-    before: Option<&SniResolver>,
+    before: Option<&LiveListener>,
 ) -> Result<BuiltListener, String> {
     let mut material = Vec::with_capacity(l.certs.len());
     for c in &l.certs {
@@ -560,14 +561,18 @@ pub(super) fn listener_tls(
                 .ok_or_else(|| format!("entry {:?} is not a server-pair", c.entry))?,
         );
     }
+    let policies: Vec<_> = (l.certs.iter())
+        .map(|c| c.client_auth.as_ref().unwrap_or(client_auth))
+        .collect();
     // Names can come from certificates, so a rotation can shadow a pair too.
     let kept = if has_per_name(l) {
-        let policies: Vec<_> = l
-            .certs
-            .iter()
-            .map(|c| c.client_auth.as_ref().unwrap_or(client_auth))
-            .collect();
-        keep_owners(l, &policies, &material, entries, before)?
+        keep_owners(
+            l,
+            &policies,
+            &material,
+            entries,
+            before.map(|b| &*b.resolver),
+        )?
     } else {
         vec![None; l.certs.len()]
     };
@@ -618,12 +623,17 @@ pub(super) fn listener_tls(
             modes.push(policy.mode);
             gates.push(gate);
         }
+        let listed = tls::per_name::hosts_left_out(&l.certs, &pairs);
+        let had = before.and_then(|b| b.live.tls.load().per_name.clone());
+        let had = had.as_ref().map(|p| &*p.entries);
+        let (left_out, moved) =
+            tls::per_name::owners_of_left_out(&l.certs, listed, &policies, had)?;
+        for m in moved {
+            warn!(target: LOG, listener = %l.name, name = %m.name, entry = %l.certs[m.entry].entry, kept_by = %l.certs[m.kept_by].entry, "a certificate names a host no SNI can carry that another entry of the listener lists with a different client_auth; that entry keeps it (drop the name from one of them: check and a restart refuse this)");
+        }
+        let resolver = resolver.clone();
         Some(Arc::new(PerName::new(
-            configs,
-            modes,
-            gates,
-            resolver.clone(),
-            crate::tls::per_name::hosts_left_out(&l.certs, &pairs),
+            configs, modes, gates, resolver, left_out,
         )))
     } else {
         None
@@ -697,12 +707,12 @@ fn listener_tls_after(
         return Ok(None);
     }
     let Some(previous) = previous else {
-        return listener_tls(&l.config, client_auth, entries, Some(&l.resolver)).map(Some);
+        return listener_tls(&l.config, client_auth, entries, Some(l)).map(Some);
     };
     if per_name {
         // Several configs share the resolver: rebuild them all (rare: a
         // listener with per-entry client auth has a handful of entries).
-        return listener_tls(&l.config, client_auth, entries, Some(&l.resolver)).map(Some);
+        return listener_tls(&l.config, client_auth, entries, Some(l)).map(Some);
     }
     let mut key = l.key;
     let (resolver, served) = if at.is_empty() {
@@ -716,7 +726,7 @@ fn listener_tls_after(
                 .pair()
                 .is_some_and(|p| p.leaf.dns_names == pair.leaf.dns_names);
         if !same_names {
-            return listener_tls(&l.config, client_auth, entries, Some(&l.resolver)).map(Some);
+            return listener_tls(&l.config, client_auth, entries, Some(l)).map(Some);
         }
         let mut served = (**l.live.served.load()).clone();
         for &i in at {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use rustls::ServerConfig;
 
 use crate::config::{ClientAuthMode, ListenerCert};
-use crate::tls::server::{ServedPair, SniResolver};
+use crate::tls::server::{ServedPair, SniResolver, name_key, shadowed};
 
 /// A listener's per-entry TLS configs.
 pub struct PerName {
@@ -44,13 +44,12 @@ impl PerName {
         modes: Vec<ClientAuthMode>,
         gates: Vec<Option<Arc<crate::identity::gate::Gate>>>,
         resolver: Arc<SniResolver>,
-        left_out: HashMap<String, Vec<usize>>,
+        left_out: HashMap<String, usize>,
     ) -> PerName {
         // Each entry's policy: the first position sharing its config.
         let policy: Vec<usize> = (configs.iter())
             .map(|c| configs.iter().position(|o| Arc::ptr_eq(o, c)).unwrap_or(0))
             .collect();
-        let left_out = owners_of_left_out(left_out, &policy);
         let entries = Arc::new(Entries {
             resolver: resolver.clone(),
             policy,
@@ -92,9 +91,10 @@ pub struct Entries {
     policy: Vec<usize>,
     /// The names an entry lists that no SNI can carry (rustls refuses
     /// them: `host.123`), each with the entry it belongs to
-    /// ([`owners_of_left_out`]): the first listing it, or [`NO_ENTRY`]
-    /// when entries with different `client_auth` list it. No handshake
-    /// selects an entry by them, but a request's host still belongs to it.
+    /// ([`owners_of_left_out`]: entries listing one have one
+    /// `client_auth`, the first of them, or the one a renewal kept it
+    /// with). No handshake selects an entry by them, but a request's host
+    /// still belongs to it.
     left_out: HashMap<String, usize>,
 }
 
@@ -140,56 +140,82 @@ impl Entries {
 }
 
 /// The names each entry of `certs` (served as `pairs`) lists that SNI
-/// cannot carry ([`crate::config::host_only_name`]), each with the
-/// entries listing it, in order: its `server_names` left out, else its
-/// certificate's DNS SANs left out of those it answers.
-pub fn hosts_left_out(
-    certs: &[ListenerCert],
-    pairs: &[ServedPair<'_>],
-) -> HashMap<String, Vec<usize>> {
-    let mut left_out: HashMap<String, Vec<usize>> = HashMap::new();
-    for (at, (c, p)) in certs.iter().zip(pairs).enumerate() {
-        let names = match c.server_names {
+/// cannot carry ([`crate::config::host_only_name`]), by position: its
+/// `server_names` left out, else its certificate's DNS SANs left out of
+/// those it answers.
+pub fn hosts_left_out(certs: &[ListenerCert], pairs: &[ServedPair<'_>]) -> Vec<Vec<String>> {
+    (certs.iter().zip(pairs))
+        .map(|(c, p)| match c.server_names {
             Some(_) => c.left_out.clone(),
             None => (p.pair.leaf.dns_left_out.iter())
                 .filter_map(|n| crate::config::host_only_name(n))
                 .collect(),
-        };
-        for name in names {
-            left_out.entry(name).or_default().push(at);
-        }
-    }
-    left_out
-}
-
-/// The entry a left-out name belongs to for the 421 check: the first
-/// listing it when every entry listing it has one `client_auth` (by
-/// `policy`, [`Entries::same_client_auth`]'s), else [`NO_ENTRY`]. No
-/// handshake selects an entry by such a name, so nothing settles which
-/// entry's `client_auth` guards it (SNI names are refused as shadowed, and
-/// kept with their owner across a renewal, neither of which a name SNI
-/// cannot carry has): given to the first, an entry without client
-/// certificates listing it beside one that requires them (or gaining it in
-/// a CA's renewal) let its clients reach that host. Such a host is
-/// misdirected on every connection (421), where a request for it cannot
-/// be told whose it is.
-fn owners_of_left_out(
-    left_out: HashMap<String, Vec<usize>>,
-    policy: &[usize],
-) -> HashMap<String, usize> {
-    let policy_of = |at: usize| policy.get(at).copied();
-    (left_out.into_iter())
-        .map(|(name, listers)| {
-            let first = listers[0];
-            let one = listers.iter().all(|&at| policy_of(at) == policy_of(first));
-            (name, if one { first } else { NO_ENTRY })
         })
         .collect()
 }
 
-/// No entry: the position of a host no connection's entry may serve
-/// ([`owners_of_left_out`]); [`Entries::same_client_auth`] is false for it.
-pub const NO_ENTRY: usize = usize::MAX;
+/// A name SNI cannot carry that a renewal gave entry `entry`'s
+/// certificate while entry `kept_by`, with another `client_auth`, had it:
+/// it stays `kept_by`'s ([`owners_of_left_out`]), and a warning says so.
+pub struct KeptLeftOut {
+    pub name: String,
+    pub entry: usize,
+    pub kept_by: usize,
+}
+
+/// The entry each name of `listed` ([`hosts_left_out`]) belongs to for
+/// the 421 check: the first listing it, every entry listing it having one
+/// `client_auth` (`policies[i]` is entry `i`'s). No handshake selects an
+/// entry by such a name, so nothing would settle whose `client_auth`
+/// guards it: given to the first, a `none` entry listing it beside a
+/// `require_and_verify` one let its clients reach that host without a
+/// certificate; given to none, the strict entry's own verified clients
+/// got 421. Entries with different `client_auth` listing one such name
+/// are refused as SNI names two entries answer so are ([`shadowed`]),
+/// naming both entries and the name — unless the entries in force
+/// (`before`, in a rotation) gave it to one of the two and the other
+/// lists it by its certificate: a CA's renewal, which does not choose
+/// whose a host is. The name then stays with the entry that had it, and
+/// is returned for a warning, as the reloader keeps an SNI name
+/// (`reload::snapshot::keep_owners`).
+pub fn owners_of_left_out<P: PartialEq>(
+    certs: &[ListenerCert],
+    mut listed: Vec<Vec<String>>,
+    policies: &[&P],
+    before: Option<&Entries>,
+) -> Result<(HashMap<String, usize>, Vec<KeptLeftOut>), String> {
+    let names: Vec<&str> = certs.iter().map(|c| c.entry.as_str()).collect();
+    let mut kept = Vec::new();
+    loop {
+        let lists: Vec<&[String]> = listed.iter().map(Vec::as_slice).collect();
+        let Some(s) = shadowed(&lists, policies) else {
+            break;
+        };
+        let had = before.and_then(|b| b.left_out.get(&s.name).copied());
+        let (entry, kept_by) = match had {
+            Some(o) if o == s.earlier => (s.later, o),
+            Some(o) if o == s.later => (s.earlier, o),
+            _ => return Err(s.refusal_host_only(&names)),
+        };
+        // Its server_names are the operator's, not a CA's: never moved.
+        if certs[entry].server_names.is_some() {
+            return Err(s.refusal_host_only(&names));
+        }
+        listed[entry].retain(|n| name_key(n) != s.name);
+        kept.push(KeptLeftOut {
+            name: s.name,
+            entry,
+            kept_by,
+        });
+    }
+    let mut owners = HashMap::new();
+    for (at, list) in listed.into_iter().enumerate() {
+        for name in list {
+            owners.entry(name).or_insert(at);
+        }
+    }
+    Ok((owners, kept))
+}
 
 /// Why entry `c` (served as `p`) answers no name, for its refusal: its
 /// `server_names` are empty or all left out, or its certificate has no
@@ -221,31 +247,5 @@ fn strip_port(host: &str) -> &str {
     match host.rsplit_once(':') {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => host,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A left-out name listed by entries of one `client_auth` is the
-    /// first's; listed by entries whose `client_auth` differs (a `none`
-    /// entry beside a `require_and_verify` one), no entry's: given to the
-    /// first, the `none` entry's clients reached it without a certificate.
-    #[test]
-    fn a_left_out_name_listed_under_two_client_auths_is_no_entrys() {
-        // Entries 0 and 1 share a policy; entry 2 has its own.
-        let policy = [0, 0, 2];
-        let listed = |at: &[usize]| HashMap::from([("host.123".to_owned(), at.to_vec())]);
-        assert_eq!(owners_of_left_out(listed(&[1]), &policy)["host.123"], 1);
-        assert_eq!(owners_of_left_out(listed(&[0, 1]), &policy)["host.123"], 0);
-        assert_eq!(
-            owners_of_left_out(listed(&[0, 2]), &policy)["host.123"],
-            NO_ENTRY
-        );
-        assert_eq!(
-            owners_of_left_out(listed(&[2, 1]), &policy)["host.123"],
-            NO_ENTRY
-        );
     }
 }

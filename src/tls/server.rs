@@ -105,6 +105,17 @@ impl Shadowed {
             self.later, entries[self.later], self.name, self.earlier, entries[self.earlier]
         )
     }
+
+    /// [`Shadowed::refusal`] for a name no SNI can carry (`host.123`),
+    /// which entries list rather than answer: no client selects either
+    /// entry by it, so a request for it could not be told whose
+    /// client_auth applies ([`crate::tls::per_name::owners_of_left_out`]).
+    pub fn refusal_host_only(&self, entries: &[&str]) -> String {
+        format!(
+            "tls.certs[{}] (entry {:?}) lists {:?}, a name no SNI can carry, which tls.certs[{}] (entry {:?}) lists with a different client_auth: no client selects either entry by it, so a request for it could not be told whose client_auth applies (drop the name from one of them, or give both the same client_auth)",
+            self.later, entries[self.later], self.name, self.earlier, entries[self.earlier]
+        )
+    }
 }
 
 /// A name as [`shadowed`] compares it: lowercase, no trailing dot.

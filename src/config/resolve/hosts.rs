@@ -206,8 +206,8 @@ pub(crate) fn left_out_warnings(l: &crate::config::ListenerConfig, at: &str) -> 
             out.push(format!(
                 "{at}.tls.certs[{j}].server_names: {why}; left out of the names the entry \
                  answers (a request for it is still the entry's: on another entry's connection \
-                 with another client_auth, 421; listed by entries with different client_auth too, \
-                 it is no entry's: 421 on every connection)"
+                 with another client_auth, 421; listed by an entry with another client_auth too, \
+                 refused)"
             ));
         }
     }

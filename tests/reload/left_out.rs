@@ -1,0 +1,121 @@
+//! A name SNI cannot carry (`host.123`) listed by entries under two client_auths: refused, or kept with its entry across a renewal.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::common::*;
+use crate::support::writers::Kubelet;
+use crate::support::*;
+
+/// Listener `public`'s configuration in `s`: entry a (`a/tls.crt`, as
+/// kubelet writes a Secret; no client_auth), then b (`b.crt`, whose
+/// `server_names` are `b_names`) requiring a client certificate `ca.crt`
+/// issued.
+fn config(s: &Scene, b_names: &str) -> PathBuf {
+    s.config(&format!(
+        r#"
+watch: {{ debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }}
+certs:
+  - {{ id: a, type: server-pair, cert_file: a/tls.crt, key_file: a/tls.key }}
+  - {{ id: b, type: server-pair, cert_file: b.crt, key_file: b.key }}
+  - {{ id: ca, type: ca-bundle, ca_file: ca.crt }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - {{ ref: a }}
+        - ref: b
+          server_names: {b_names}
+          client_auth: {{ mode: require_and_verify, ca: {{ ref: ca }} }}
+"#
+    ))
+}
+
+/// A scene with `ca.crt`, b's pair (b.test) and a's Secret holding `a`.
+fn scene(ca: &TestCa, a: &TestPair) -> (Scene, Kubelet) {
+    let s = Scene::new();
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    s.pair("b", &ca.server_pair(&["b.test"]));
+    let kube = Kubelet::new(&s.path("a"));
+    write_secret(&kube, a);
+    (s, kube)
+}
+
+/// The status of a request for `Host: host.123` on a connection with SNI
+/// `sni`, presenting `who` if any.
+async fn host_123(addr: SocketAddr, sni: &str, ca: &TestCa, who: Option<&TestPair>) -> u16 {
+    let mut open = open_served(addr, sni, &ca.cert_pem, who).await;
+    let asked = open.send.send_request(get_to("host.123"));
+    let status = within_deadline("a request for host.123", asked).await;
+    status.unwrap().status().as_u16()
+}
+
+/// What a refusal of host.123 listed by a and b names: both entries, by
+/// their position in `tls.certs`, and the name.
+fn names_both(text: &str) -> bool {
+    [
+        "tls.certs[1] (entry \"b\")",
+        "tls.certs[0] (entry \"a\")",
+        "\"host.123\"",
+    ]
+    .iter()
+    .all(|want| text.contains(want))
+}
+
+/// a's certificate names `DNS:host.123` (no SNI can carry it) and b,
+/// requiring a verified client, lists it in its `server_names`: no
+/// handshake says whose it is, so `check`, `run` and a reload refuse the
+/// configuration, naming both entries and the name, as they refuse a name
+/// SNI can carry that two entries answer so. `check` passed it, `run`
+/// started, and host.123 answered 421 on every connection (b's verified
+/// clients included).
+#[tokio::test]
+async fn a_name_sni_cannot_carry_listed_under_two_client_auths_is_refused() {
+    let ca = TestCa::new("ca");
+    let (s, _kube) = scene(&ca, &ca.server_pair_with_dns_sans(&["a.test", "host.123"]));
+    let both = config(&s, "[b.test, host.123]");
+    let cfg = both.to_str().unwrap();
+    let (code, out, err) = run_cli(&["check", "--config", cfg]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(names_both(&err), "{out}{err}");
+    let (code, out, err) = run_cli(&["run", "--config", cfg]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(names_both(&err), "{err}");
+
+    // Served with b naming b.test alone, then reloaded with host.123 too.
+    let (mut p, addr) = serve(&config(&s, "[b.test]")).await;
+    config(&s, "[b.test, host.123]");
+    p.signal("HUP");
+    let refused = p.wait_log("the reload refused", rejected("host.123")).await;
+    assert!(names_both(refused["error"].as_str().unwrap()), "{refused}");
+    // The running configuration stays: host.123 is a's.
+    assert_eq!(host_123(addr, "a.test", &ca, None).await, 404);
+}
+
+/// A CA's renewal of a's certificate (kubelet-style) adds `DNS:host.123`,
+/// which b (require_and_verify) lists in its `server_names`: the name
+/// stays b's, as an SNI name another entry answered stays with it, with a
+/// warning naming both entries. b's verified client is still served
+/// host.123 (404: no route), and a's client without a certificate still
+/// gets 421. The name became no entry's: b's verified client got 421 too.
+#[tokio::test]
+async fn a_renewal_adding_a_name_sni_cannot_carry_keeps_it_with_its_entry() {
+    let ca = TestCa::new("ca");
+    let (s, kube) = scene(&ca, &ca.server_pair(&["a.test"]));
+    let (mut p, addr) = serve(&config(&s, "[b.test, host.123]")).await;
+    let client = ca.client_pair("client");
+    assert_eq!(host_123(addr, "b.test", &ca, Some(&client)).await, 404);
+    assert_eq!(host_123(addr, "a.test", &ca, None).await, 421);
+
+    let a2 = ca.server_pair_with_dns_sans(&["a.test", "host.123"]);
+    write_secret(&kube, &a2);
+    until_served(addr, "a.test", &ca.cert_pem, &a2.fingerprint).await;
+
+    assert_eq!(host_123(addr, "b.test", &ca, Some(&client)).await, 404);
+    assert_eq!(host_123(addr, "a.test", &ca, None).await, 421);
+    p.wait_log("the kept name warned about", |v| {
+        v["level"] == "WARN" && v["name"] == "host.123" && v["entry"] == "a" && v["kept_by"] == "b"
+    })
+    .await;
+}
