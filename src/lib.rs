@@ -79,6 +79,8 @@
 //!   - `state`: the watcher thread's state machine: events, debounce, poll
 //!     scheduling, re-arming, reporting due subjects (`fire_due`); its tests
 //!     in `state/tests.rs`.
+//!     - `placed`: chains a watch came too late for (a directory gone, or a
+//!       name waited for come, before it was placed): walked again.
 //!   - `stat`: a path's symlink chain, link by link, and each link's stat signature.
 //! - `reload`: the single writer: entry and config changes, snapshot rebuilds, retries.
 //!   - `mod`: the reloader thread, its `Command`s, the `Handle`, the published

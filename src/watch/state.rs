@@ -361,7 +361,7 @@ impl State {
         let by_dir = &self.by_dir;
         self.unwatchable.retain(|d| by_dir.contains_key(d));
         // Watches this pass placed: a parent among them was not watching
-        // when its child went, and has no event about it to give.
+        // when its child went or came, and has no event about it to give.
         let mut placed = HashSet::new();
         let mut vanished = Vec::new();
         let mut failed = false;
@@ -435,17 +435,8 @@ impl State {
                 self.next_poll = Instant::now() + self.poll_interval;
             }
         }
-        // Report their subjects: the report walks each chain again, which
-        // now ends at the nearest existing ancestor, and watches that.
-        let gone: HashSet<Subject> = vanished
-            .iter()
-            .filter_map(|dir| self.by_dir.get(dir))
-            .flatten()
-            .cloned()
-            .collect();
-        for s in gone {
-            self.mark(s, SETTLED.min(self.config.debounce));
-        }
+        // The chains the watches came too late for: walked again.
+        self.walk_again(&vanished, &placed);
         // Every directory a chain needs is watched again: events work, so the
         // poll goes back under its CPU cap, re-arms to the directories a change
         // touched, and the interval to the one configured (2s forced on 0).
@@ -794,5 +785,6 @@ const SETTLED: Duration = Duration::from_millis(10);
 /// `touch` loop, a writer appending forever) must still be read.
 pub(super) const HOLD_DEBOUNCES: u32 = 10;
 
+mod placed;
 #[cfg(test)]
 mod tests;
