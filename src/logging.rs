@@ -25,19 +25,34 @@ pub fn json() -> bool {
 /// `off`), or tracing directives (`info,hotproxy::watch=debug`) where each
 /// bare word is a level. tracing reads a bare word it does not know as a
 /// target to show at every level, with nothing else shown: a typo such as
-/// `warning` silenced every log line. Refused instead, naming the word.
+/// `warning` silenced every log line. Refused instead, naming the word; so
+/// is a directive tracing cannot parse (`*=debug`), which made the whole
+/// filter fall back to plain `info` without a word. The value comes back
+/// with the spaces around its directives gone: the check trims them,
+/// tracing does not (`info, hotproxy=debug` failed to parse there).
 pub fn parse_level(s: &str) -> Result<String, String> {
     const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
-    for part in s.split(',').map(str::trim) {
-        let level = part.rsplit_once('=').map_or(part, |(_, l)| l);
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    for part in &parts {
+        let level = part.rsplit_once('=').map_or(*part, |(_, l)| l);
         if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
             return Err(format!(
                 "unknown log level `{level}`: use one of {}, or target=level directives",
                 LEVELS.join(", ")
             ));
         }
+        if let Err(e) = part.parse::<Directive>() {
+            return Err(format!("`{part}` is not a tracing directive: {e}"));
+        }
     }
-    Ok(s.to_owned())
+    Ok(parts.join(","))
+}
+
+/// `value`'s comma-separated directives, trimmed, the empty ones left out:
+/// tracing's parser does not trim (env_logger, which `RUST_LOG` comes
+/// from, does), so it is given these.
+fn directives(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|p| !p.is_empty())
 }
 
 /// The crates whose targets this binary logs under: a bare `RUST_LOG`
@@ -72,7 +87,7 @@ fn names_target(word: &str) -> bool {
 /// targets ([`LOG_TARGETS`]; another target is named `target=level`), and
 /// a directive that does not parse is refused, not skipped.
 fn rust_log_filter(value: &str) -> Result<EnvFilter, String> {
-    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+    for part in directives(value) {
         let bare = !part.contains(['=', '[', '{']);
         if bare && part.parse::<LevelFilter>().is_err() && !names_target(part) {
             return Err(format!(
@@ -88,7 +103,8 @@ fn rust_log_filter(value: &str) -> Result<EnvFilter, String> {
             ));
         }
     }
-    EnvFilter::try_new(value).map_err(|e| format!("RUST_LOG: {e}"))
+    let parts: Vec<&str> = directives(value).collect();
+    EnvFilter::try_new(parts.join(",")).map_err(|e| format!("RUST_LOG: {e}"))
 }
 
 /// Install the global subscriber. JSON events are flattened so the fields
@@ -107,28 +123,35 @@ pub fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
             return Err("RUST_LOG: not UTF-8 text".to_owned());
         }
     };
-    let filter = rust_log.unwrap_or_else(|| {
-        // rustls warns once per connection about what any client may send
-        // (an IP address as SNI, as wrk does): a log flood, not news.
-        // notify's inotify backend warns "Unable to remove the path from the
-        // watches: WatchNotFound" (and logs EINVAL at info) whenever a
-        // watched directory is deleted after its watch went: every kubelet
-        // Secret swap removes its old `..<timestamp>` directory. Its own docs
-        // call these "not a real error"; as WARNs they page log-based
-        // alerting on every renewal. Its only other lines are for backends
-        // hotproxy does not use. Real watch failures are ours to log
-        // ("cannot watch directory; relying on polling").
-        // h2 warns at every PING ACK a client sends unasked ("recv PING ack
-        // that we never sent"): a 17-byte frame per log line, any client's
-        // to send.
-        // The defaults go first: of two directives for one target tracing
-        // keeps the later, so the user's `rustls=debug` must come after
-        // `rustls=error` to be the one in effect.
-        EnvFilter::try_new(format!(
-            "rustls=error,notify::inotify=error,h2::proto::ping_pong=error,{level}"
-        ))
-        .unwrap_or_else(|_| EnvFilter::new("info"))
-    });
+    let filter = match rust_log {
+        Some(filter) => filter,
+        None => {
+            // rustls warns once per connection about what any client may send
+            // (an IP address as SNI, as wrk does): a log flood, not news.
+            // notify's inotify backend warns "Unable to remove the path from the
+            // watches: WatchNotFound" (and logs EINVAL at info) whenever a
+            // watched directory is deleted after its watch went: every kubelet
+            // Secret swap removes its old `..<timestamp>` directory. Its own docs
+            // call these "not a real error"; as WARNs they page log-based
+            // alerting on every renewal. Its only other lines are for backends
+            // hotproxy does not use. Real watch failures are ours to log
+            // ("cannot watch directory; relying on polling").
+            // h2 warns at every PING ACK a client sends unasked ("recv PING ack
+            // that we never sent"): a 17-byte frame per log line, any client's
+            // to send.
+            // The defaults go first: of two directives for one target tracing
+            // keeps the later, so the user's `rustls=debug` must come after
+            // `rustls=error` to be the one in effect.
+            // Checked here too (main's clap checks it already) for a caller
+            // that did not: a filter that does not parse is refused, never
+            // replaced by plain `info` without a word.
+            let level = parse_level(level).map_err(|e| format!("--log-level: {e}"))?;
+            EnvFilter::try_new(format!(
+                "rustls=error,notify::inotify=error,h2::proto::ping_pong=error,{level}"
+            ))
+            .map_err(|e| format!("--log-level: {e}"))?
+        }
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -201,9 +224,17 @@ mod tests {
         ] {
             assert_eq!(parse_level(ok).as_deref(), Ok(ok));
         }
+        assert_eq!(
+            parse_level(" info, hotproxy=debug ").as_deref(),
+            Ok("info,hotproxy=debug")
+        );
         for bad in ["warning", "verbose", "info,hotproxy=loud", ""] {
             let e = parse_level(bad).unwrap_err();
             assert!(e.contains("unknown log level"), "{bad}: {e}");
+        }
+        for bad in ["*=debug", "info,=debug"] {
+            let e = parse_level(bad).unwrap_err();
+            assert!(e.contains("not a tracing directive"), "{bad}: {e}");
         }
     }
 }

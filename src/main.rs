@@ -89,7 +89,8 @@ fn config_path(flag: Option<PathBuf>) -> PathBuf {
     .unwrap_or_else(|| PathBuf::from("config.yaml"))
 }
 
-/// A `RUST_LOG` refused: exit 2, as clap refuses a bad `--log-level`.
+/// A `RUST_LOG` (or `--log-level`) refused: exit 2, as clap refuses a bad
+/// `--log-level`.
 fn refused_logging(problem: &str) -> ExitCode {
     hotproxy::errln!("error: {problem}");
     ExitCode::from(2)

@@ -106,6 +106,63 @@ fn a_bad_rust_log_is_refused() {
     }
 }
 
+/// `hotproxy run --log-level LEVEL` (no `RUST_LOG`): (exit code, stderr).
+fn run_with_log_level(level: &str) -> (i32, String) {
+    let out = output_within_deadline(
+        Command::new(env!("CARGO_BIN_EXE_hotproxy"))
+            .args(["run", "--log-level", level])
+            .env("HOTPROXY_CONFIG", "/nonexistent/hotproxy.yaml")
+            .env_remove("RUST_LOG")
+            .current_dir(std::env::temp_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `--log-level '*=debug'` passed the check of its levels but not
+/// tracing's parser, and the filter fell back to plain `info` without a
+/// word, the operator's directive and the defaults (`rustls=error`) gone.
+/// A directive tracing cannot parse is refused (exit 2), naming it.
+#[test]
+fn a_log_level_directive_tracing_cannot_parse_is_refused() {
+    for (level, part) in [("*=debug", "*=debug"), ("info, =debug", "=debug")] {
+        let (code, err) = run_with_log_level(level);
+        assert_eq!(code, 2, "--log-level {level:?}: {err}");
+        assert!(
+            err.contains(&format!("`{part}`")),
+            "--log-level {level:?}: {err}"
+        );
+    }
+}
+
+/// `--log-level 'info, hotproxy=debug'` (a space after the comma) passed
+/// the check, which trims, while tracing got the untrimmed text, failed,
+/// and the filter fell back to plain `info`: no debug line, no word why.
+/// `RUST_LOG='info, hotproxy=debug'` (which env_logger takes) was refused
+/// with `RUST_LOG: error parsing level filter`, naming nothing. Spaces
+/// around a directive are ignored in both: hotproxy's debug lines show.
+#[tokio::test]
+async fn spaces_around_directives_are_ignored() {
+    let (_s, cfg) = scene();
+    let spaced = "info, hotproxy=debug ";
+    for (level, env) in [(spaced, None), ("info", Some(("RUST_LOG", spaced)))] {
+        let env: Vec<_> = env.into_iter().collect();
+        let mut p = Proxy::start_logging(&cfg, level, &env);
+        p.listener_addr("public").await;
+        p.wait_log("a debug line of hotproxy's", |v| {
+            v["level"] == "DEBUG"
+                && v["target"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("hotproxy"))
+        })
+        .await;
+    }
+}
+
 /// rustls's lines of one request to `public` on a proxy run with
 /// `--log-level level`: all of them once SIGHUP, sent after the request,
 /// has its line (one process writing stderr in order).
