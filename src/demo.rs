@@ -25,7 +25,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::material::{info, shown_path};
 use crate::shell::shell_word;
 
@@ -41,12 +41,9 @@ fn config_path() -> PathBuf {
 
 pub fn run() -> ExitCode {
     let path = config_path();
-    let config = match config::load(&path) {
-        Ok(c) => c,
-        Err(e) => {
-            crate::server::demo_refused(&e.render());
-            return ExitCode::FAILURE;
-        }
+    // Refused as `run` refuses it (`invalid configuration`, with `path`).
+    let Some(config) = crate::server::load(&path) else {
+        return ExitCode::FAILURE;
     };
     let pki = config
         .file

@@ -15,14 +15,8 @@ use crate::reload::{self, Command};
 
 /// Load the configuration and serve it until SIGTERM/SIGINT/SIGQUIT.
 pub fn run(config_path: &Path) -> ExitCode {
-    let config = match config::load(config_path) {
-        Ok(c) => c,
-        Err(e) => {
-            let problems = e.render();
-            error!(path = %crate::material::shown_path(config_path), error = %problems, "invalid configuration");
-            as_written(&problems);
-            return ExitCode::FAILURE;
-        }
+    let Some(config) = load(config_path) else {
+        return ExitCode::FAILURE;
     };
     // One worker: a current-thread runtime runs every task on this thread,
     // without the cross-thread queue and wake-up handoffs a one-worker
@@ -48,6 +42,22 @@ pub fn run(config_path: &Path) -> ExitCode {
     let code = rt.block_on(serve(config));
     finish(rt);
     code
+}
+
+/// The configuration at `path`, or `None` once its problems are logged:
+/// the ERROR event `invalid configuration` (with `path`), then the
+/// problems as written ([`as_written`]). `run` and `demo` refuse one
+/// alike, so a log alert keyed on that event sees both.
+pub(crate) fn load(path: &Path) -> Option<Config> {
+    match config::load(path) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            let problems = e.render();
+            error!(path = %crate::material::shown_path(path), error = %problems, "invalid configuration");
+            as_written(&problems);
+            None
+        }
+    }
 }
 
 /// What stopped the start, as written (one problem a line), after its

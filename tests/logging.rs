@@ -282,6 +282,46 @@ fn a_refused_start_logs_one_json_event_per_line() {
     }
 }
 
+/// `demo` refused a `./config.yaml` with a problem as its own checks
+/// refuse (`cannot start the demo`, no `path`; with `text`, no ERROR
+/// event), where `run` logs `invalid configuration` with `path`: a log
+/// alert keyed on that event missed the demo's. Both log the same event.
+#[test]
+fn demo_refuses_an_invalid_configuration_as_run_does() {
+    let s = Scene::new();
+    let broken = s.config(
+        "listeners:\n  - name: public\n    bind: 127.0.0.1:0\n    bogus: 1\n    routes: []\n",
+    );
+    let events = |command: &str| -> Vec<serde_json::Value> {
+        let (code, _, stderr) = failed_start(command, &broken, "json");
+        assert_eq!(code, 1, "{command}: {stderr}");
+        stderr
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON event"))
+            .collect()
+    };
+    for command in ["run", "demo"] {
+        let events = events(command);
+        assert!(
+            events.iter().any(|v| v["level"] == "ERROR"
+                && v["message"] == "invalid configuration"
+                && v["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("config.yaml"))
+                && v["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("listeners[0].bogus"))),
+            "{command}: no `invalid configuration` event with `path`: {events:?}"
+        );
+        let (_, _, text) = failed_start(command, &broken, "text");
+        assert!(
+            text.lines()
+                .any(|l| l.contains("ERROR") && l.contains("invalid configuration")),
+            "{command}: no ERROR event in the text log:\n{text}"
+        );
+    }
+}
+
 /// With `--log-format json` and logging filtered off (`--log-level off`),
 /// the ERROR event of a refused start is never written, and skipping the
 /// plain lines for JSON's sake left a process exiting 1 with nothing said
