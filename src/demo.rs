@@ -205,14 +205,21 @@ fn instructions_for(config: &Config, pki: &Path) -> String {
         .as_ref()
         .map(|a| a.bind.to_string())
         .unwrap_or_else(|| "127.0.0.1:9901".into());
-    instructions(port, pki, &admin).join("\n")
+    // The running binary, not `cargo run`: that fails anywhere but the
+    // source tree (an installed binary, the image). `hotproxy` (on PATH)
+    // only when the process cannot say where it is.
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("hotproxy"));
+    // The names the server pair is for, as the demo's own re-issue keeps
+    // them: without `--name` the command re-issued it for `localhost` only.
+    let names = server_names(pki);
+    instructions(port, pki, &admin, &exe, &names).join("\n")
 }
 
 /// What the demo tells the operator, the commands to paste included.
 /// Every path and address in a command is a [`shell_word`]: a PKI
 /// directory named `my pki`, `it's` or `$(id)` was pasted as other words,
 /// or ran what it named; an IPv6 admin address's `[...]` was a glob.
-fn instructions(port: u16, pki: &Path, admin: &str) -> Vec<String> {
+fn instructions(port: u16, pki: &Path, admin: &str, exe: &Path, names: &[String]) -> Vec<String> {
     let file = |name: &str| shell_word(&pki.join(name)).into_owned();
     let (ca, cert, key) = (file("ca.crt"), file("client.crt"), file("client.key"));
     let url = shell_word(&format!("https://localhost:{port}/hello")).into_owned();
@@ -229,8 +236,13 @@ fn instructions(port: u16, pki: &Path, admin: &str) -> Vec<String> {
         String::new(),
         "  rotate the certificates while it runs, then watch the served fingerprint change:".into(),
         format!(
-            "    cargo run --release -- certs dev-pki --out {}",
-            shell_word(pki)
+            "    {} certs dev-pki --out {}{}",
+            shell_word(exe),
+            shell_word(pki),
+            names
+                .iter()
+                .map(|n| format!(" --name {}", shell_word(n)))
+                .collect::<String>()
         ),
         format!(
             "    openssl s_client -connect {connect} -servername localhost </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"

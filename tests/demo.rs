@@ -359,6 +359,73 @@ fn sh_words(line: &str) -> Vec<String> {
         .collect()
 }
 
+/// The demo's printed command that rotates its dev PKI (leading spaces cut).
+fn rotate_line(demo: &Demo) -> Option<String> {
+    let lines = demo.stdout.lock().unwrap();
+    lines
+        .iter()
+        .find(|l| l.contains(" certs dev-pki "))
+        .map(|l| l.trim_start().to_owned())
+}
+
+/// The binary the tests run, as the process itself names it.
+fn running_binary() -> std::path::PathBuf {
+    std::fs::canonicalize(env!("CARGO_BIN_EXE_hotproxy")).unwrap()
+}
+
+/// The rotate command the demo printed was `cargo run --release -- certs
+/// dev-pki --out DIR`: pasted anywhere but the source tree (an installed
+/// binary, the image) it failed (`could not find Cargo.toml`), and it
+/// named no `--name`, so a PKI issued for `myhost.test` was rotated to
+/// `localhost`. It names the running binary and the server pair's names:
+/// pasted in another directory, it rotates the pair, its names kept.
+#[tokio::test]
+async fn demo_rotate_command_works_where_it_is_pasted() {
+    let scene = Scene::new();
+    let pki = scene.path("demo-pki");
+    let (code, out, err) = run_cli(&[
+        "certs",
+        "dev-pki",
+        "--out",
+        pki.to_str().unwrap(),
+        "--name",
+        "myhost.test",
+        "--name",
+        "127.0.0.1",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    demo_config(&scene, &free_echo());
+    let demo = Demo::start(&scene, &[]);
+    demo.listening().await;
+    wait_until(WAIT, "the demo's rotate command", || async {
+        rotate_line(&demo).is_some()
+    })
+    .await;
+    let line = rotate_line(&demo).unwrap();
+    let before = file_fingerprint(&pki.join("server.crt"));
+    // Pasted in a directory that is not the source tree.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let pasted = output_within_deadline(
+        Command::new("sh")
+            .arg("-c")
+            .arg(&line)
+            .current_dir(elsewhere.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    assert!(pasted.status.success(), "`{line}`: {pasted:?}");
+    assert_ne!(
+        file_fingerprint(&pki.join("server.crt")),
+        before,
+        "`{line}` rotated nothing"
+    );
+    assert_eq!(
+        file_sans(&pki.join("server.crt")),
+        ["myhost.test", "127.0.0.1"],
+        "`{line}` lost the server pair's names"
+    );
+}
+
 /// The commands the demo prints for the operator to paste name its dev
 /// PKI as a shell reads it back, each path one word. A directory named
 /// `it's a "$HOME" `id` dir` was printed as it is: pasted, the quote
@@ -385,7 +452,7 @@ async fn demo_commands_paste_as_the_paths_they_name() {
             .collect::<Vec<_>>()
     };
     wait_until(WAIT, "the demo's commands", || async {
-        !printed("cargo run").is_empty()
+        rotate_line(&demo).is_some()
     })
     .await;
     let curls = printed("curl --cacert");
@@ -409,16 +476,17 @@ async fn demo_commands_paste_as_the_paths_they_name() {
         ]
     );
     assert_eq!(
-        sh_words(&printed("cargo run")[0]),
+        sh_words(&rotate_line(&demo).unwrap()),
         [
-            "cargo",
-            "run",
-            "--release",
-            "--",
+            running_binary().to_str().unwrap(),
             "certs",
             "dev-pki",
             "--out",
-            pki.to_str().unwrap()
+            pki.to_str().unwrap(),
+            "--name",
+            "localhost",
+            "--name",
+            "127.0.0.1"
         ]
     );
     // And the files it names are the demo's.
