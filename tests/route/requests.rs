@@ -402,3 +402,43 @@ async fn an_h2_host_may_differ_from_the_authority_by_the_default_port() {
         }
     }
 }
+
+/// Routes to one upstream count into that upstream's series together,
+/// whichever route took the request, each code apart; another upstream's
+/// requests into its own. Two of the routes share one upstream's metrics
+/// (src/proxy/router.rs): the counts must land as they did with one each.
+#[tokio::test]
+async fn routes_to_one_upstream_count_into_its_series() {
+    let w = world().await;
+    let (mut p, addr) = serve(&config(&w, "")).await;
+    let get = |path: &str, host: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes()
+    };
+    // `/pub/` and `/slow` (prefix: `/slowly` too) both go to `pub`.
+    for (path, host, backend) in [
+        ("/pub/x", "a.example.com", "pub"),
+        ("/slowly", "a.example.com", "pub"),
+        ("/pub/y", "a.example.com", "pub"),
+        ("/x", "b.example.com", "b"),
+        ("/elsewhere", "a.example.com", "other"),
+    ] {
+        let r = raw(&w, addr, &get(path, host)).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert_eq!(r.json()["backend"], backend, "{path}");
+    }
+    // A malformed chunked body on the `/pub/` route: a 400 of `pub`.
+    let bad = b"POST /pub/z HTTP/1.1\r\nHost: a.example.com\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nhello\r\n0\r\n\r\n";
+    assert_eq!(raw(&w, addr, bad).await.status, 400);
+    let m = metrics_text(p.admin_addr().await).await;
+    for line in [
+        r#"hotproxy_http_requests_total{listener="public",upstream="pub",code="200"} 3"#,
+        r#"hotproxy_http_requests_total{listener="public",upstream="pub",code="400"} 1"#,
+        r#"hotproxy_http_requests_total{listener="public",upstream="b",code="200"} 1"#,
+        r#"hotproxy_http_requests_total{listener="public",upstream="other",code="200"} 1"#,
+        r#"hotproxy_http_request_duration_seconds_count{listener="public",upstream="pub"} 4"#,
+        r#"hotproxy_http_request_duration_seconds_count{listener="public",upstream="b"} 1"#,
+        r#"hotproxy_http_request_duration_seconds_count{listener="public",upstream="other"} 1"#,
+    ] {
+        assert!(m.contains(line), "no {line} in\n{m}");
+    }
+}
