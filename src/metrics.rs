@@ -152,6 +152,9 @@ pub struct Metrics {
     /// Requests sent again to the same endpoint: on a new connection, or
     /// (refused on a connection that still serves) on any connection.
     pub upstream_resends: Family<UpstreamLabels, Counter>,
+    /// The length of the last scrape's text: the next is rendered into a
+    /// String of that size, not grown from empty by doubling.
+    rendered_len: std::sync::atomic::AtomicUsize,
     registry: Registry,
 }
 
@@ -187,6 +190,7 @@ impl Metrics {
             upstream_retries: Family::default(),
             upstream_retry_overflow: Family::default(),
             upstream_resends: Family::default(),
+            rendered_len: std::sync::atomic::AtomicUsize::new(0),
             registry: Registry::default(),
         };
         registry.register(
@@ -332,9 +336,11 @@ impl Metrics {
 
     /// Prometheus / OpenMetrics text of every metric.
     pub fn render(&self) -> String {
-        let mut out = String::new();
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut out = String::with_capacity(self.rendered_len.load(Relaxed));
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        self.rendered_len.store(out.len(), Relaxed);
         out
     }
 }

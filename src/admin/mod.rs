@@ -306,7 +306,8 @@ async fn answer(
             }
         }
         (&Method::GET, "/metrics") => {
-            let mut resp = text(StatusCode::OK, &METRICS.render());
+            // The rendered String becomes the body as it is, not copied.
+            let mut resp = plain(StatusCode::OK, Bytes::from(METRICS.render()));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static(
@@ -337,8 +338,13 @@ pub(crate) fn declares_too_much(headers: &http::HeaderMap) -> bool {
         .is_some_and(|n| n > MAX_BODY as u64)
 }
 
-pub fn text(status: StatusCode, body: &str) -> Response<AdminBody> {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_owned())));
+pub fn text(status: StatusCode, text: &str) -> Response<AdminBody> {
+    plain(status, Bytes::copy_from_slice(text.as_bytes()))
+}
+
+/// A `text/plain` answer of `bytes` (the content type may be replaced).
+fn plain(status: StatusCode, bytes: Bytes) -> Response<AdminBody> {
+    let mut resp = Response::new(Full::new(bytes));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -353,6 +353,13 @@ async fn redirect_listener_answers_are_logged() {
         m.contains("hotproxy_http_requests_total{listener=\"http\",upstream=\"\",code=\"308\"} 1"),
         "{m}"
     );
+    // Every answer, the 308 and those to heads refused, timed as one.
+    assert!(
+        m.contains(
+            "hotproxy_http_request_duration_seconds_count{listener=\"http\",upstream=\"\"} 4"
+        ),
+        "{m}"
+    );
 }
 
 /// Two pairs for one name, ECDSA then RSA, as nginx serves two
