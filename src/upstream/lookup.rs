@@ -171,6 +171,18 @@ impl Lookup {
         self.refused
     }
 
+    /// The addresses it found, once it has ended with some (`None` while
+    /// it runs, or when it failed).
+    pub fn found(&self) -> Option<Vec<SocketAddr>> {
+        let answer = self.answer.lock().expect("lookup lock");
+        answer
+            .as_ref()?
+            .as_ref()
+            .ok()
+            .filter(|f| !f.is_empty())
+            .cloned()
+    }
+
     /// Its answer, waiting (blocking) for it until `deadline` at most.
     pub fn wait_until(&self, deadline: Instant) -> Option<Answer> {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -16,9 +16,11 @@
 //! never overlap:
 //! its next starts `resolve_interval` after its last ended, and one that
 //! timed out is
-//! waited for again rather than asked anew (asked anew once it has ended:
-//! its answer was for the re-resolution that gave up on it), so a tiny
-//! interval costs a busy resolver, never a false failure. A lookup made
+//! waited for again rather than asked anew; once it has ended, its
+//! addresses are the next re-resolution's answer (a failure it ended with
+//! was counted already: asked anew), so a tiny interval costs a busy
+//! resolver, never a false failure, and a resolver always a little slower
+//! than the bound still refreshes the set. A lookup made
 //! at configuration time still running after 5 s is the first
 //! re-resolution's to wait for, under the same rule: a [`Lookup`] of a
 //! `host:port` still running is joined by whoever asks for it in the
@@ -70,6 +72,10 @@ pub struct Resolution {
     /// Per server: the last good addresses (`None` for an IP server, or a
     /// name never resolved yet: dialled by name then).
     last: Mutex<Vec<Option<Vec<SocketAddr>>>>,
+    /// Per server: its lookup that timed out (or outlasted [`Resolution::initial`]'s
+    /// wait), for the next re-resolution: joined while it runs, its
+    /// addresses taken once it has ended with some.
+    late: Mutex<Vec<Option<Arc<Lookup>>>>,
     /// Per server: in a failure streak (logged once).
     failing: Mutex<Vec<bool>>,
     /// Per server: the addresses its last answer had that are skipped
@@ -156,6 +162,7 @@ impl Resolution {
             config,
             dialer,
             last: Mutex::new(vec![None; n]),
+            late: Mutex::new(vec![None; n]),
             failing: Mutex::new(vec![false; n]),
             skipped: Mutex::new(vec![Vec::new(); n]),
             applying: Mutex::new(()),
@@ -209,13 +216,18 @@ impl Resolution {
             // One deadline for all of them, not one each in turn.
             let deadline = std::time::Instant::now() + LOOKUP_TIMEOUT;
             let mut last = self.last.lock().expect("resolution lock");
+            let mut late = self.late.lock().expect("resolution lock");
             for ((i, s), lookup) in self.config.servers.iter().enumerate().zip(lookups) {
                 let Some(lookup) = lookup else {
                     continue;
                 };
                 let found = match lookup.wait_until(deadline) {
                     Some(Ok(found)) => Some(self.usable(i, found)).filter(|f| !f.is_empty()),
-                    Some(Err(_)) | None => None,
+                    Some(Err(_)) => None,
+                    None => {
+                        late[i] = Some(lookup);
+                        None
+                    }
                 };
                 // Still running: the first re-resolution's to join.
                 last[i] = found.or_else(|| {
@@ -280,23 +292,36 @@ impl Resolution {
     /// re-resolved on its own, beside the others': one whose lookups hang
     /// delays no other's. A lookup may take `LOOKUP_TIMEOUT`; one still
     /// running then is a failure now and is waited for again by the next
-    /// call for that server, not asked anew, unless it has ended by then
-    /// (its answer is stale: that call asks anew).
+    /// call for that server, not asked anew; one that has ended by then
+    /// with addresses is that call's answer (at most `resolve_interval`
+    /// old), one that failed is asked anew (its failure counted already).
     pub async fn refresh(&self, i: usize) -> Refreshed {
         let s = &self.config.servers[i];
-        // The one still running (the last that timed out, the
-        // configuration's) is joined; one that has ended since answered
-        // for the re-resolution that gave up on it (and counted its
-        // failure): asked anew, not taken as this one's answer.
-        let lookup = Lookup::start(&s.host, s.port);
-        let failed = if lookup.refused() {
-            Refreshed::Refused
-        } else {
-            Refreshed::Same
-        };
-        let found = match tokio::time::timeout(LOOKUP_TIMEOUT, lookup.answer()).await {
-            Ok(answer) => answer,
-            Err(_) => Err("lookup timed out".to_owned()),
+        let late = self.late.lock().expect("resolution lock")[i].take();
+        // The last that timed out (or the configuration's) has ended
+        // since with addresses: they are this one's answer. Asked anew, a
+        // resolver that always answers just past the bound (glibc's
+        // `timeout:5`, its first name server down: 5.01 s) timed out
+        // every lookup, and the set never refreshed.
+        let (found, failed) = match late.as_deref().and_then(Lookup::found) {
+            Some(found) => (Ok(found), Refreshed::Same),
+            None => {
+                // Joined if still running; asked anew if it failed.
+                let lookup = Lookup::start(&s.host, s.port);
+                let failed = if lookup.refused() {
+                    Refreshed::Refused
+                } else {
+                    Refreshed::Same
+                };
+                let found = match tokio::time::timeout(LOOKUP_TIMEOUT, lookup.answer()).await {
+                    Ok(answer) => answer,
+                    Err(_) => {
+                        self.late.lock().expect("resolution lock")[i] = Some(lookup.clone());
+                        Err("lookup timed out".to_owned())
+                    }
+                };
+                (found, failed)
+            }
         };
         // Retired while the lookup was pending (a reload replaced or
         // removed the upstream): its successor resolves for itself (and

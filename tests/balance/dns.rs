@@ -86,12 +86,12 @@ impl NameServer {
 
     /// A resolv.conf naming this server alone, asked once per query (no
     /// retransmission to count as another).
-    fn resolv_conf(&self) -> String {
+    pub(super) fn resolv_conf(&self) -> String {
         format!("nameserver {}\noptions timeout:30 attempts:1\n", self.ip)
     }
 
     /// From now on queries wait unanswered.
-    fn hold(&self) {
+    pub(super) fn hold(&self) {
         self.state.lock().unwrap().hold = true;
     }
 
@@ -102,7 +102,7 @@ impl NameServer {
     }
 
     /// From now on queries answered are answered with `ips`.
-    fn answer_with(&self, ips: &[&str]) {
+    pub(super) fn answer_with(&self, ips: &[&str]) {
         self.state.lock().unwrap().ips = parse(ips);
     }
 
@@ -129,6 +129,17 @@ impl NameServer {
         from.sort();
         from.dedup();
         from.len()
+    }
+
+    /// Answer the queries held with `ips`; those from now on still wait
+    /// (a resolver that answers each query late).
+    pub(super) async fn answer_held(&self, ips: &[&str]) {
+        let held = std::mem::take(&mut self.state.lock().unwrap().held);
+        for (query, from) in held {
+            if let Some(reply) = answer(&query, &parse(ips)) {
+                self.socket.send_to(&reply, from).await.unwrap();
+            }
+        }
     }
 
     /// Answer the queries held, and every one from now on, with `ips`.
@@ -255,7 +266,7 @@ pub(super) async fn app_over(dns: &NameServer, names: &[&str], settings: &str) -
 /// `resolve_interval: {interval}`, its only pod (`pod`, `w.pods[0]`) on
 /// 127.0.0.2: the name is answered 127.0.0.2 by the returned name server,
 /// the proxy's only one ([`Proxy::start_with_resolv_conf`]).
-async fn app_by_name(label: &str, interval: &str) -> (NameServer, World) {
+pub(super) async fn app_by_name(label: &str, interval: &str) -> (NameServer, World) {
     let dns = NameServer::start(&["127.0.0.2"]).await;
     let settings = format!("    resolve_interval: {interval}\n");
     let w = app_over(&dns, &[&own_name(label)], &settings).await;
@@ -274,7 +285,7 @@ async fn assert_pod_serves(w: &World, what: &str) {
 const DROPPED: &str = "upstream retired while its names were resolved again; the answer is dropped";
 
 /// A failed lookup's warning.
-const FAILED: &str = "upstream DNS lookup failed; keeping the last good addresses";
+pub(super) const FAILED: &str = "upstream DNS lookup failed; keeping the last good addresses";
 
 /// An upstream a reload removes while its re-resolution waits for a
 /// lookup: the answer that comes after is dropped. It was applied to the
@@ -397,7 +408,7 @@ async fn a_lookup_that_times_out_is_waited_for_not_repeated() {
 }
 
 /// The value of `hotproxy_upstream_errors_total{upstream=NAME,reason="resolve"}`.
-async fn errors_of(w: &World, name: &str) -> f64 {
+pub(super) async fn errors_of(w: &World, name: &str) -> f64 {
     let errors =
         format!("hotproxy_upstream_errors_total{{upstream=\"{name}\",reason=\"resolve\"}} ");
     (metrics(w).await.lines())
@@ -407,7 +418,7 @@ async fn errors_of(w: &World, name: &str) -> f64 {
 
 /// Wait, `limit` at most, until [`errors_of`] `app` reaches `n` (`what`:
 /// the failures counted).
-async fn app_errors_reach(w: &World, n: f64, limit: Duration, what: &str) {
+pub(super) async fn app_errors_reach(w: &World, n: f64, limit: Duration, what: &str) {
     wait_until(limit, what, || async { errors_of(w, "app").await >= n }).await;
 }
 

@@ -13,6 +13,7 @@ mod budget;
 mod dns;
 mod edits;
 mod health;
+mod late;
 mod names;
 mod panic;
 mod refusing;
