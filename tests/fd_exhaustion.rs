@@ -232,6 +232,32 @@ async fn churn_at_the_fd_limit_does_not_flood_the_log() {
 /// failure; both endpoints serve once the flood is gone.
 #[tokio::test]
 async fn running_out_of_descriptors_ejects_no_endpoint() {
+    out_of_descriptors_ejects_nothing(|a| a.to_string(), "").await;
+}
+
+/// As [`running_out_of_descriptors_ejects_no_endpoint`], the servers
+/// dialled by name (`localhost`, from /etc/hosts, `resolve_interval:
+/// 0s`): out of descriptors, the lookup fails before the connect (glibc
+/// cannot open /etc/hosts nor a socket, and says the name is unknown). It
+/// was a connect error (`502`), sent again to the other endpoint and
+/// counted against both: five such requests ejected a healthy endpoint.
+/// Now, a probe finding no descriptor free, each is the proxy's own `500`
+/// (`local_resources`), as when the connect itself fails so.
+#[tokio::test]
+async fn running_out_of_descriptors_ejects_no_endpoint_dialled_by_name() {
+    let by_name = |a: std::net::SocketAddr| format!("localhost:{}", a.port());
+    out_of_descriptors_ejects_nothing(by_name, "\n    resolve_interval: 0s").await;
+}
+
+/// Two backends as upstream `pair`'s servers (`server`: a backend's
+/// address as its server URL's host and port; `extra`: more of the
+/// upstream's lines), the proxy under `ulimit -n 64` flooded with
+/// connections: five requests each get the proxy's own `500`, no
+/// endpoint is ejected, nothing is retried, and both serve after.
+async fn out_of_descriptors_ejects_nothing(
+    server: impl Fn(std::net::SocketAddr) -> String,
+    extra: &str,
+) {
     let scene = Scene::new();
     let ca = TestCa::new("edge CA");
     let backend_ca = TestCa::new("backend CA");
@@ -253,9 +279,10 @@ listeners:
 upstreams:
   - name: pair
     servers: [https://{}, https://{}]
-    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}
+    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}{extra}
 "#,
-        one.addr, two.addr
+        server(one.addr),
+        server(two.addr)
     ));
     let mut p = Proxy::start_with_fd_limit(&cfg, 64);
     let addr = p.listener_addr("public").await;

@@ -35,7 +35,7 @@ use crate::proxy::body::ClientBody;
 use crate::proxy::slots::ConnectionLimit;
 use crate::tls::sent::Counted;
 use crate::upstream::io::{HeadWait, Kill, MaybeTls, Settling, UpstreamIo};
-use crate::upstream::lookup::Lookup;
+use crate::upstream::lookup::{Lookup, failed_dial};
 use crate::upstream::pool::Wakes;
 use crate::upstream::resolve::to_dial;
 
@@ -182,7 +182,7 @@ impl Dialer {
 /// addresses tried in turn. Each dial by name ran a lookup of its own on
 /// the blocking pool, outside the 64, and one whose dial timed out left
 /// its thread blocked on a hung resolver: one more per dial. A lookup
-/// refused a place fails the dial as any failed lookup did.
+/// refused a place fails the dial as any failed lookup ([`failed_dial`]).
 async fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
         return TcpStream::connect((ip, port)).await;
@@ -190,7 +190,7 @@ async fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
     let addrs = Lookup::start(host, port)
         .answer()
         .await
-        .map_err(std::io::Error::other)?;
+        .map_err(failed_dial)?;
     TcpStream::connect(&to_dial(host, addrs)?[..]).await
 }
 

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
+use crate::upstream::conn::out_of_local_resources;
+
 /// What a lookup found, or why it found nothing.
 pub type Answer = Result<Vec<SocketAddr>, String>;
 
@@ -206,5 +208,19 @@ impl Lookup {
             }
             told.await;
         }
+    }
+}
+
+/// A dial's error for its lookup that failed (`why`): the proxy's own want
+/// of resources ([`out_of_local_resources`]) when a probe socket cannot
+/// be opened either, else the resolver's words. Out of descriptors, glibc
+/// can open neither /etc/hosts nor a socket to a name server and says the
+/// name is unknown (`EAI_NONAME`): that was a connect error, counted
+/// against the endpoint (ejected, the request retried on another, which
+/// failed alike), where a connect's own `EMFILE` is `local_resources`.
+pub fn failed_dial(why: String) -> std::io::Error {
+    match std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0)) {
+        Err(e) if out_of_local_resources(&e) => e,
+        _ => std::io::Error::other(why),
     }
 }
