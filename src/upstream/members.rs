@@ -568,6 +568,13 @@ impl Members {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let in_service = ejecting.as_deref().unwrap_or(&self.members);
+        // A request of a set from before a re-resolution that removed this
+        // endpoint: out of service already, there is nothing to eject it
+        // from. It was ejected against endpoints it is not one of (logged
+        // `ejected`, or `the last one in service`).
+        if !in_service.iter().any(|o| Arc::ptr_eq(o, m)) {
+            return;
+        }
         let others = || in_service.iter().filter(|o| !Arc::ptr_eq(o, m));
         let others_in = others()
             .filter(|o| !o.health.ejected(now) && !o.checks.unhealthy.load(Ordering::Relaxed))

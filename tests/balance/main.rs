@@ -17,6 +17,7 @@ mod late;
 mod names;
 mod panic;
 mod refusing;
+mod removed;
 mod retries;
 mod series;
 mod skipped;

@@ -1,0 +1,78 @@
+//! A request in flight to an endpoint a re-resolution removed, failing after: no verdict on the endpoint out of service (not ejected, nothing logged).
+
+use crate::common::*;
+use crate::dns::*;
+use crate::support::*;
+
+/// Pods `b`, `c`, `d` on 127.0.0.2/.3/.4, one port; a name the test's
+/// server answers with all three; one failure ejects. A request held at
+/// `c`, the name then answered without `c` (its endpoint removed), `c`
+/// killed: that request fails through the endpoint no longer in service,
+/// which is neither ejected nor logged about. It was ejected against the
+/// set in service (`upstream endpoint ejected endpoint=127.0.0.3:…`,
+/// counted in the ejection cap of endpoints it is not one of), or logged
+/// as `the last one in service`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_endpoint_failing_after_is_not_ejected() {
+    let dns = NameServer::start(&["127.0.0.2", "127.0.0.3", "127.0.0.4"]).await;
+    let p = Pods::new();
+    let b = p.pod_at("127.0.0.2", "b").await;
+    let port = b.addr.port();
+    let mut pods = vec![b];
+    for (ip, label) in [("127.0.0.3", "c"), ("127.0.0.4", "d")] {
+        let at = format!("{ip}:{port}").parse().unwrap();
+        let ca = Some(p.backend_ca.cert_pem.as_str());
+        pods.push(Backend::start_at(at, label, &p.pair, ca).await);
+    }
+    let resolv_conf = p.scene.path("resolv.conf");
+    write(&resolv_conf, &dns.resolv_conf());
+    let settings = "    resolve_interval: 100ms\n    health: { passive: { consecutive_failures: 1, eject_for: 60s } }\n    retries: { attempts: 0 }\n";
+    let name = own_name("removed");
+    let app = upstream("app", &format!("https://{name}:{port}"), settings);
+    let start = |config: &std::path::Path| Proxy::start_with_resolv_conf(config, &resolv_conf);
+    let mut w = p.serve_with("[{ upstream: app }]", &app, pods, start).await;
+
+    // Requests held at the pods, in turn, until one is at `c`.
+    let hung = |w: &World| -> usize { w.pods.iter().map(|p| p.requests_for("/hang")).sum() };
+    let mut at_c = None;
+    for k in 1..=3 {
+        let mut send = client(&w).await;
+        let held = tokio::spawn(async move { get_pod(&mut send, "/hang").await });
+        wait_until(WAIT, "the request held at a pod", || async {
+            hung(&w) == k
+        })
+        .await;
+        if w.pods[1].requests_for("/hang") == 1 {
+            at_c = Some(held);
+            break;
+        }
+    }
+    let at_c = at_c.expect("a request held at c");
+
+    dns.answer_with(&["127.0.0.2", "127.0.0.4"]);
+    let c = format!("127.0.0.3:{port}");
+    let removed = w
+        .proxy
+        .wait_log("c removed", |v| {
+            v["message"] == "upstream endpoint removed; draining its pool" && v["endpoint"] == c
+        })
+        .await;
+    assert_eq!(removed["upstream"], "app", "{removed}");
+    w.pods[1].kill();
+    let (status, _) = at_c.await.unwrap();
+    assert_eq!(status, 502, "the request in flight at the killed pod");
+
+    let blamed: Vec<String> = logged_so_far(&mut w)
+        .await
+        .into_iter()
+        .filter(|l| {
+            l.contains(c.as_str())
+                && (l.contains("upstream endpoint ejected")
+                    || l.contains("upstream endpoint failing"))
+        })
+        .collect();
+    assert!(
+        blamed.is_empty(),
+        "an endpoint out of service was judged: {blamed:?}"
+    );
+}
