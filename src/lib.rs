@@ -64,6 +64,7 @@
 //!   - `accept`: the listener handshake: the ClientHello read first, an SNI miss counted once, then the config.
 //!   - `verifiers`: the client verifiers a client-auth mode builds: webpki's against a CA
 //!     bundle, or any certificate.
+//!   - `full_crl`: an issuer's full CRL read on webpki's path beside a newer scoped CRL.
 //!   - `per_name`: client auth per certificate entry: a config per entry, chosen by SNI.
 //!   - `client`: upstream `ClientConfig` (CA bundle or system roots, client pair).
 //!   - `names`: `verify_names` (DNS, URI, `spiffe://td/**`) and their verifier.

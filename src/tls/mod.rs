@@ -2,6 +2,7 @@
 
 pub mod accept;
 pub mod client;
+pub(crate) mod full_crl;
 pub mod names;
 pub mod per_name;
 pub mod provider;

@@ -1,4 +1,4 @@
-//! The client verifiers a listener's client-auth mode builds: webpki's against a CA bundle, or any certificate.
+//! The client verifiers a listener's client-auth mode builds: webpki's against a CA bundle (its full CRLs read on webpki's path too, when they mix scopes), or any certificate.
 
 use std::sync::Arc;
 
@@ -6,12 +6,15 @@ use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme,
+};
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 
 use crate::config::ClientAuthMode;
 use crate::material::CaBundle;
 use crate::tls::TlsError;
+use crate::tls::full_crl::FullCrlCheck;
 
 /// A mode's verifier.
 pub(super) type Verifiers = Arc<dyn ClientCertVerifier>;
@@ -47,7 +50,18 @@ pub(super) fn client_verifier(
                 })?;
             }
             let roots = Arc::new(roots);
-            Some(webpki(mode, roots, &ca.crls, allow_expired_crl)?)
+            let inner = webpki(mode, roots.clone(), &ca.crls, allow_expired_crl)?;
+            let algs = crate::tls::provider::get().signature_verification_algorithms;
+            // An issuer whose CRLs mix a full and a scoped one: its full
+            // CRL is read on webpki's path too (`tls::full_crl`).
+            match FullCrlCheck::new(&ca.crls, allow_expired_crl, algs).map_err(TlsError::Build)? {
+                None => Some(inner),
+                Some(check) => Some(Arc::new(FullCrlChecked {
+                    inner,
+                    roots,
+                    check,
+                })),
+            }
         }
     })
 }
@@ -74,6 +88,69 @@ fn webpki(
     }
     b.build()
         .map_err(|e| TlsError::Build(format!("client verifier: {e}")))
+}
+
+/// webpki's verifier `inner`, then [`FullCrlCheck`]: a chain passes only
+/// on a path both webpki's CRL check and its issuers' full CRLs pass.
+#[derive(Debug)]
+struct FullCrlChecked {
+    inner: Arc<dyn ClientCertVerifier>,
+    roots: Arc<RootCertStore>,
+    check: FullCrlCheck,
+}
+
+impl ClientCertVerifier for FullCrlChecked {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        // webpki passed it, so only a full CRL can refuse it here: a
+        // client it revokes is refused as such (`revoked`).
+        let usage = webpki::KeyUsage::client_auth();
+        self.check
+            .verify(&self.roots.roots, end_entity, intermediates, now, usage)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::Revoked))?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// `request` / `require_any`: any certificate is accepted without chain

@@ -418,11 +418,26 @@ impl TestCa {
         number: u64,
         uri: &str,
     ) -> String {
+        let users = Some(rcgen::CrlScope::UserCertsOnly);
+        self.crl_partition(serials, this_update, next_update, number, uri, users)
+    }
+
+    /// The same, its issuing distribution point `uri` for the certificates
+    /// of `scope` (`None`: CA and end-entity certificates alike).
+    pub fn crl_partition(
+        &self,
+        serials: &[u64],
+        this_update: time::OffsetDateTime,
+        next_update: time::OffsetDateTime,
+        number: u64,
+        uri: &str,
+        scope: Option<rcgen::CrlScope>,
+    ) -> String {
         let scope = rcgen::CrlIssuingDistributionPoint {
             distribution_point: rcgen::CrlDistributionPoint {
                 uris: vec![uri.to_owned()],
             },
-            scope: Some(rcgen::CrlScope::UserCertsOnly),
+            scope,
         };
         let key_id = KeyIdMethod::Sha256;
         self.crl_params(

@@ -1,0 +1,190 @@
+//! An issuer's full CRL read on the path webpki verified, for a certificate that names no CRL distribution point, where webpki reads a newer CRL of one scope alone.
+//!
+//! webpki checks a certificate against the first CRL of its issuer that
+//! covers it, and takes a CRL with an issuing distribution point (one
+//! scope) to cover a certificate that names no CRL distribution point.
+//! A CA bundle's CRLs come newest first, so when an issuer's scoped CRL
+//! is newer than its full one, a certificate the full one revokes and
+//! the scoped one does not list passed. Such a certificate is in no
+//! partition (RFC 5280 §6.3.3: OpenSSL reads the full CRL for it, nginx
+//! refuses it). [`FullCrlCheck`] verifies the chain once more, with the
+//! same anchors, CRLs and policies, and a `verify_path` callback that
+//! reads the full CRL on the very path webpki built: the chain passes
+//! only on a path both checks pass. It is built only for a bundle with
+//! an issuer whose CRLs mix a full and a scoped one; others cost nothing.
+
+use std::collections::HashMap;
+
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor, UnixTime};
+use webpki::{
+    Cert, CertRevocationList, EndEntityCert, ExpirationPolicy, KeyUsage, OwnedCertRevocationList,
+    RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy, VerifiedPath,
+};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::prelude::FromDer;
+use x509_parser::revocation_list::CertificateRevocationList;
+
+/// A full CRL (no issuing distribution point) of an issuer whose CRLs
+/// mix scopes.
+#[derive(Debug)]
+struct FullCrl {
+    /// Its place among the bundle's CRLs.
+    index: usize,
+    der: CertificateRevocationListDer<'static>,
+    /// Unix seconds: at and after it the CRL is expired, as webpki reads it.
+    next_update: i64,
+}
+
+/// The second verification of a chain against a CA bundle whose CRLs
+/// mix scopes for some issuer.
+#[derive(Debug)]
+pub(crate) struct FullCrlCheck {
+    /// The bundle's CRLs, in the order the verifier it follows is given
+    /// them: its own revocation check, done again, must pass on the path.
+    crls: Vec<CertRevocationList<'static>>,
+    /// Per issuer name (its DER contents, as webpki compares names) whose
+    /// CRLs mix scopes, its full CRLs in the bundle's order (newest first).
+    full: HashMap<Vec<u8>, Vec<FullCrl>>,
+    /// An expired full CRL is read (`allow_expired_crl`), or passed over:
+    /// a newer CRL of one scope beside it is fresh, and nginx admits the
+    /// clients the scoped one covers.
+    allow_expired: bool,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl FullCrlCheck {
+    /// The check for `crls` (a CA bundle's, in the order its verifier is
+    /// given them), `None` when no issuer's CRLs mix a full and a scoped
+    /// one: then webpki's own check reads every CRL that can decide.
+    pub(crate) fn new(
+        crls: &[CertificateRevocationListDer<'static>],
+        allow_expired: bool,
+        algs: WebPkiSupportedAlgorithms,
+    ) -> Result<Option<FullCrlCheck>, String> {
+        let parsed = crls
+            .iter()
+            .map(|der| {
+                OwnedCertRevocationList::from_der(der.as_ref())
+                    .map(CertRevocationList::from)
+                    .map_err(|e| format!("CRL not usable: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut scoped: HashMap<&[u8], bool> = HashMap::new();
+        for crl in &parsed {
+            let any = scoped.entry(crl.issuer()).or_default();
+            *any |= crl.issuing_distribution_point().is_some();
+        }
+        let mut full: HashMap<Vec<u8>, Vec<FullCrl>> = HashMap::new();
+        for (index, (der, crl)) in crls.iter().zip(&parsed).enumerate() {
+            if crl.issuing_distribution_point().is_some() || !scoped[crl.issuer()] {
+                continue;
+            }
+            // webpki took it, so it has a nextUpdate.
+            let next_update = CertificateRevocationList::from_der(der.as_ref())
+                .ok()
+                .and_then(|(_, c)| c.next_update())
+                .map_or(i64::MIN, |t| t.timestamp());
+            full.entry(crl.issuer().to_vec())
+                .or_default()
+                .push(FullCrl {
+                    index,
+                    der: der.clone(),
+                    next_update,
+                });
+        }
+        if full.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(FullCrlCheck {
+            crls: parsed,
+            full,
+            allow_expired,
+            algs,
+        }))
+    }
+
+    /// `end_entity` with `intermediates` verified for `usage` at `now`
+    /// against `anchors` as the verifier it follows does (the same CRLs,
+    /// order and policies: a revocation status unknown refused, an
+    /// expired CRL refused unless `allow_expired`), on a path whose
+    /// certificates its issuers' full CRLs do not revoke either.
+    pub(crate) fn verify(
+        &self,
+        anchors: &[TrustAnchor<'_>],
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+        usage: KeyUsage,
+    ) -> Result<(), webpki::Error> {
+        let leaf = EndEntityCert::try_from(end_entity)?;
+        let crls: Vec<&CertRevocationList<'_>> = self.crls.iter().collect();
+        let expiration = match self.allow_expired {
+            true => ExpirationPolicy::Ignore,
+            false => ExpirationPolicy::Enforce,
+        };
+        let revocation = RevocationOptionsBuilder::new(&crls)
+            .map_err(|_| webpki::Error::UnknownRevocationStatus)?
+            .with_depth(RevocationCheckDepth::Chain)
+            .with_status_policy(UnknownStatusPolicy::Deny)
+            .with_expiration_policy(expiration)
+            .build();
+        let on_path = |path: &VerifiedPath<'_>| self.on_path(path, now);
+        leaf.verify_for_usage(
+            self.algs.all,
+            anchors,
+            intermediates,
+            now,
+            usage,
+            Some(revocation),
+            Some(&on_path),
+        )
+        .map(|_| ())
+    }
+
+    /// Whether no certificate of `path` that names no CRL distribution
+    /// point is revoked by its issuer's full CRL, of an issuer whose CRLs
+    /// mix scopes: the newest one the issuer's key on the path verifies
+    /// (one it does not, forged or another key's, is passed over, as is
+    /// one past its nextUpdate unless `allow_expired`).
+    fn on_path(&self, path: &VerifiedPath<'_>, now: UnixTime) -> Result<(), webpki::Error> {
+        let end_entity: &Cert<'_> = path.end_entity();
+        let certs: Vec<&Cert<'_>> = std::iter::once(end_entity)
+            .chain(path.intermediate_certificates())
+            .collect();
+        for (i, cert) in certs.iter().enumerate() {
+            let Some(full) = self.full.get(cert.issuer()) else {
+                continue;
+            };
+            if names_distribution_point(&cert.der()) {
+                continue;
+            }
+            let issuer_key = match certs.get(i + 1) {
+                Some(issuer) => issuer.subject_public_key_info(),
+                None => webpki::spki_for_anchor(path.anchor()),
+            };
+            let fresh = |c: &&FullCrl| self.allow_expired || (now.as_secs() as i64) < c.next_update;
+            let Some(crl) = full
+                .iter()
+                .filter(fresh)
+                .find(|c| crate::material::signed_by(c.der.as_ref(), issuer_key.as_ref()))
+            else {
+                continue;
+            };
+            if self.crls[crl.index].find_serial(cert.serial())?.is_some() {
+                return Err(webpki::Error::CertRevoked);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether the certificate `der` has a CRL distribution points extension:
+/// then webpki reads the CRL whose issuing distribution point it names.
+fn names_distribution_point(der: &[u8]) -> bool {
+    X509Certificate::from_der(der).is_ok_and(|(_, cert)| {
+        cert.extensions()
+            .iter()
+            .any(|ext| ext.oid == x509_parser::oid_registry::OID_X509_EXT_CRL_DISTRIBUTION_POINTS)
+    })
+}
