@@ -15,6 +15,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::material::{CaBundle, Pair};
 use crate::tls::TlsError;
+use crate::tls::full_crl::FullCrlCheck;
 use crate::tls::names::{NameMismatch, NamePattern, NamesVerifier};
 
 /// What `run` warns when the operating system's trust store holds no
@@ -78,9 +79,18 @@ fn leaf_may_sign(der: &[u8]) -> bool {
 
 /// rustls's WebPKI server verifier (with or without CRLs), then the
 /// leaf's keyUsage: a key that may not sign is refused
-/// ([`key_usage_refusal`]) once the chain and the name are verified.
+/// ([`key_usage_refusal`]) once the chain and the name are verified;
+/// before, with `full`, the chain's issuers' full CRLs are read on
+/// webpki's path too (their CRLs mix scopes: [`FullCrlCheck`]).
 #[derive(Debug)]
-struct SigningLeaf(Arc<WebPkiServerVerifier>);
+struct SigningLeaf(Arc<WebPkiServerVerifier>, Option<FullCrls>);
+
+/// A [`FullCrlCheck`] and the anchors it verifies chains against.
+#[derive(Debug)]
+struct FullCrls {
+    roots: Arc<RootCertStore>,
+    check: FullCrlCheck,
+}
 
 impl ServerCertVerifier for SigningLeaf {
     fn verify_server_cert(
@@ -98,6 +108,13 @@ impl ServerCertVerifier for SigningLeaf {
             ocsp_response,
             now,
         )?;
+        if let Some(full) = &self.1 {
+            // webpki passed it: only a full CRL can refuse it here.
+            let usage = webpki::KeyUsage::server_auth();
+            full.check
+                .verify(&full.roots.roots, end_entity, intermediates, now, usage)
+                .map_err(|_| Error::InvalidCertificate(CertificateError::Revoked))?;
+        }
         if !leaf_may_sign(end_entity.as_ref()) {
             return Err(key_usage_refusal());
         }
@@ -185,6 +202,13 @@ pub fn build(
         // certificate as from an unknown CA, before any keyUsage.
         builder.with_root_certificates(roots)
     } else {
+        let algs = provider.signature_verification_algorithms;
+        let full = FullCrlCheck::new(crls, false, algs)
+            .map_err(TlsError::Build)?
+            .map(|check| FullCrls {
+                roots: roots.clone(),
+                check,
+            });
         let mut webpki = WebPkiServerVerifier::builder_with_provider(roots, provider);
         if !crls.is_empty() {
             webpki = webpki
@@ -196,7 +220,7 @@ pub fn build(
             .map_err(|e| TlsError::Build(format!("upstream certificate verifier: {e}")))?;
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(SigningLeaf(webpki)))
+            .with_custom_certificate_verifier(Arc::new(SigningLeaf(webpki, full)))
     };
     let mut config = match client {
         Some(pair) => builder.with_client_cert_resolver(Arc::new(ClientPair(pair.key.clone()))),

@@ -29,6 +29,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 // A value as a configuration problem quotes it: escaped, cut after 64 bytes.
 use crate::config::found_text as shown;
+use crate::tls::full_crl::FullCrlCheck;
 
 /// One accepted name of `verify_names`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -291,6 +292,9 @@ pub struct NamesVerifier {
     /// The CA bundle's CRLs, checked as the upstream's WebPKI verifier
     /// checks them without `verify_names` (see [`crate::tls::client::build`]).
     crls: Vec<webpki::CertRevocationList<'static>>,
+    /// Their issuers' full CRLs read on webpki's path too, when an
+    /// issuer's CRLs mix scopes (as the upstream's WebPKI verifier does).
+    full: Option<FullCrlCheck>,
     accepted: Vec<NamePattern>,
     algs: WebPkiSupportedAlgorithms,
 }
@@ -298,11 +302,11 @@ pub struct NamesVerifier {
 impl NamesVerifier {
     pub fn new(
         roots: Arc<RootCertStore>,
-        crls: &[CertificateRevocationListDer<'static>],
+        crls_der: &[CertificateRevocationListDer<'static>],
         accepted: Vec<NamePattern>,
         algs: WebPkiSupportedAlgorithms,
     ) -> Result<NamesVerifier, String> {
-        let crls = crls
+        let crls = crls_der
             .iter()
             .map(|der| {
                 webpki::OwnedCertRevocationList::from_der(der.as_ref())
@@ -310,9 +314,11 @@ impl NamesVerifier {
                     .map_err(|e| format!("CRL not usable: {e}"))
             })
             .collect::<Result<_, _>>()?;
+        let full = FullCrlCheck::new(crls_der, false, algs)?;
         Ok(NamesVerifier {
             roots,
             crls,
+            full,
             accepted,
             algs,
         })
@@ -358,8 +364,16 @@ impl NamesVerifier {
             Some(options),
             None,
         ) {
-            Ok(_) => Ok(()),
-            Err(e) => Err(self.refusal(e, cert, intermediates, now)),
+            Ok(_) => {}
+            Err(e) => return Err(self.refusal(e, cert, intermediates, now)),
+        }
+        // webpki passed it: only a full CRL can refuse it here.
+        let usage = webpki::KeyUsage::server_auth();
+        match &self.full {
+            Some(full) => full
+                .verify(&self.roots.roots, end_entity, intermediates, now, usage)
+                .map_err(|_| Error::InvalidCertificate(CertificateError::Revoked)),
+            None => Ok(()),
         }
     }
 

@@ -183,6 +183,62 @@ async fn the_newest_upstream_crl_decides() {
     }
 }
 
+/// The upstream CA's older full CRL revokes a backend; its newer CRL of
+/// one scope (a partition of its end-entity certificates) does not list
+/// it. The backend's certificate names no CRL distribution point, so it is
+/// in no partition (RFC 5280 §6.3.3; OpenSSL reads the full CRL for it,
+/// nginx's `proxy_ssl_crl` refuses it): 502, the refusal saying revoked,
+/// with and without `verify_names`; a backend neither lists is reached.
+/// webpki read the newer scoped CRL alone: the revoked backend was reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_full_upstream_crl_revokes_beside_a_newer_scoped_one() {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let mesh = TestCa::new("mesh CA");
+    scene.pair("a", &ca.server_pair(&["localhost"]));
+    let revoked_pair = mesh.server_pair(&["backend.local"]);
+    let now = time::OffsetDateTime::now_utc();
+    let (older, until) = (now - time::Duration::days(2), now + time::Duration::days(7));
+    write(&scene.path("mesh-ca.crt"), &mesh.cert_pem);
+    let full = mesh.crl_of(&[revoked_pair.serial], older, until, 1);
+    let uri = "http://crl.example/mesh-p1.crl";
+    let fresh = now - time::Duration::minutes(1);
+    let scoped = mesh.crl_scoped(&[], fresh, until, 2, uri);
+    write(&scene.path("mesh.crl"), &format!("{full}{scoped}"));
+    let revoked = Backend::start("revoked", &revoked_pair, None).await;
+    let good = Backend::start("good", &mesh.server_pair(&["backend.local"]), None).await;
+    let names = "\n      verify_names: [backend.local]";
+    let upstreams = [
+        crl_upstream("revoked", &revoked, "mesh.crl", ""),
+        crl_upstream("revoked-names", &revoked, "mesh.crl", names),
+        crl_upstream("good", &good, "mesh.crl", ""),
+        crl_upstream("good-names", &good, "mesh.crl", names),
+    ]
+    .concat();
+    let names = ["revoked", "revoked-names", "good", "good-names"];
+    let mut p = start_routing_to(&scene, &names, &upstreams);
+    let addr = p.listener_addr("public").await;
+    let client = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    for (upstream, status) in [
+        ("revoked", 502),
+        ("revoked-names", 502),
+        ("good", 200),
+        ("good-names", 200),
+    ] {
+        let path = format!("/{upstream}/x");
+        let reply = get(addr, "localhost", client.clone(), false, &path, &[])
+            .await
+            .unwrap();
+        assert_eq!(reply.status, status, "{upstream}: {}", reply.body);
+        if status == 502 {
+            let log = refusal_logged(&mut p, upstream).await;
+            assert_eq!(log["reason"], "unknown_ca", "{upstream}: {log}");
+            let said = log["error"].as_str().unwrap_or_default();
+            assert!(said.contains("revoked"), "{upstream}: {log}");
+        }
+    }
+}
+
 /// A CRL in an upstream's `tls.ca` that cannot be used (one under the CA's
 /// name signed by another key) refuses the backend as `crl_invalid`, the
 /// listener side's word for the same fault, with and without
