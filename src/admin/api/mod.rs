@@ -33,8 +33,9 @@ use client_auth::{ClientAuthChange, client_auth_view, set_client_auth};
 /// A JSON error or success, built on the reloader thread or here.
 pub(super) type Reply = Result<(StatusCode, Value, Option<String>), (StatusCode, Value)>;
 
-/// Serve one /api/v1 request: Host/Origin, token and role first, then
-/// refused while the process shuts down (`shutdown`).
+/// Serve one /api/v1 request: Host/Origin (unless a bearer token is
+/// carried), token and role first, then refused while the process shuts
+/// down (`shutdown`).
 pub async fn serve(
     handle: &Handle,
     tokens: &Tokens,
@@ -48,7 +49,12 @@ pub async fn serve(
         req.uri().authority().map(|a| a.as_str()),
         local,
     ) {
-        return refusal(r);
+        // A bearer token is served through any name (SPEC §4): a port
+        // forward's Host names its local port. `authorize` judges it.
+        let waived = r.status == StatusCode::FORBIDDEN && tokens.token_decides(req.headers());
+        if !waived {
+            return refusal(r);
+        }
     }
     let role = match tokens.authorize(req.headers(), req.method()) {
         Ok(role) => role,
