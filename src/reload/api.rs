@@ -11,8 +11,8 @@ use super::{LOG, Reloader};
 use crate::admin::paths;
 use crate::config::{self, ClientAuthConfig, EntrySpec};
 use crate::material::catalogue::{Entry, EntryView, Origin, Reference, ReloadResult};
-use crate::material::pem;
 use crate::material::store::Store;
+use crate::material::{Loaded, pem};
 
 impl Reloader {
     /// Who uses `id` right now.
@@ -36,10 +36,16 @@ impl Reloader {
     }
 
     /// Add or replace an entry defined outside the configuration file (the
-    /// admin API), loading its material first; refused material changes
-    /// nothing.
-    pub fn put_entry(&mut self, spec: EntrySpec, origin: Origin) -> Result<(), String> {
-        let loaded = pem::load(spec.kind, &spec.source).map_err(|e| e.to_string())?;
+    /// admin API) with `loaded`, its material as the caller read and
+    /// checked it (read once: a second read could find files a renewal
+    /// rewrote meanwhile, and apply bytes nobody checked); refused material
+    /// changes nothing.
+    pub fn put_entry(
+        &mut self,
+        spec: EntrySpec,
+        origin: Origin,
+        loaded: Loaded,
+    ) -> Result<(), String> {
         let previous = self
             .entries
             .insert(spec.id.clone(), Entry::new(spec.clone(), origin));

@@ -13,8 +13,9 @@ use tokio::sync::watch;
 
 use super::Reloader;
 use super::entry::CRL_DUE_LOOK;
-use crate::config::{self, Config};
+use crate::config::{self, Config, EntrySpec};
 use crate::material::catalogue::Origin;
+use crate::material::pem;
 use crate::proxy::drain::Drain;
 
 mod open_mtls;
@@ -174,9 +175,12 @@ fn a_crl_retry_goes_with_the_material_it_was_for() {
     // An entry of the store put again through the API.
     let mut spec = r.entry_spec("clients").unwrap().0.clone();
     spec.id = "stored".into();
-    r.put_entry(spec.clone(), Origin::Store).unwrap();
+    let load = |spec: &EntrySpec| pem::load(spec.kind, &spec.source).unwrap();
+    r.put_entry(spec.clone(), Origin::Store, load(&spec))
+        .unwrap();
     r.crl_retries.insert("stored".into(), gone_by());
-    r.put_entry(spec, Origin::Store).unwrap();
+    r.put_entry(spec.clone(), Origin::Store, load(&spec))
+        .unwrap();
     assert!(
         waits(&r),
         "a retry of material the API replaced is waited on"

@@ -1,8 +1,8 @@
 //! The admin API against hostile input: raw bytes in paths, scheme case,
-//! HEAD, files that are not files, paths outside `store.file_roots`, a
-//! planted temp file, a store directory that cannot be written, a store key that
-//! could not be written whole, clients that hold every
-//! connection.
+//! HEAD, files that are not files, paths outside `store.file_roots`, how
+//! often a change reads its files, a planted temp file, a store directory
+//! that cannot be written, a store key that could not be written whole,
+//! clients that hold every connection.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -12,6 +12,7 @@ mod common;
 // The tests, by theme.
 mod bodies;
 mod files;
+mod reads;
 mod requests;
 mod slots;
 mod store;

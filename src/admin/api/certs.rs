@@ -77,12 +77,13 @@ pub(super) fn create(r: &mut Reloader, spec: EntrySpec) -> Reply {
             "no store is configured: entries created through the API must persist (add store: { path, key_file })",
         ));
     };
-    pem::load(spec.kind, &spec.source).map_err(|e| bad_request(e.to_string()))?;
+    // Read once: what is checked here is what is applied below.
+    let loaded = pem::load(spec.kind, &spec.source).map_err(|e| bad_request(e.to_string()))?;
     let before = r.stored_entries();
     let mut after = before.clone();
     after.push(spec.clone());
     store.save(&after).map_err(store_failed)?;
-    if let Err(e) = r.put_entry(spec, Origin::Store) {
+    if let Err(e) = r.put_entry(spec, Origin::Store, loaded) {
         restore(r, &before);
         return Err(bad_request(e));
     }
@@ -115,10 +116,22 @@ pub(super) fn replace(r: &mut Reloader, spec: EntrySpec, if_match: Option<&str>)
             spec.kind.as_str()
         )));
     }
+    // Refusals that need no file come before the read: read first, a
+    // file caught mid-renewal turned them into a load error, and a read
+    // (up to 8 MiB, on this thread) was spent on a call refused anyway.
+    match origin {
+        Origin::Store => check_store_unmoved(r)?,
+        Origin::Config if !spec.source.is_inline() && spec.source != current.source => {
+            return Err(bad_request(format!(
+                "entry {id} is defined in the configuration file; change its paths there (the API can replace its material inline)"
+            )));
+        }
+        Origin::Config => {}
+    }
+    // Read once: what is checked here is what is applied below.
     let loaded = pem::load(spec.kind, &spec.source).map_err(|e| bad_request(e.to_string()))?;
     match origin {
         Origin::Store => {
-            check_store_unmoved(r)?;
             let store = r.store().expect("stored entries exist only with a store");
             let before = r.stored_entries();
             let after: Vec<EntrySpec> = before
@@ -126,17 +139,12 @@ pub(super) fn replace(r: &mut Reloader, spec: EntrySpec, if_match: Option<&str>)
                 .map(|s| if s.id == id { spec.clone() } else { s.clone() })
                 .collect();
             store.save(&after).map_err(store_failed)?;
-            if let Err(e) = r.put_entry(spec, Origin::Store) {
+            if let Err(e) = r.put_entry(spec, Origin::Store, loaded) {
                 restore(r, &before);
                 return Err(bad_request(e));
             }
         }
         Origin::Config => {
-            if !spec.source.is_inline() && spec.source != current.source {
-                return Err(bad_request(format!(
-                    "entry {id} is defined in the configuration file; change its paths there (the API can replace its material inline)"
-                )));
-            }
             if spec.source.is_inline() {
                 r.offer(&id, loaded).map_err(bad_request)?;
             } else {
