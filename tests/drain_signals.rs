@@ -585,3 +585,78 @@ async fn sigusr2_is_logged_and_ignored() {
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+/// Requests still in flight when `shutdown_grace` ends, on a multi-worker
+/// runtime, over HTTP/1.1 and HTTP/2 from clients and to upstreams: each
+/// client sees its connection closed with no status at all, and each
+/// request has its one `499` line (SPEC §access log: abandoned before the
+/// response head; nginx's `worker_shutdown_timeout` and Envoy's drain end
+/// send no 5xx either). One worker dropping an upstream connection's task
+/// while another still polled a request left that request's forward with
+/// "dispatch task is gone": its `502` was written to the client before its
+/// own task went, while its line said `499`.
+#[tokio::test]
+async fn requests_cut_when_shutdown_grace_ends_are_sent_no_status() {
+    const EACH: usize = 32;
+    let s = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let backend_ca = TestCa::new("backend CA");
+    s.pair("a", &ca.server_pair(&["localhost"]));
+    write(&s.path("backend-ca.crt"), &backend_ca.cert_pem);
+    let pair = backend_ca.server_pair(&["backend.local"]);
+    let h2 = Backend::start("h2", &pair, None).await;
+    let h1 = Backend::start_h1("h1", &pair, None).await;
+    let tls = "tls: { ca: { ca_file: backend-ca.crt }, server_name: backend.local }";
+    let cfg = s.public_config(
+        "[{ path_prefix: /one, upstream: h1 }, { upstream: h2 }]",
+        &format!(
+            "\n  - {{ name: h1, servers: [https://{}], {tls} }}\n  - {{ name: h2, servers: [https://{}], {tls} }}",
+            h1.addr, h2.addr
+        ),
+    );
+    let log = s.path("access.log");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let head = format!(
+        "runtime: {{ worker_threads: 8, shutdown_grace: 1s }}\naccess_log: {{ path: {}, format: json }}\n",
+        log.display()
+    );
+    write(&cfg, &(head + &text));
+    // Every request is held: none answered.
+    for b in [&h1, &h2] {
+        b.hang_all.store(true, SeqCst);
+    }
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+
+    // Each client on a connection of its own; half of them HTTP/2.
+    let mut held = Vec::new();
+    for n in 0..2 * EACH {
+        let (h2_client, path) = [(false, "/one"), (true, "/one"), (false, "/"), (true, "/")][n % 4];
+        let alpn: &[&[u8]] = if h2_client { &[b"h2"] } else { &[b"http/1.1"] };
+        let client = client_config(&ca.cert_pem, None, alpn);
+        held.push(tokio::spawn(async move {
+            get(addr, "localhost", client, h2_client, path, &[]).await
+        }));
+    }
+    wait_until(WAIT, "every request is at a backend", || async {
+        h1.slow_in_flight.load(SeqCst) + h2.slow_in_flight.load(SeqCst) == 2 * EACH
+    })
+    .await;
+    p.signal("TERM");
+    assert!(p.wait_exit(WAIT).await.success());
+
+    let mut seen = Vec::new();
+    for r in held {
+        if let Ok(reply) = r.await.unwrap() {
+            seen.push((reply.status, reply.body));
+        }
+    }
+    assert!(seen.is_empty(), "a client was sent a status: {seen:?}");
+    let lines = read_access_log(&log);
+    let statuses: Vec<_> = lines.iter().map(|l| &l["status"]).collect();
+    assert_eq!(
+        statuses,
+        vec![&serde_json::json!(499); 2 * EACH],
+        "{lines:?}"
+    );
+}

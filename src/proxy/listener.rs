@@ -748,8 +748,10 @@ async fn handle(
         .await;
     let head_came = resp.extensions().get::<UpstreamAnswered>().is_some();
     if !head_came && crate::proxy::drain::cutting() {
-        drop(forwarding); // cut by the shutdown: `499`, as a client gone
-        return resp;
+        // Cut by the shutdown, which is dropping every task: dropped, this one logs
+        // `499` (`forwarding`) and its connection closes with nothing sent. Returned,
+        // the `502` of an upstream task dropped first went to the client (two workers).
+        return std::future::pending().await;
     }
     let mut exchange = forwarding.answered();
     exchange.upstream(&upstream.name, head_came.then(|| start.elapsed()));
