@@ -660,3 +660,83 @@ async fn requests_cut_when_shutdown_grace_ends_are_sent_no_status() {
         "{lines:?}"
     );
 }
+
+/// A request cut when `shutdown_grace` ends is not sent again, to another
+/// endpoint nor on a new connection: the runtime is dropping its task. The
+/// requests whose HTTP/2 upstream connection's task a worker dropped first
+/// failed with "dispatch task is gone", were retried on the other endpoint
+/// ("retrying on another endpoint"), and dialled it as the process exited.
+#[tokio::test]
+async fn requests_cut_when_shutdown_grace_ends_are_not_sent_again() {
+    const N: usize = 64;
+    let s = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let backend_ca = TestCa::new("backend CA");
+    s.pair("a", &ca.server_pair(&["localhost"]));
+    write(&s.path("backend-ca.crt"), &backend_ca.cert_pem);
+    let pair = backend_ca.server_pair(&["backend.local"]);
+    let (a, b) = (
+        Backend::start("a", &pair, None).await,
+        Backend::start("b", &pair, None).await,
+    );
+    // Retries the budget never refuses, so that a cut one would be sent.
+    let retries = "retries: { attempts: 2, budget_percent: 100, min_retry_concurrency: 64 }";
+    let tls = "tls: { ca: { ca_file: backend-ca.crt }, server_name: backend.local }";
+    let cfg = s.public_config(
+        "[{ upstream: two }]",
+        &format!(
+            "\n  - {{ name: two, servers: [https://{}, https://{}], {retries}, {tls} }}",
+            a.addr, b.addr
+        ),
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let runtime = "runtime: { worker_threads: 8, shutdown_grace: 1s }\n";
+    write(&cfg, &(runtime.to_owned() + &text));
+    // Every request held; four streams an HTTP/2 connection: several of them.
+    for x in [&a, &b] {
+        x.hang_all.store(true, SeqCst);
+        x.h2_max_streams.store(4, SeqCst);
+    }
+    let mut p = Proxy::start_logging(&cfg, "debug", &[]);
+    let addr = p.listener_addr("public").await;
+    let mut held = Vec::new();
+    for n in 0..N {
+        let client = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+        let path = format!("/r{n}");
+        held.push(tokio::spawn(async move {
+            get(addr, "localhost", client, false, &path, &[]).await
+        }));
+    }
+    let at_backends = || a.slow_in_flight.load(SeqCst) + b.slow_in_flight.load(SeqCst);
+    wait_until(WAIT, "every request is at a backend", || async {
+        at_backends() == N
+    })
+    .await;
+    let dials = || a.accepted.load(SeqCst) + b.accepted.load(SeqCst);
+    let before = dials();
+    p.signal("TERM");
+    assert!(p.wait_exit(WAIT).await.success());
+    for r in held {
+        assert!(r.await.unwrap().is_err(), "a client was sent a status");
+    }
+    wait_until(WAIT, "the backends' connections closed", || async {
+        a.open.load(SeqCst) + b.open.load(SeqCst) == 0
+    })
+    .await;
+    let again: Vec<_> = (0..N)
+        .map(|n| format!("/r{n}"))
+        .filter(|p| a.requests_for(p) + b.requests_for(p) != 1)
+        .collect();
+    assert!(again.is_empty(), "sent more than once: {again:?}");
+    let said: Vec<_> = p
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("retrying"))
+        .collect();
+    assert!(said.is_empty(), "a cut request was sent again: {said:#?}");
+    assert_eq!(
+        dials(),
+        before,
+        "a backend was dialled as the process exited"
+    );
+}

@@ -281,8 +281,11 @@ impl Upstream {
                 self.answered_failure(set, i, &failure, step.load(Ordering::Acquire));
             }
             // Past the request's deadline nothing more is sent (the
-            // attempt ended there, waiting for a connection).
-            let Some(again) = again.filter(|_| may_retry && tokio::time::Instant::now() < until)
+            // attempt ended there, waiting for a connection); nor once
+            // the shutdown's grace ended, which cut it (`drain::cutting`).
+            let cut = crate::proxy::drain::cutting();
+            let Some(again) =
+                again.filter(|_| may_retry && !cut && tokio::time::Instant::now() < until)
             else {
                 return Err(failure);
             };

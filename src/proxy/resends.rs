@@ -54,9 +54,11 @@ impl Resends {
         self.new < RESENDS && !held && self.in_all()
     }
 
-    /// Whether any send again is left of the `IN_ALL`.
+    /// Whether any send again is left of the `IN_ALL`. None once the end of
+    /// the shutdown's grace cuts the request (`drain::cutting`): its task is
+    /// being dropped, and its upstream connection's went first.
     fn in_all(&self) -> bool {
-        self.new + self.any < IN_ALL
+        self.new + self.any < IN_ALL && !crate::proxy::drain::cutting()
     }
 
     /// One send again more: on any connection (`on_any`), or on a new one.
