@@ -428,7 +428,8 @@ async fn routes_to_one_upstream_count_into_its_series() {
     }
     // A malformed chunked body on the `/pub/` route: a 400 of `pub`.
     let bad = b"POST /pub/z HTTP/1.1\r\nHost: a.example.com\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nhello\r\n0\r\n\r\n";
-    assert_eq!(raw(&w, addr, bad).await.status, 400);
+    let r = raw(&w, addr, bad).await;
+    assert_eq!(r.status, 400, "{}", r.body);
     let m = metrics_text(p.admin_addr().await).await;
     for line in [
         r#"hotproxy_http_requests_total{listener="public",upstream="pub",code="200"} 3"#,
