@@ -318,7 +318,8 @@ fn served_cert(c: &ListenerCert, pair: &crate::material::Pair) -> Arc<ServedCert
 /// configuration, not the CA's, so the name stays with the pair that
 /// answered it in `before` (the snapshot being replaced), whose
 /// client_auth keeps applying to it, and the renewal is served. Only a
-/// SAN is moved this way, and only to its previous owner: two pairs the
+/// SAN is moved this way, and only to the side of its previous owner's
+/// client_auth ([`tls::server::side_of`]): two pairs the
 /// configuration itself points at one name, or a name nobody answered
 /// before, are refused as [`tls::server::refuse_shadowed`] says. A
 /// renewal that drops a SAN is met the same way ([`keep_dropped`]).
@@ -350,7 +351,7 @@ fn keep_owners(
         };
         let keeper = before
             .and_then(|r| r.owner(&s.name))
-            .filter(|&o| o == s.earlier || o == s.later);
+            .and_then(|had| tls::server::side_of(policies, had, &s));
         let loser = keeper.map(|k| if k == s.earlier { s.later } else { s.earlier });
         let (Some(keeper), Some(loser)) = (keeper, loser) else {
             let entries: Vec<&str> = l.certs.iter().map(|c| c.entry.as_str()).collect();

@@ -175,7 +175,9 @@ pub struct KeptLeftOut {
 /// naming both entries and the name — unless the entries in force
 /// (`before`, in a rotation) gave it to one of the two and the other
 /// lists it by its certificate: a CA's renewal, which does not choose
-/// whose a host is. The name then stays with the entry that had it, and
+/// whose a host is. The name then stays with the side that has its
+/// previous owner's `client_auth` (that entry, or one sharing it when the
+/// owner's renewal dropped the name: [`crate::tls::server::side_of`]), and
 /// is returned for a warning, as the reloader keeps an SNI name
 /// (`reload::snapshot::keep_owners`).
 pub fn owners_of_left_out<P: PartialEq>(
@@ -192,10 +194,14 @@ pub fn owners_of_left_out<P: PartialEq>(
             break;
         };
         let had = before.and_then(|b| b.left_out.get(&s.name).copied());
-        let (entry, kept_by) = match had {
-            Some(o) if o == s.earlier => (s.later, o),
-            Some(o) if o == s.later => (s.earlier, o),
-            _ => return Err(s.refusal_host_only(&names)),
+        let kept_by = had.and_then(|had| crate::tls::server::side_of(policies, had, &s));
+        let Some(kept_by) = kept_by else {
+            return Err(s.refusal_host_only(&names));
+        };
+        let entry = if kept_by == s.earlier {
+            s.later
+        } else {
+            s.earlier
         };
         // Its server_names are the operator's, not a CA's: never moved.
         if certs[entry].server_names.is_some() {

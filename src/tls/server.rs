@@ -118,6 +118,17 @@ impl Shadowed {
     }
 }
 
+/// Which of `s`'s two entries keeps its name when entry `had` had it
+/// before: the one with `had`'s policy. Not `had` itself: it may list the
+/// name no more (its renewal dropped it) while another with its policy
+/// still does, and that one then stands for it against the other side.
+pub fn side_of<P: PartialEq>(policies: &[&P], had: usize, s: &Shadowed) -> Option<usize> {
+    let policy = policies.get(had)?;
+    [s.earlier, s.later]
+        .into_iter()
+        .find(|&i| policies[i] == *policy)
+}
+
 /// A name as [`shadowed`] compares it: lowercase, no trailing dot.
 pub fn name_key(name: &str) -> String {
     let name = name.to_ascii_lowercase();

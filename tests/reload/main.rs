@@ -10,6 +10,7 @@ mod config_file;
 mod config_wait;
 mod handed_over;
 mod inotify;
+mod kept_side;
 mod left_out;
 mod listeners;
 mod material;
