@@ -98,6 +98,8 @@
 //!     not changed by a writer during the read, naming entry files that load);
 //!     what a configuration reload did (`ConfigOutcome`).
 //!   - `snapshot`: listener and upstream TLS snapshots and the keys of their inputs.
+//!   - `keep`: names a renewal moves between a listener's entries, kept with the
+//!     entry whose client_auth they had (added, dropped, answered by resolution).
 //!   - `rotation`: what `max_connection_lifetime` counts as a rotation: name by
 //!     name, a certificate no longer served, a client CA certificate no longer trusted.
 //!   - `changes`: what a config reload changed, for the line that confirms it.

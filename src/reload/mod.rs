@@ -24,6 +24,7 @@ mod changes;
 mod config_file;
 mod entry;
 mod handover;
+mod keep;
 mod rebind;
 mod rotation;
 mod snapshot;

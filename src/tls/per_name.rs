@@ -130,6 +130,11 @@ impl Entries {
             .unwrap_or(0)
     }
 
+    /// Each name SNI cannot carry with the entry it belongs to.
+    pub fn left_out(&self) -> impl Iterator<Item = (String, usize)> + '_ {
+        self.left_out.iter().map(|(n, &at)| (n.clone(), at))
+    }
+
     /// [`PerName::same_client_auth`].
     pub fn same_client_auth(&self, a: usize, b: usize) -> bool {
         match (self.policy.get(a), self.policy.get(b)) {
@@ -179,7 +184,8 @@ pub struct KeptLeftOut {
 /// previous owner's `client_auth` (that entry, or one sharing it when the
 /// owner's renewal dropped the name: [`crate::tls::server::side_of`]), and
 /// is returned for a warning, as the reloader keeps an SNI name
-/// (`reload::snapshot::keep_owners`).
+/// (`reload::keep::keep_owners`). A name the entry that had it no longer
+/// lists is put back in `listed` beforehand (`reload::keep::keep_dropped`).
 pub fn owners_of_left_out<P: PartialEq>(
     certs: &[ListenerCert],
     mut listed: Vec<Vec<String>>,

@@ -119,3 +119,58 @@ async fn a_renewal_adding_a_name_sni_cannot_carry_keeps_it_with_its_entry() {
     })
     .await;
 }
+
+/// Listener `public` in `s`: entry a (Secret `a/`, no client_auth), then
+/// b (Secret `b/`, no `server_names`) requiring a client certificate
+/// `ca.crt` issued.
+fn both_secrets(s: &Scene) -> PathBuf {
+    s.config(
+        r#"
+watch: { debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }
+certs:
+  - { id: a, type: server-pair, cert_file: a/tls.crt, key_file: a/tls.key }
+  - { id: b, type: server-pair, cert_file: b/tls.crt, key_file: b/tls.key }
+  - { id: ca, type: ca-bundle, ca_file: ca.crt }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - { ref: a }
+        - ref: b
+          client_auth: { mode: require_and_verify, ca: { ref: ca } }
+"#,
+    )
+}
+
+/// b's certificate names `DNS:host.123`; its renewal (kubelet-style) for
+/// b.test alone leaves no entry listing it, so the default entry a (no
+/// client_auth) would take it. It stays b's, as an SNI name a renewal
+/// drops stays with its entry, with the same warning: a's client without
+/// a certificate still gets 421 for host.123, b's verified client is
+/// still served it. It moved with nothing said: a's client was served
+/// (404) and b's verified client got 421.
+#[tokio::test]
+async fn a_renewal_dropping_a_name_sni_cannot_carry_keeps_it_with_its_entry() {
+    let ca = TestCa::new("ca");
+    let s = Scene::new();
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    let (a, b) = (Kubelet::new(&s.path("a")), Kubelet::new(&s.path("b")));
+    write_secret(&a, &ca.server_pair(&["a.test"]));
+    write_secret(&b, &ca.server_pair_with_dns_sans(&["b.test", "host.123"]));
+    let (mut p, addr) = serve(&both_secrets(&s)).await;
+    let client = ca.client_pair("client");
+    assert_eq!(host_123(addr, "a.test", &ca, None).await, 421);
+    assert_eq!(host_123(addr, "b.test", &ca, Some(&client)).await, 404);
+
+    let b2 = ca.server_pair(&["b.test"]);
+    write_secret(&b, &b2);
+    until_served(addr, "b.test", &ca.cert_pem, &b2.fingerprint).await;
+
+    assert_eq!(host_123(addr, "a.test", &ca, None).await, 421);
+    assert_eq!(host_123(addr, "b.test", &ca, Some(&client)).await, 404);
+    p.wait_log("the dropped name warned about", |v| {
+        v["level"] == "WARN" && v["name"] == "host.123" && v["entry"] == "b" && v["instead"] == "a"
+    })
+    .await;
+}

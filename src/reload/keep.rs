@@ -1,0 +1,205 @@
+//! Names a renewal moves between a listener's entries kept with the entry whose client_auth they had: added, dropped, or answered before by resolution.
+
+use std::collections::{BTreeMap, HashMap};
+
+use tracing::warn;
+
+use super::LOG;
+use crate::config::{ClientAuthConfig, ClientAuthMode, ListenerConfig};
+use crate::material::catalogue::Entry;
+use crate::tls;
+use crate::tls::server::SniResolver;
+
+/// Per pair of `l`, the names it answers when they are not its own
+/// (`None`: its `server_names`, else its certificate's SANs). A renewal
+/// can bring a SAN that another pair of the listener answers under a
+/// different client_auth; which pair answers a name is the operator's
+/// configuration, not the CA's, so the name stays with the pair that
+/// answered it in `before` (the snapshot being replaced), whose
+/// client_auth keeps applying to it, and the renewal is served. Only a
+/// SAN is moved this way, and only to the side of its previous owner's
+/// client_auth ([`tls::server::side_of`]): two pairs the
+/// configuration itself points at one name, or a name nobody answered
+/// before, are refused as [`tls::server::refuse_shadowed`] says. A
+/// renewal that drops a SAN is met the same way ([`keep_dropped`]).
+pub(super) fn keep_owners(
+    l: &ListenerConfig,
+    policies: &[&ClientAuthConfig],
+    pairs: &[&crate::material::Pair],
+    entries: &BTreeMap<String, Entry>,
+    before: Option<&SniResolver>,
+) -> Result<Vec<Option<Vec<String>>>, String> {
+    let mut names: Vec<Vec<String>> = l
+        .certs
+        .iter()
+        .zip(pairs)
+        .map(|(c, p)| {
+            c.server_names
+                .clone()
+                .unwrap_or_else(|| p.leaf.dns_names.clone())
+        })
+        .collect();
+    let mut moved = vec![false; names.len()];
+    if let Some(before) = before {
+        keep_dropped(l, policies, entries, before.owned(), &mut names, &mut moved);
+    }
+    loop {
+        let lists: Vec<&[String]> = names.iter().map(Vec::as_slice).collect();
+        let Some(s) = tls::server::shadowed(&lists, policies) else {
+            break;
+        };
+        let keeper = before
+            .and_then(|r| r.owner(&s.name))
+            .and_then(|had| tls::server::side_of(policies, had, &s));
+        let loser = keeper.map(|k| if k == s.earlier { s.later } else { s.earlier });
+        let (Some(keeper), Some(loser)) = (keeper, loser) else {
+            let entries: Vec<&str> = l.certs.iter().map(|c| c.entry.as_str()).collect();
+            return Err(s.refusal(&entries));
+        };
+        if l.certs[loser].server_names.is_some() {
+            let entries: Vec<&str> = l.certs.iter().map(|c| c.entry.as_str()).collect();
+            return Err(s.refusal(&entries));
+        }
+        names[loser].retain(|n| tls::server::name_key(n) != s.name);
+        moved[loser] = true;
+        warn!(target: LOG, listener = %l.name, name = %s.name, entry = %l.certs[loser].entry, kept_by = %l.certs[keeper].entry, "a certificate names a host another entry of the listener answers with a different client_auth; that entry keeps answering it (give the entries server_names: check and a restart refuse this)");
+    }
+    if let Some(before) = before {
+        keep_resolved(l, policies, before, &mut names, &mut moved)?;
+    }
+    Ok(names
+        .into_iter()
+        .zip(moved)
+        .map(|(n, m)| m.then_some(n))
+        .collect())
+}
+
+/// Names the pairs list now that another pair answered in `before` by
+/// resolution rather than by the same name: through its `*.` wildcard
+/// (a.test's renewal naming x.b.test, which `*.b.test` answered), or as
+/// the default (a SAN no pair named before, added to a `none` pair while
+/// the default pair requires a verified certificate). An exact name wins
+/// over a wildcard and any name over the default, and [`shadowed`]
+/// compares names as listed, so without this the name would change pairs
+/// and client_auth with nothing said. As in [`keep_owners`], a name a
+/// wildcard answered stays with that pair when their client_auth differs;
+/// one the default answered stays with it only when the new pair's
+/// client_auth lets in a client the default's refused ([`admits_more`]):
+/// a renewal for a new host under a stricter client_auth is served. The
+/// name is dropped from the new owner's `names` (`moved` set), with the
+/// same warning; a name the new owner lists in `server_names` is refused. Unlike a name two pairs
+/// list, `check` and a restart cannot tell this from a configured
+/// exception to a wildcard: they give the name to the pair that lists it.
+///
+/// [`shadowed`]: tls::server::shadowed
+fn keep_resolved(
+    l: &ListenerConfig,
+    policies: &[&ClientAuthConfig],
+    before: &SniResolver,
+    names: &mut [Vec<String>],
+    moved: &mut [bool],
+) -> Result<(), String> {
+    use tls::server::name_key as key;
+    // Name -> the earliest pair listing it: who answers it now, since an
+    // exact name (or `*.x` as such) wins over a wildcard and the default.
+    let listers = |names: &[Vec<String>]| {
+        let mut first: HashMap<String, usize> = HashMap::new();
+        for (i, list) in names.iter().enumerate() {
+            for n in list {
+                first.entry(key(n)).or_insert(i);
+            }
+        }
+        first
+    };
+    let mut first = listers(names);
+    let mut listed: Vec<String> = first.keys().cloned().collect();
+    listed.sort();
+    for name in listed {
+        // Fell to the default: no pair's configuration claimed it, so the
+        // name may move (a renewal for a new host), unless its new pair
+        // lets in a client the default refused it.
+        let by_default = !before.answers(&name);
+        let was = before.position_or_default(Some(&name));
+        while let Some(&now) = first.get(&name) {
+            if was >= names.len()
+                || now == was
+                || policies[now] == policies[was]
+                || (by_default && !admits_more(policies[now], policies[was]))
+            {
+                break;
+            }
+            if l.certs[now].server_names.is_some() {
+                return Err(format!(
+                    "tls.certs[{now}] (entry {:?}) answers {name:?} by its server_names, which tls.certs[{was}] (entry {:?}) answered before with a different client_auth (drop the name from one of them, or give both the same client_auth)",
+                    l.certs[now].entry, l.certs[was].entry
+                ));
+            }
+            names[now].retain(|n| key(n) != name);
+            moved[now] = true;
+            first = listers(names);
+            warn!(target: LOG, listener = %l.name, name = %name, entry = %l.certs[now].entry, kept_by = %l.certs[was].entry, "a certificate names a host another entry of the listener answers with a different client_auth; that entry keeps answering it (settle the host in server_names: a restart, or a reload that changes the listener's certs, gives it to the entry that names it)");
+        }
+    }
+    Ok(())
+}
+
+/// Whether client_auth `new` may let in a client `old` refuses: one
+/// without a certificate, one whose certificate is not verified, or one
+/// verified under other rules (another CA, `allow`, CRL leniency).
+fn admits_more(new: &ClientAuthConfig, old: &ClientAuthConfig) -> bool {
+    use ClientAuthMode as M;
+    let without_cert = |m| matches!(m, M::None | M::Request | M::VerifyIfGiven);
+    let unverified = |m| matches!(m, M::None | M::Request | M::RequireAny);
+    let rules = |c: &ClientAuthConfig| (c.ca.clone(), c.allow.clone(), c.allow_expired_crl);
+    (without_cert(new.mode) && !without_cert(old.mode))
+        || (unverified(new.mode) && !unverified(old.mode))
+        || (new.mode.verifies() && old.mode.verifies() && rules(new) != rules(old))
+}
+
+/// Names a renewal dropped from a pair's SANs that the pair answered in
+/// `before` (each name with its pair: a resolver's
+/// [`SniResolver::owned`], or the names SNI cannot carry the pairs listed,
+/// [`tls::per_name::Entries::left_out`], where the pair listing a name or
+/// its wildcard first, else the default, takes it next as well). Such a name would fall to another pair (the default, when no
+/// other names it), and that pair's client_auth would apply to it: a
+/// renewal of `b.example`'s certificate for `b2.example` alone would let
+/// clients without a certificate reach `b.example`. As with a name a
+/// renewal adds ([`keep_owners`]), the name stays with the pair that
+/// answered it when the other pair's client_auth differs (added back to
+/// its `names`, `moved` set): its clients get a certificate that does not
+/// name it, under the client_auth the name had, and a warning says so.
+/// Only SAN-derived names are kept: a pair's `server_names` are its
+/// configuration.
+pub(super) fn keep_dropped(
+    l: &ListenerConfig,
+    policies: &[&ClientAuthConfig],
+    entries: &BTreeMap<String, Entry>,
+    before: impl Iterator<Item = (String, usize)>,
+    names: &mut [Vec<String>],
+    moved: &mut [bool],
+) {
+    let mut dropped: Vec<(String, usize)> = before
+        .filter(|(name, at)| {
+            l.certs.get(*at).is_some_and(|c| c.server_names.is_none())
+                && !names[*at]
+                    .iter()
+                    .any(|n| tls::server::name_key(n) == tls::server::name_key(name))
+        })
+        .collect();
+    dropped.sort();
+    for (name, keeper) in dropped {
+        let lists: Vec<&[String]> = names.iter().map(Vec::as_slice).collect();
+        let instead = tls::server::answerer(&lists, &tls::server::name_key(&name));
+        if policies[instead] == policies[keeper] {
+            continue;
+        }
+        let entry = &l.certs[keeper].entry;
+        let file = entries
+            .get(entry)
+            .map(|e| crate::material::pem::origins(&e.spec.source).swap_remove(0))
+            .unwrap_or_default();
+        warn!(target: LOG, listener = %l.name, name = %name, entry = %entry, file = %file, instead = %l.certs[instead].entry, "a renewed certificate no longer names a host its entry answered, and another entry with a different client_auth would answer it; the entry keeps answering it under its client_auth, with a certificate that does not name it (settle the host in server_names: a restart, or a reload that changes the listener's certs, gives it to the entry that names it then)");
+        names[keeper].push(name);
+        moved[keeper] = true;
+    }
+}
