@@ -65,7 +65,12 @@ pub(super) fn keep_owners(
         warn!(target: LOG, listener = %l.name, name = %s.name, entry = %l.certs[loser].entry, kept_by = %l.certs[keeper].entry, "a certificate names a host another entry of the listener answers with a different client_auth; that entry keeps answering it (give the entries server_names: check and a restart refuse this)");
     }
     if let Some(before) = before {
-        keep_resolved(l, policies, before, &mut names, &mut moved)?;
+        let answered = |n: &str| {
+            before
+                .answers(n)
+                .then(|| before.position_or_default(Some(n)))
+        };
+        keep_resolved(l, policies, answered, &mut names, &mut moved)?;
     }
     Ok(names
         .into_iter()
@@ -75,7 +80,9 @@ pub(super) fn keep_owners(
 }
 
 /// Names the pairs list now that another pair answered in `before` by
-/// resolution rather than by the same name: through its `*.` wildcard
+/// resolution rather than by the same name (`before(name)`: the pair
+/// answering it by its names, `None` for the default; a resolver's, or
+/// the left-out names' [`tls::per_name::Entries::answering`]): through its `*.` wildcard
 /// (a.test's renewal naming x.b.test, which `*.b.test` answered), or as
 /// the default (a SAN no pair named before, added to a `none` pair while
 /// the default pair requires a verified certificate). An exact name wins
@@ -92,10 +99,10 @@ pub(super) fn keep_owners(
 /// exception to a wildcard: they give the name to the pair that lists it.
 ///
 /// [`shadowed`]: tls::server::shadowed
-fn keep_resolved(
+pub(super) fn keep_resolved(
     l: &ListenerConfig,
     policies: &[&ClientAuthConfig],
-    before: &SniResolver,
+    before: impl Fn(&str) -> Option<usize>,
     names: &mut [Vec<String>],
     moved: &mut [bool],
 ) -> Result<(), String> {
@@ -118,8 +125,9 @@ fn keep_resolved(
         // Fell to the default: no pair's configuration claimed it, so the
         // name may move (a renewal for a new host), unless its new pair
         // lets in a client the default refused it.
-        let by_default = !before.answers(&name);
-        let was = before.position_or_default(Some(&name));
+        let answered = before(&name);
+        let by_default = answered.is_none();
+        let was = answered.unwrap_or(0);
         while let Some(&now) = first.get(&name) {
             if was >= names.len()
                 || now == was

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rustls::{ClientConfig, ServerConfig};
 use tracing::{debug, warn};
 
-use super::keep::{keep_dropped, keep_owners};
+use super::keep::{keep_dropped, keep_owners, keep_resolved};
 use super::rotation::InUse;
 use super::{LOG, LiveListener, Reloader};
 use crate::config::{
@@ -442,8 +442,18 @@ pub(super) fn listener_tls(
             let before = had.left_out();
             keep_dropped(l, &policies, entries, before, &mut listed, &mut moved);
         }
+        // A name the default or a wildcard's entry answered before is met
+        // as such an SNI name is.
+        let resolved = |listed: &mut [Vec<String>]| match had {
+            Some(had) => {
+                let mut moved = vec![false; listed.len()];
+                let answered = |n: &str| had.answering(n);
+                keep_resolved(l, &policies, answered, listed, &mut moved)
+            }
+            None => Ok(()),
+        };
         let (left_out, moved) =
-            tls::per_name::owners_of_left_out(&l.certs, listed, &policies, had)?;
+            tls::per_name::owners_of_left_out(&l.certs, listed, &policies, had, resolved)?;
         for m in moved {
             warn!(target: LOG, listener = %l.name, name = %m.name, entry = %l.certs[m.entry].entry, kept_by = %l.certs[m.kept_by].entry, "a certificate names a host no SNI can carry that another entry of the listener lists with a different client_auth; that entry keeps it (drop the name from one of them: check and a restart refuse this)");
         }

@@ -135,6 +135,16 @@ impl Entries {
         self.left_out.iter().map(|(n, &at)| (n.clone(), at))
     }
 
+    /// The entry that lists `name` (lowercase) or its `*.` wildcard among
+    /// its names SNI cannot carry, if one does (else it is the default's).
+    pub fn answering(&self, name: &str) -> Option<usize> {
+        let wildcard = || {
+            let (_, up) = name.split_once('.').filter(|_| !name.starts_with("*."))?;
+            self.left_out.get(&format!("*.{up}")).copied()
+        };
+        self.left_out.get(name).copied().or_else(wildcard)
+    }
+
     /// [`PerName::same_client_auth`].
     pub fn same_client_auth(&self, a: usize, b: usize) -> bool {
         match (self.policy.get(a), self.policy.get(b)) {
@@ -185,12 +195,15 @@ pub struct KeptLeftOut {
 /// owner's renewal dropped the name: [`crate::tls::server::side_of`]), and
 /// is returned for a warning, as the reloader keeps an SNI name
 /// (`reload::keep::keep_owners`). A name the entry that had it no longer
-/// lists is put back in `listed` beforehand (`reload::keep::keep_dropped`).
+/// lists is put back in `listed` beforehand (`reload::keep::keep_dropped`);
+/// `resolved` then keeps one the default or a wildcard's entry answered
+/// from moving to the entry now listing it (`reload::keep::keep_resolved`).
 pub fn owners_of_left_out<P: PartialEq>(
     certs: &[ListenerCert],
     mut listed: Vec<Vec<String>>,
     policies: &[&P],
     before: Option<&Entries>,
+    resolved: impl FnOnce(&mut [Vec<String>]) -> Result<(), String>,
 ) -> Result<(HashMap<String, usize>, Vec<KeptLeftOut>), String> {
     let names: Vec<&str> = certs.iter().map(|c| c.entry.as_str()).collect();
     let mut kept = Vec::new();
@@ -220,6 +233,7 @@ pub fn owners_of_left_out<P: PartialEq>(
             kept_by,
         });
     }
+    resolved(&mut listed)?;
     let mut owners = HashMap::new();
     for (at, list) in listed.into_iter().enumerate() {
         for name in list {

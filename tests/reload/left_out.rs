@@ -174,3 +174,51 @@ async fn a_renewal_dropping_a_name_sni_cannot_carry_keeps_it_with_its_entry() {
     })
     .await;
 }
+
+/// A CA's renewal (kubelet-style) adds `DNS:host.123` to a's certificate
+/// (a: no client_auth), a name no entry listed, which the default entry
+/// d (require_and_verify) answered: it stays d's, as an SNI name the
+/// default answered stays with it when its new entry would let in a
+/// client the default refused, with the same warning. A request for it
+/// on a's connection without a certificate still gets 421; d's verified
+/// client is still served it. It became a's with nothing said (404).
+#[tokio::test]
+async fn a_renewal_adding_a_name_sni_cannot_carry_the_default_answered_keeps_it_there() {
+    let ca = TestCa::new("ca");
+    let s = Scene::new();
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    s.pair("d", &ca.server_pair(&["d.test"]));
+    let a = Kubelet::new(&s.path("a"));
+    write_secret(&a, &ca.server_pair(&["a.test"]));
+    let cfg = s.config(
+        r#"
+watch: { debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }
+certs:
+  - { id: d, type: server-pair, cert_file: d.crt, key_file: d.key }
+  - { id: a, type: server-pair, cert_file: a/tls.crt, key_file: a/tls.key }
+  - { id: ca, type: ca-bundle, ca_file: ca.crt }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - { ref: d, client_auth: { mode: require_and_verify, ca: { ref: ca } } }
+        - { ref: a, client_auth: { mode: none } }
+"#,
+    );
+    let (mut p, addr) = serve(&cfg).await;
+    let client = ca.client_pair("client");
+    assert_eq!(host_123(addr, "a.test", &ca, None).await, 421);
+    assert_eq!(host_123(addr, "d.test", &ca, Some(&client)).await, 404);
+
+    let a2 = ca.server_pair_with_dns_sans(&["a.test", "host.123"]);
+    write_secret(&a, &a2);
+    until_served(addr, "a.test", &ca.cert_pem, &a2.fingerprint).await;
+
+    assert_eq!(host_123(addr, "a.test", &ca, None).await, 421);
+    assert_eq!(host_123(addr, "d.test", &ca, Some(&client)).await, 404);
+    p.wait_log("the resolved name warned about", |v| {
+        v["level"] == "WARN" && v["name"] == "host.123" && v["entry"] == "a" && v["kept_by"] == "d"
+    })
+    .await;
+}
