@@ -8,7 +8,7 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 use super::crls::{Crl, CrlRollback, newest, next_issued, revoked_cas, rolled_back};
 use super::info::CertInfo;
 use super::pem::{MaterialError, certificates, sections, text_only};
-use super::{CaBundle, Material};
+use super::{CaBundle, Material, Note};
 
 /// What a bundle's CRLs are chosen from again once one dated in the future
 /// is issued: all of them, with their files, and the certificates' file.
@@ -111,7 +111,7 @@ fn choose(
             crls: crls.clone(),
         })
     });
-    let mut notes = Vec::new();
+    let mut notes = unverifiable_keys(&origin, &roots, &certs);
     let crls = newest(crls, &roots, now, &mut notes);
     let revoked = revoked_cas(&origin, &roots, &certs, &crls, &mut notes);
     let crl_files = crls.iter().map(|c| c.origin.clone()).collect();
@@ -131,6 +131,31 @@ fn choose(
         pending,
         rechosen: 0,
     }
+}
+
+/// A note for each certificate of `roots` whose key rustls verifies no
+/// signature by (RSA 1024 or 16384 bits, DSA, secp256k1, Ed448): it loads
+/// as an anchor, and every client or upstream certificate it issued is
+/// refused in the handshake as `unknown_ca` or `bad_client_cert`, which
+/// names neither the CA nor its file. Not refused: nginx and OpenSSL
+/// verify with such keys, and a bundle may hold it beside CAs that work.
+fn unverifiable_keys(origin: &str, roots: &[CertificateDer<'_>], certs: &[CertInfo]) -> Vec<Note> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let mut notes = Vec::new();
+    for (position, (der, info)) in roots.iter().zip(certs).enumerate() {
+        let Ok((_, cert)) = X509Certificate::from_der(der) else {
+            continue;
+        };
+        if let Some(key) = super::der::unverifiable_key(cert.public_key().raw) {
+            notes.push(Note::UnverifiableCaKey {
+                file: origin.to_owned(),
+                position: position + 1,
+                subject: info.subject.clone(),
+                key,
+            });
+        }
+    }
+    notes
 }
 
 impl CaBundle {

@@ -2,6 +2,7 @@
 
 const INTEGER: u8 = 0x02;
 const BIT_STRING: u8 = 0x03;
+const OID: u8 = 0x06;
 const SEQUENCE: u8 = 0x30;
 
 /// An element read: its tag, its contents, the whole element (tag and
@@ -60,6 +61,53 @@ fn whole_bytes(bits: &[u8]) -> Option<&[u8]> {
         (0, bytes) => Some(bytes),
         _ => None,
     }
+}
+
+/// The key of `spki` (a SubjectPublicKeyInfo) as text (`RSA 1024-bit`,
+/// `ECDSA secp256k1`) when rustls verifies no signature by it: an RSA key
+/// outside 2048 to 8192 bits, or an algorithm none of the provider's
+/// verification algorithms takes (webpki matches the key's algorithm
+/// identifier, curve included, as these do). A CA with such a key loads
+/// and every certificate it issued is refused in the handshake, with
+/// nothing naming the CA. `None` for a key rustls verifies with, or DER
+/// this does not read.
+pub(super) fn unverifiable_key(spki: &[u8]) -> Option<String> {
+    let (SEQUENCE, spki, _, []) = element(spki)? else {
+        return None;
+    };
+    let (SEQUENCE, key_alg, _, rest) = element(spki)? else {
+        return None;
+    };
+    let (BIT_STRING, key, _, []) = element(rest)? else {
+        return None;
+    };
+    let provider = crate::tls::provider::get();
+    let verified = provider
+        .signature_verification_algorithms
+        .all
+        .iter()
+        .any(|a| a.public_key_alg_id().as_ref() == key_alg);
+    if key_alg.starts_with(RSA_ENCRYPTION) {
+        let bits = rsa_modulus_bits(whole_bytes(key)?)?;
+        return (!verified || !(2048..=8192).contains(&bits)).then(|| format!("RSA {bits}-bit"));
+    }
+    if verified {
+        return None;
+    }
+    let (OID, oid, _, params) = element(key_alg)? else {
+        return None;
+    };
+    let curve = element(params).map(|(_, curve, _, _)| curve);
+    Some(match (oid, curve) {
+        ([0x2a, 0x86, 0x48, 0xce, 0x38, 0x04, 0x01], _) => "DSA".into(),
+        ([0x2b, 0x65, 0x71], _) => "Ed448".into(),
+        ([0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a], _) => "RSA-PSS".into(),
+        ([0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01], Some([0x2b, 0x81, 0x04, 0x00, 0x0a])) => {
+            "ECDSA secp256k1".into()
+        }
+        ([0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01], _) => "ECDSA (a curve not supported)".into(),
+        _ => "unknown-algorithm".into(),
+    })
 }
 
 /// Whether `signed` (a certificate or a CRL: the signed part, its

@@ -171,6 +171,15 @@ pub enum Note {
     /// A served certificate that requires OCSP stapling (TLS Feature
     /// `status_request`), which hotproxy does not do.
     MustStaple { file: String, subject: String },
+    /// A CA certificate (`position` from 1 in `file`) whose key (`key`:
+    /// `RSA 1024-bit`) rustls verifies no signature by: a trust anchor
+    /// under which every certificate is refused in the handshake.
+    UnverifiableCaKey {
+        file: String,
+        position: usize,
+        subject: String,
+        key: String,
+    },
 }
 
 impl Note {
@@ -232,6 +241,16 @@ impl std::fmt::Display for Note {
             Note::MustStaple { file, subject } => write!(
                 f,
                 "{file}: certificate {subject} requires OCSP stapling (Must-Staple), which hotproxy does not do: clients that enforce it (Firefox) refuse it"
+            ),
+            Note::UnverifiableCaKey {
+                file,
+                position,
+                subject,
+                key,
+            } => write!(
+                f,
+                "{file}: certificate {position} ({subject}): {key} key; rustls verifies no signature by it: every certificate it issued is refused (unknown_ca, bad_client_cert); re-issue the CA with {}",
+                keys::SUPPORTED
             ),
         }
     }

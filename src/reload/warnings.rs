@@ -111,6 +111,14 @@ pub(super) fn log_notes(id: &str, loaded: &Loaded) {
             Note::MustStaple { file, subject } => {
                 warn!(target: LOG, entry = %id, file = %file, subject = %subject, "certificate requires OCSP stapling (Must-Staple), which hotproxy does not do: clients that enforce it (Firefox) refuse it; get one without --must-staple");
             }
+            Note::UnverifiableCaKey {
+                file,
+                position,
+                subject,
+                key,
+            } => {
+                warn!(target: LOG, entry = %id, file = %file, position, subject = %subject, key = %key, "CA certificate has a key rustls verifies no signature by: every certificate it issued is refused (unknown_ca, bad_client_cert); re-issue the CA with RSA 2048-8192 bits, ECDSA P-256/P-384/P-521 or Ed25519");
+            }
         }
     }
 }

@@ -127,3 +127,46 @@ fn a_stored_entry_outside_the_file_roots_is_a_warning() {
         "{out}"
     );
 }
+
+/// An upstream's CA bundle holding an RSA-1024 root (`openssl req
+/// -x509`) beside a P-256 one: it loaded silently and `check` passed,
+/// then every upstream certificate that root issued was refused in the
+/// handshake (`unknown_ca`), nothing naming the CA. `check` warns,
+/// naming the file, the certificate and its key; the P-256 root and a
+/// bundle of it alone draw no such warning.
+#[test]
+fn a_ca_whose_key_rustls_verifies_nothing_by_is_a_warning() {
+    let upstream = "certs:\n  - { id: ca, type: ca-bundle, ca_file: ca.pem }\nupstreams:\n  - name: api\n    servers: [https://127.0.0.1:9443]\n    tls: { ca: { ref: ca } }";
+    let (s, cfg) = scene("public", upstream);
+    let good = TestCa::new("good root").cert_pem;
+    write(&s.path("ca.pem"), &good);
+    let out = passes(&cfg, &[]);
+    assert!(!out.contains("verifies no signature"), "{out}");
+
+    let (weak_key, weak_cert) = (s.path("weak.key"), s.path("weak.crt"));
+    let status = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:1024", "-nodes", "-days", "30",
+        ])
+        .args(["-subj", "/CN=weak root", "-keyout"])
+        .arg(&weak_key)
+        .arg("-out")
+        .arg(&weak_cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl on PATH");
+    assert!(status.success());
+    let weak = std::fs::read_to_string(&weak_cert).unwrap();
+    write(&s.path("ca.pem"), &format!("{weak}{good}"));
+    let out = passes(&cfg, &[]);
+    assert!(
+        out.contains(&format!(
+            "warning: entry ca: {}: certificate 1 (CN=weak root): RSA 1024-bit key; rustls \
+             verifies no signature by it: every certificate it issued is refused",
+            s.path("ca.pem").display()
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("certificate 2 (CN=good root)"), "{out}");
+}
