@@ -10,6 +10,14 @@ pub const SUPPORTED: &str = "RSA 2048-8192 bits, ECDSA P-256/P-384/P-521 or Ed25
 /// take is named as such (`RSA 1024-bit`, `RSA-PSS`), with what is
 /// supported: "failed to parse private key" read as a corrupt file.
 pub fn refusal(key: &PrivateKeyDer<'_>, refused: &str) -> String {
+    if let PrivateKeyDer::Pkcs1(k) = key
+        && rsa("RSA", k.secret_pkcs1_der()).is_none()
+    {
+        // Another kind's body (a PKCS#8 or an EC key) under `BEGIN RSA
+        // PRIVATE KEY`, a label changed by hand: what it is named for
+        // is not what it holds.
+        return format!("its body is not the RSA key its label (RSA PRIVATE KEY) says: {refused}");
+    }
     match describe(key) {
         Some((what, false)) => format!("{what} keys are not supported; use {SUPPORTED}"),
         Some((what, true)) => format!("{what}, which does not load: {refused}"),
@@ -51,6 +59,7 @@ fn describe(key: &PrivateKeyDer<'_>) -> Option<(String, bool)> {
     }
 }
 
+const INTEGER: u8 = 0x02;
 const OID: u8 = 0x06;
 const RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
 const RSASSA_PSS: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a];
@@ -61,10 +70,14 @@ const ED448: &[u8] = &[0x2b, 0x65, 0x71];
 const X25519: &[u8] = &[0x2b, 0x65, 0x6e];
 
 /// An RSAPrivateKey (version, modulus, ...) as `RSA 1024-bit`; supported
-/// from 2048 to 8192 bits.
+/// from 2048 to 8192 bits. `None` unless the version and the modulus are
+/// INTEGERs: another body under an RSA label (a PKCS#8 or an EC key) was
+/// read as an `RSA 99-bit` key, its second field taken as the modulus.
 fn rsa(name: &str, der: &[u8]) -> Option<(String, bool)> {
     let fields = items(seq(der)?)?;
-    let (_, modulus) = *fields.get(1)?;
+    let [(INTEGER, _), (INTEGER, modulus), ..] = fields[..] else {
+        return None;
+    };
     let skip = modulus.iter().take_while(|&&b| b == 0).count();
     let modulus = &modulus[skip..];
     let bits = modulus.len() * 8 - modulus.first()?.leading_zeros() as usize;
