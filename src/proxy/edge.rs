@@ -364,14 +364,20 @@ impl Exchange {
         }
     }
 
+    /// The client went away before the request was routed (its future
+    /// dropped before it first ran): the line says `499`, with no upstream.
+    pub fn gone_unrouted(self) {
+        self.gone(None, Abandoned::default());
+    }
+
     /// The client went away before the response: the line says `499`,
     /// naming the endpoint of the attempt in flight, if one had begun.
-    fn gone(self, upstream: &Arc<str>, abandoned: Abandoned) {
+    fn gone(self, upstream: Option<&Arc<str>>, abandoned: Abandoned) {
         let Some((mut line, bytes_in)) = self.log else {
             return;
         };
         line.status = CLIENT_GONE;
-        line.upstream = Some(upstream.clone());
+        line.upstream = upstream.cloned();
         if let Some(UpstreamAddr(addr, attempts)) = abandoned.0.into_inner() {
             line.upstream_addr = Some(addr);
             line.upstream_attempts = attempts;
@@ -462,7 +468,7 @@ impl Drop for Forwarding<'_> {
         };
         debug!(upstream = %self.upstream, "client went away before the response");
         self.metrics.record(CLIENT_GONE, exchange.started.elapsed());
-        exchange.gone(self.upstream, std::mem::take(&mut self.abandoned));
+        exchange.gone(Some(self.upstream), std::mem::take(&mut self.abandoned));
     }
 }
 

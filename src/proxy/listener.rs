@@ -27,7 +27,7 @@ use crate::metrics;
 use crate::proxy::body::{self, Fault};
 use crate::proxy::client_io::ClientIo;
 use crate::proxy::conn::{self, Activity, Driver, TrackedBody};
-use crate::proxy::edge::{EdgePolicy, Exchange, Sent, UpstreamAddr, UpstreamAnswered};
+use crate::proxy::edge::{EdgePolicy, Exchange, UpstreamAddr, UpstreamAnswered};
 use crate::proxy::forward::{RequestContext, ResponseBody, client_fault, error_response};
 use crate::proxy::front::{self, Front};
 use crate::proxy::headers::client_ip_value;
@@ -39,18 +39,15 @@ use crate::proxy::stall::{SentBody, Stalls};
 use crate::proxy::tunnel::{self, TunnelLimits};
 use crate::proxy::{cancels::Unanswered, refused_head, request, websocket};
 
+mod begun;
 mod handshake;
 mod serve;
 mod settings;
 mod unanswered;
+use begun::Begun;
 pub use handshake::{Handshake, ServedCert};
 pub use serve::{Heir, Inherited, Removal, Shutdown, Slot, Stop, bind, log_listening, serve};
 pub use settings::{MAX_CONCURRENT_STREAMS, Settings};
-
-/// The fields a forwarded request usually gains: `Host` (from HTTP/2's
-/// `:authority`), `X-Request-Id`, `X-Forwarded-For`, `-Proto`, `-Host`
-/// and `Via`.
-const ADDED_FIELDS: usize = 6;
 
 /// Live state of one configured listener, shared by its accept loop, its
 /// connections, the admin API and the reloader (the only writer).
@@ -501,14 +498,17 @@ async fn connection(
             listener.removed.subscribe(),
         ));
         service_fn(move |mut req: Request<Incoming>| {
-            let listener = listener.clone();
             let tunnel = tunnel.clone();
             let ctx = ctx.clone();
             let slot = slot.clone();
             let front = front.clone();
-            // HTTP/2, closing, its PING unanswered in time: refused, not begun.
+            // HTTP/2, closing, its PING unanswered in time: refused, not begun. Begun here, not
+            // in the future hyper may drop unpolled (`begun`): its line and count.
             let refused = activity.refuses();
-            let in_flight = (!refused).then(|| Unanswered::new(body::begin(&activity, &mut req)));
+            let begun = (!refused).then(|| {
+                let in_flight = Unanswered::new(body::begin(&activity, &mut req));
+                (in_flight, Begun::new(listener.clone(), &ctx, &mut req))
+            });
             // HTTP/1.1: the connection's last request (keep-alive off, or
             // the look at a close from outside found it: SPEC §1).
             let last = !keep_alive || activity.answers_last();
@@ -521,10 +521,10 @@ async fn connection(
             Box::into_pin(Box::write(Box::new_uninit(), async move {
                 // hyper resets the stream with the reason of the h2 error
                 // among the service error's causes; the connection goes on.
-                let Some(mut in_flight) = in_flight else {
+                let Some((mut in_flight, begun)) = begun else {
                     return Err(h2::Error::from(h2::Reason::REFUSED_STREAM));
                 };
-                let mut resp = handle(&listener, req, &ctx, &slot, &tunnel, &mut in_flight).await;
+                let mut resp = handle(begun, req, &ctx, &slot, &tunnel, &mut in_flight).await;
                 front.set_response_headers(resp.headers_mut());
                 if is_h2 {
                     crate::proxy::date::never_indexed(resp.headers_mut()); // no HPACK walk
@@ -624,45 +624,26 @@ fn refuse(
 }
 
 /// Route one request and forward it (`in_flight` told at an endpoint), with its metrics; the edge duties
-/// (request id, route `allow`, client-certificate headers, access log) are [`Exchange`]'s. A `101`
-/// to a tunnelled upgrade starts the tunnel, which keeps `slot`, writes the request's line when it
-/// ends, and is checked again against its route's rules when the routes change.
+/// (request id, route `allow`, client-certificate headers, access log) are [`Exchange`]'s, begun with
+/// `begun`. A `101` to a tunnelled upgrade starts the tunnel, which keeps `slot`, writes the request's
+/// line when it ends, and is checked again against its route's rules when the routes change.
 async fn handle(
-    listener: &Arc<Listener>,
+    begun: Begun,
     mut req: Request<Incoming>,
     ctx: &Arc<RequestContext>,
     slot: &Arc<Slot>,
     tunnel: &TunnelLimits,
     in_flight: &mut Unanswered,
 ) -> Response<ResponseBody> {
-    let start = Instant::now();
-    // Counted as received, before anything is removed or added.
-    let crowded = request::crowded(&req);
-    // Room for the fields hotproxy adds, made while h2's map holds the
-    // client's alone: grown later, near full, it rehashes and moves them
-    // all (a short request's is full at its sixth field). hyper's HTTP/1.1
-    // server parses into a map it reuses (the bench's requests never grew it).
-    if req.version() == http::Version::HTTP_2 {
-        req.headers_mut().reserve(ADDED_FIELDS);
-    }
-    let edge = listener.edge.load();
-    // Before the hop-by-hop pass: the log has the fields as sent.
-    let sent = Sent::of(&edge, req.headers());
-    let (named, nominated) = request::Named::first_pass(req.headers_mut());
-    let nominated = match nominated {
-        Ok(names) if !names.is_empty() => {
-            let names = crate::proxy::trailers::Nominated(names);
-            req.extensions_mut().insert(names);
-            Ok(())
-        }
-        Ok(_) => Ok(()),
-        Err(refused) => Err(refused),
-    };
-    let mut exchange = Exchange::begin(&edge, ctx, &mut req, start, named.request_id, sent);
-    let prepared = match crowded {
-        true => Err(request::Refused::TooManyHeaders),
-        false => nominated.and_then(|()| request::prepare(&mut req, &ctx.hosts)),
-    };
+    let begun::Taken {
+        listener,
+        start,
+        named,
+        checked,
+        mut exchange,
+    } = begun.take();
+    let listener = &listener;
+    let prepared = checked.and_then(|()| request::prepare(&mut req, &ctx.hosts));
     if let Err(refused) = prepared {
         return refuse(listener, ctx, exchange, refused, start);
     }
@@ -688,6 +669,7 @@ async fn handle(
     // A refusal of the route's names its upstream, as its count does
     // (`upstream="<name>"`); no endpoint, no head: `upstream_addr` and
     // `upstream_ms` stay `null`.
+    let edge = listener.edge.load();
     if let Some(denied) = exchange.admit(&policy, &edge, ctx, &mut req) {
         exchange.upstream(&upstream.name, None);
         route_metrics.record(403, start.elapsed());

@@ -387,6 +387,82 @@ async fn client_gone_before_the_response_is_logged_as_499() {
     drop(p);
 }
 
+/// A request its client ends its sending with at once (`shutdown`: TLS
+/// `close_notify` and FIN right after the request) is logged and counted
+/// once, as `499` (SPEC §2: one line per request; nginx logs such a client
+/// `499`): hyper, seeing the end before it first polled the request's
+/// future, dropped that future unpolled, and neither line nor count came
+/// (5 of 5 lost). So for the second of two pipelined requests (the first
+/// answered) and for a POST whose whole body came before the end. Tried
+/// ten times each: which of hyper's reads sees the end first varies.
+#[tokio::test]
+async fn request_followed_at_once_by_fin_is_logged_as_499() {
+    const WAIT: Duration = Duration::from_secs(20);
+    const TRIES: usize = 10;
+    let w = world().await;
+    let (log, extra) = json_access_log(&w);
+    let mut p = Proxy::start(&config(&w, "        mode: none", "", "", &extra));
+    let addr = p.listener_addr("partners").await;
+    let admin = p.admin_addr().await;
+    // `499`s counted on the listener, whatever their upstream label.
+    let counted = || async move {
+        let m = metrics_text(admin).await;
+        m.lines()
+            .filter(|l| {
+                l.starts_with("hotproxy_http_requests_total{listener=\"partners\"")
+                    && l.contains("code=\"499\"")
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<usize>().unwrap())
+            .sum::<usize>()
+    };
+    let host = "host: localhost\r\n";
+    let cases: [(String, usize); 3] = [
+        (format!("GET /hang HTTP/1.1\r\n{host}\r\n"), 0),
+        (
+            format!("GET /first HTTP/1.1\r\n{host}\r\nGET /hang HTTP/1.1\r\n{host}\r\n"),
+            1,
+        ),
+        (
+            format!("POST /hang HTTP/1.1\r\n{host}content-length: 3\r\n\r\nabc"),
+            0,
+        ),
+    ];
+    let (mut lines, mut gone) = (0, 0);
+    for (request, answered) in &cases {
+        for _ in 0..TRIES {
+            let mut s = connect(addr, "localhost", cfg_for(&w, None)).await.unwrap();
+            s.write_all(request.as_bytes()).await.unwrap();
+            s.shutdown().await.unwrap();
+            lines += 1 + answered;
+            gone += 1;
+            let all = wait_access_log(&log, lines, WAIT).await;
+            let logged: Vec<_> = all.iter().filter(|l| l["status"] == 499).collect();
+            assert_eq!(logged.len(), gone, "{request:?}: {all:?}");
+            let last = logged[gone - 1];
+            assert_eq!(last["path"], "/hang", "{last}");
+            assert!(last["request_id"].is_string(), "{last}");
+            wait_until(WAIT, "the 499 counted", || async {
+                counted().await == gone
+            })
+            .await;
+            drop(s);
+        }
+    }
+    // Exactly one line and one count each: none came twice meanwhile.
+    let all = read_access_log(&log);
+    assert_eq!(all.len(), lines, "{all:?}");
+    let answered: Vec<_> = all.iter().filter(|l| l["status"] != 499).collect();
+    assert!(
+        answered
+            .iter()
+            .all(|l| l["status"] == 200 && l["path"] == "/first"),
+        "{answered:?}"
+    );
+    assert_eq!(answered.len(), TRIES, "{all:?}");
+    assert_eq!(counted().await, gone);
+    drop(p);
+}
+
 /// A client that goes away part way through its request body, while the
 /// body streams to the upstream (the HTTP/1.1 connection closed, the
 /// HTTP/2 stream reset with `CANCEL`), is a client gone before its
