@@ -173,16 +173,9 @@ impl Lookup {
         self.refused
     }
 
-    /// The addresses it found, once it has ended with some (`None` while
-    /// it runs, or when it failed).
-    pub fn found(&self) -> Option<Vec<SocketAddr>> {
-        let answer = self.answer.lock().expect("lookup lock");
-        answer
-            .as_ref()?
-            .as_ref()
-            .ok()
-            .filter(|f| !f.is_empty())
-            .cloned()
+    /// Its answer once it has ended (`None` while it runs).
+    pub fn ended(&self) -> Option<Answer> {
+        self.answer.lock().expect("lookup lock").clone()
     }
 
     /// Its answer, waiting (blocking) for it until `deadline` at most.

@@ -15,12 +15,13 @@
 //! a time, each to the set the one before stored; and a name's lookups
 //! never overlap:
 //! its next starts `resolve_interval` after its last ended, and one that
-//! timed out is
-//! waited for again rather than asked anew; once it has ended, its
-//! addresses are the next re-resolution's answer (a failure it ended with
-//! was counted already: asked anew), so a tiny interval costs a busy
-//! resolver, never a false failure, and a resolver always a little slower
-//! than the bound still refreshes the set. A lookup made
+//! outlasted its 5 s is kept, neither counted nor logged: the next
+//! re-resolution waits for it again and counts a failure only past that
+//! second bound (or if it failed); one that has ended by then is that
+//! re-resolution's answer only if its own new lookup outlasts 5 s too,
+//! so a tiny interval costs a busy resolver, never a false failure, and
+//! a resolver always a little slower than the bound still refreshes the
+//! set, with no failure logged. A lookup made
 //! at configuration time still running after 5 s is the first
 //! re-resolution's to wait for, under the same rule: a [`Lookup`] of a
 //! `host:port` still running is joined by whoever asks for it in the
@@ -75,7 +76,7 @@ pub struct Resolution {
     /// Per server: its lookup that timed out (or outlasted [`Resolution::initial`]'s
     /// wait), for the next re-resolution: joined while it runs, its
     /// addresses taken once it has ended with some.
-    late: Mutex<Vec<Option<Arc<Lookup>>>>,
+    late: Mutex<Vec<Option<Kept>>>,
     /// Per server: in a failure streak (logged once).
     failing: Mutex<Vec<bool>>,
     /// Per server: the addresses its last answer had that are skipped
@@ -86,6 +87,15 @@ pub struct Resolution {
     applying: Mutex<()>,
     /// Shared by every endpoint set this resolution makes.
     pub publishing: Arc<Publishing>,
+}
+
+/// A lookup that outlasted a re-resolution's wait (or
+/// [`Resolution::initial`]'s), for the next re-resolution.
+struct Kept {
+    lookup: Arc<Lookup>,
+    /// A failure was counted for it already (it ran past a second bound):
+    /// its own failure, when it ends, is not counted again.
+    counted: bool,
 }
 
 fn is_name(host: &str) -> bool {
@@ -162,7 +172,7 @@ impl Resolution {
             config,
             dialer,
             last: Mutex::new(vec![None; n]),
-            late: Mutex::new(vec![None; n]),
+            late: Mutex::new((0..n).map(|_| None).collect()),
             failing: Mutex::new(vec![false; n]),
             skipped: Mutex::new(vec![Vec::new(); n]),
             applying: Mutex::new(()),
@@ -225,7 +235,10 @@ impl Resolution {
                     Some(Ok(found)) => Some(self.usable(i, found)).filter(|f| !f.is_empty()),
                     Some(Err(_)) => None,
                     None => {
-                        late[i] = Some(lookup);
+                        late[i] = Some(Kept {
+                            lookup,
+                            counted: false,
+                        });
                         None
                     }
                 };
@@ -291,38 +304,27 @@ impl Resolution {
     /// refused a place. Each server's name is
     /// re-resolved on its own, beside the others': one whose lookups hang
     /// delays no other's. A lookup may take `LOOKUP_TIMEOUT`; one still
-    /// running then is a failure now and is waited for again by the next
-    /// call for that server, not asked anew; one that has ended by then
-    /// with addresses is that call's answer (at most `resolve_interval`
-    /// old), one that failed is asked anew (its failure counted already).
+    /// running then is kept, neither counted nor logged as a failure: the
+    /// next call for that server waits for it again, a second bound, and
+    /// counts a failure only if it runs past that too (or ended failed).
+    /// One kept that has ended by the next call is not its lookup: that
+    /// call asks anew, on schedule, and only if the new one outlasts its
+    /// bound is the kept one's answer taken (the newest there is).
     pub async fn refresh(&self, i: usize) -> Refreshed {
         let s = &self.config.servers[i];
-        let late = self.late.lock().expect("resolution lock")[i].take();
-        // The last that timed out (or the configuration's) has ended
-        // since with addresses: they are this one's answer. Asked anew, a
-        // resolver that always answers just past the bound (glibc's
-        // `timeout:5`, its first name server down: 5.01 s) timed out
-        // every lookup, and the set never refreshed.
-        let (found, failed) = match late.as_deref().and_then(Lookup::found) {
-            Some(found) => (Ok(found), Refreshed::Same),
-            None => {
-                // Joined if still running; asked anew if it failed.
-                let lookup = Lookup::start(&s.host, s.port);
-                let failed = if lookup.refused() {
-                    Refreshed::Refused
-                } else {
-                    Refreshed::Same
-                };
-                let found = match tokio::time::timeout(LOOKUP_TIMEOUT, lookup.answer()).await {
-                    Ok(answer) => answer,
-                    Err(_) => {
-                        self.late.lock().expect("resolution lock")[i] = Some(lookup.clone());
-                        Err("lookup timed out".to_owned())
-                    }
-                };
-                (found, failed)
-            }
+        let kept = self.late.lock().expect("resolution lock")[i].take();
+        // Its answer if it has ended since; joined below if it still runs.
+        let ended = kept.as_ref().and_then(|k| k.lookup.ended());
+        let lookup = Lookup::start(&s.host, s.port);
+        let failed = if lookup.refused() {
+            Refreshed::Refused
+        } else {
+            Refreshed::Same
         };
+        // The kept one, still running: this is its second bound.
+        let again = kept.as_ref().filter(|k| Arc::ptr_eq(&k.lookup, &lookup));
+        let counted = again.is_some_and(|k| k.counted);
+        let outcome = tokio::time::timeout(LOOKUP_TIMEOUT, lookup.answer()).await;
         // Retired while the lookup was pending (a reload replaced or
         // removed the upstream): its successor resolves for itself (and
         // has this answer too if it took this lookup over).
@@ -333,7 +335,30 @@ impl Resolution {
             debug!(upstream = %self.upstream, server = %s.url, "upstream retired while its names were resolved again; the answer is dropped");
             return Refreshed::Same;
         }
-        self.answered(i, found, failed)
+        match outcome {
+            // Its failure to end in time was counted already.
+            Ok(Err(_)) if counted => return Refreshed::Same,
+            Ok(answer) => return self.answered(i, answer, failed),
+            Err(_elapsed) => {}
+        }
+        // Kept for the next call rather than counted now: a resolver that
+        // answered every lookup just past the bound (glibc's `timeout:5`,
+        // its first name server down: 5.01 s) logged a failure and a
+        // recovery, and counted an error, every other re-resolution.
+        let past_second = again.is_some();
+        self.late.lock().expect("resolution lock")[i] = Some(Kept {
+            lookup,
+            counted: counted || past_second,
+        });
+        if past_second {
+            return self.answered(i, Err("lookup timed out".to_owned()), Refreshed::Same);
+        }
+        debug!(upstream = %self.upstream, server = %s.url, "upstream DNS lookup outlasted 5 s; the next re-resolution waits for it");
+        match (ended, kept) {
+            (Some(Err(_)), Some(k)) if k.counted => Refreshed::Same,
+            (Some(answer), _) => self.answered(i, answer, Refreshed::Same),
+            (None, _) => Refreshed::Same,
+        }
     }
 
     /// Server `i`'s lookup answered `found` (`failed`: what a failure

@@ -387,7 +387,8 @@ async fn a_lookup_that_times_out_is_waited_for_not_repeated() {
     assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
 
     dns.hold();
-    // Two re-resolutions that timed out: 10 s, bounded generously.
+    // Three re-resolutions that timed out, the first uncounted: 15 s,
+    // bounded generously.
     app_errors_reach(&w, 2.0, 3 * WAIT, "two lookups timed out").await;
     // Served on the last good address meanwhile.
     assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
@@ -422,11 +423,11 @@ pub(super) async fn app_errors_reach(w: &World, n: f64, limit: Duration, what: &
     wait_until(limit, what, || async { errors_of(w, "app").await >= n }).await;
 }
 
-/// A lookup that timed out and then ended before the next re-resolution
-/// (its name server answered it late, with no address) is not that
-/// re-resolution's answer: it answered for the one that gave up on it,
-/// which counted the failure. The next asks anew, gets the address and
-/// recovers, with the failure counted once. The late answer was taken as
+/// A lookup that timed out twice (a re-resolution's 5 s, then the next's
+/// wait for it, which counted the failure) and then ended (its name
+/// server answered it late, with no address) is not counted again: the
+/// next re-resolution asks anew, gets the address and recovers, with the
+/// failure counted once. The late answer was taken as
 /// the next re-resolution's, and its failure counted a second time.
 /// (Its release comes as soon as the timeout is counted, and the next
 /// re-resolution 10 s after: the margin is the test's only assumption.)
@@ -435,7 +436,7 @@ async fn a_timed_out_lookup_that_ended_since_is_asked_anew() {
     let (dns, mut w) = app_by_name("late", "10s").await;
 
     dns.hold();
-    // The first re-resolution (10 s) and its timeout (5 s), bounded generously.
+    // Two re-resolutions (10 s each) and their waits (5 s each), bounded generously.
     app_errors_reach(&w, 1.0, 4 * WAIT, "the lookup timed out").await;
     dns.release_as(&[], &["127.0.0.2"]).await;
     w.wait_recovered("app").await;

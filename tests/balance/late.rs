@@ -1,31 +1,38 @@
-//! A name server that answers every query just after the lookup's 5 s: each re-resolution's late answer is the next's, and the set refreshes.
+//! A name server that answers each query after the lookup's 5 s: no failure counted or logged for an answer that comes before the next re-resolution, and the set follows each change.
 
 use crate::common::*;
 use crate::dns::*;
 use crate::support::*;
 
-/// A resolver that answers each lookup just after a re-resolution gives
-/// up on it (glibc's `timeout:5` with the first name server down takes
-/// 5.01 s every time): the lookup that timed out ends with the new
-/// addresses before the next re-resolution, which takes them (they are
-/// at most `resolve_interval` old) rather than asking anew. It asked
-/// anew, and that lookup timed out in turn, for ever: the set never
-/// refreshed, each re-resolution counted as a failure. (The answer comes
-/// as soon as the timeout is counted, the next re-resolution 3 s after:
-/// the margin is the test's only assumption, and a later answer, joined
-/// by that re-resolution, refreshes the set too.)
+/// What a re-resolution logs (at debug) when its lookup outlasts 5 s and
+/// is kept for the next.
+const OUTLASTED: &str = "upstream DNS lookup outlasted 5 s; the next re-resolution waits for it";
+
+/// How many of the proxy's log lines so far contain `text`.
+fn logged(w: &World, text: &str) -> usize {
+    w.proxy.logs().iter().filter(|l| l.contains(text)).count()
+}
+
+/// A lookup that runs past a re-resolution's 5 s and then past the next
+/// one's wait for it too (its name server silent) is a failure, counted
+/// once per re-resolution past that second bound; once the server answers
+/// it, its addresses are taken (the next re-resolution's own lookup held
+/// past 5 s too) and the name recovers, with no more failures counted.
+/// Before a late answer was taken, the name was asked anew each time and
+/// every lookup timed out: the set never refreshed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_answer_is_the_next_re_resolutions() {
     let (dns, mut w) = app_by_name("slow", "3s").await;
     let port = w.pods[0].addr.port();
 
     dns.hold();
-    // The next re-resolution (3 s) and its timeout (5 s), bounded generously.
-    app_errors_reach(&w, 1.0, 4 * WAIT, "the lookup timed out").await;
+    // The first re-resolution's 5 s, then the next one's wait for that
+    // lookup (5 s), bounded generously.
+    app_errors_reach(&w, 1.0, 4 * WAIT, "the lookup timed out twice").await;
     // Its lookup ends now, with a new pod; every later query waits again.
     dns.answer_held(&["127.0.0.2", "127.0.0.3"]).await;
     let added = format!("127.0.0.3:{port}");
-    wait_until(4 * WAIT, "the new address, or a second timeout", || async {
+    wait_until(4 * WAIT, "the new address, or a second failure", || async {
         let seen = w
             .proxy
             .logs()
@@ -40,4 +47,47 @@ async fn a_late_answer_is_the_next_re_resolutions() {
         "the late answer was dropped and the name asked anew: it timed out again"
     );
     w.wait_recovered("app").await;
+}
+
+/// A resolver that answers every lookup a little after a re-resolution's
+/// 5 s (glibc's `timeout:5` with the first name server of resolv.conf
+/// down: 5.01 s each time), each answer before the next re-resolution:
+/// no failure is logged or counted, and the set follows the answers (an
+/// address added, then removed). The lookup that timed out was counted
+/// and logged (`upstream DNS lookup failed`) and the next re-resolution's
+/// taking its answer logged `recovered`: a warning, a recovery and an
+/// error every other re-resolution. (Each answer comes as soon as its
+/// lookup is given up on, the next re-resolution 2 s after: the margin
+/// is the test's only assumption.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_always_late_log_no_failure() {
+    let (dns, w) = app_by_name("always-late", "2s").await;
+    let port = w.pods[0].addr.port();
+    let third = format!("127.0.0.3:{port}");
+
+    dns.hold();
+    let steps = [
+        (&["127.0.0.2", "127.0.0.3"][..], "upstream endpoint added"),
+        (&["127.0.0.2"][..], "upstream endpoint removed"),
+    ];
+    for (k, (ips, change)) in steps.into_iter().enumerate() {
+        // The re-resolution gives up on its lookup (5 s), bounded generously.
+        wait_until(4 * WAIT, "a lookup given up on", || async {
+            logged(&w, OUTLASTED) > k || logged(&w, FAILED) > 0
+        })
+        .await;
+        assert_eq!(logged(&w, FAILED), 0, "a late lookup was logged as failed");
+        dns.answer_held(ips).await;
+        wait_until(4 * WAIT, change, || async {
+            let seen = w
+                .proxy
+                .logs()
+                .iter()
+                .any(|l| l.contains(change) && l.contains(third.as_str()));
+            seen || logged(&w, FAILED) > 0
+        })
+        .await;
+    }
+    assert_eq!(logged(&w, FAILED), 0, "a late lookup was logged as failed");
+    assert_eq!(errors_of(&w, "app").await, 0.0, "a late lookup was counted");
 }
