@@ -665,7 +665,9 @@ async fn requests_cut_when_shutdown_grace_ends_are_sent_no_status() {
 /// endpoint nor on a new connection: the runtime is dropping its task. The
 /// requests whose HTTP/2 upstream connection's task a worker dropped first
 /// failed with "dispatch task is gone", were retried on the other endpoint
-/// ("retrying on another endpoint"), and dialled it as the process exited.
+/// ("retrying on another endpoint"), and dialled it as the process exited;
+/// they were also each counted as their endpoint's failure ("upstream
+/// request failed", `hotproxy_upstream_errors_total`) and ejected it.
 #[tokio::test]
 async fn requests_cut_when_shutdown_grace_ends_are_not_sent_again() {
     const N: usize = 64;
@@ -734,6 +736,16 @@ async fn requests_cut_when_shutdown_grace_ends_are_not_sent_again() {
         .filter(|l| l.contains("retrying"))
         .collect();
     assert!(said.is_empty(), "a cut request was sent again: {said:#?}");
+    // Nor is its cut an endpoint's failure: its 499 line is the record.
+    let blamed: Vec<_> = p
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("upstream request failed") || l.contains("ejected"))
+        .collect();
+    assert!(
+        blamed.is_empty(),
+        "a cut request blamed its endpoint: {blamed:#?}"
+    );
     assert_eq!(
         dials(),
         before,

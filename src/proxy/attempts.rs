@@ -466,6 +466,9 @@ impl Upstream {
     /// connect the proxy could not make for want of its own descriptors
     /// (`local_resources`): a flood of clients ejected every endpoint. Nor
     /// a request that got another's dial's cause: that dial counted, once.
+    /// Nor one the shutdown cut ([`crate::proxy::drain::cutting`]): its
+    /// upstream connection's task dropped first, its `499` line is the
+    /// record; every pod termination ejected endpoints.
     pub(super) fn answered_failure(
         &self,
         members: &Members,
@@ -473,6 +476,9 @@ impl Upstream {
         failure: &Failure,
         step: bool,
     ) {
+        if crate::proxy::drain::cutting() {
+            return;
+        }
         let (reason, _, status) = diagnose(failure);
         if matches!(reason, "connection_limit" | "local_resources") || waited(failure) {
             // No verdict on the endpoint.

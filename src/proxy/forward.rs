@@ -638,11 +638,13 @@ impl Upstream {
         }
     }
 
-    /// Map a failure to 502/504, count it and log its cause once.
+    /// Map a failure to 502/504, count it and log its cause once, unless the shutdown cut it (`drain::cutting`).
     fn failed(&self, endpoint: &Endpoint, e: &Failure) -> Response<ResponseBody> {
         let (reason, description, status) = diagnose(e);
-        metrics::upstream_error(&self.name, reason);
-        warn!(upstream = %self.name, server = %endpoint.dialled_url, reason, error = %description, "upstream request failed");
+        if !crate::proxy::drain::cutting() {
+            metrics::upstream_error(&self.name, reason);
+            warn!(upstream = %self.name, server = %endpoint.dialled_url, reason, error = %description, "upstream request failed");
+        }
         let msg = match (reason, status) {
             ("connection_limit", _) => "no upstream connection free",
             ("local_resources", _) => "proxy out of resources to connect upstream",
