@@ -664,9 +664,13 @@ impl Upstream {
                 }
                 Err(e) => Failure::Dial(e),
             };
+            // Not once the shutdown's grace ended (`drain::cutting`): a
+            // by-name dial whose lookup the blocking pool's shutdown
+            // cancelled is cut, not sent to another endpoint.
             let more = !local_resources(&failure)
                 && retried < self.config.retries
-                && tokio::time::Instant::now() < until;
+                && tokio::time::Instant::now() < until
+                && !crate::proxy::drain::cutting();
             drop(retrying);
             let slot = more.then(|| self.retry_slot(set, &tried, i)).flatten();
             tried.push(i);
