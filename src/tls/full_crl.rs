@@ -10,8 +10,10 @@
 //! refuses it). [`FullCrlCheck`] verifies the chain once more, with the
 //! same anchors, CRLs and policies, and a `verify_path` callback that
 //! reads the full CRL on the very path webpki built: the chain passes
-//! only on a path both checks pass. It is built only for a bundle with
-//! an issuer whose CRLs mix a full and a scoped one; others cost nothing.
+//! only on a path both checks pass. The full CRL is read past its
+//! nextUpdate too: it may miss newer revocations, but what it lists stays
+//! revoked. It is built only for a bundle with an issuer whose CRLs mix
+//! a full and a scoped one; others cost nothing.
 
 use std::collections::HashMap;
 
@@ -23,7 +25,6 @@ use webpki::{
 };
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
-use x509_parser::revocation_list::CertificateRevocationList;
 
 /// A full CRL (no issuing distribution point) of an issuer whose CRLs
 /// mix scopes.
@@ -32,8 +33,6 @@ struct FullCrl {
     /// Its place among the bundle's CRLs.
     index: usize,
     der: CertificateRevocationListDer<'static>,
-    /// Unix seconds: at and after it the CRL is expired, as webpki reads it.
-    next_update: i64,
 }
 
 /// The second verification of a chain against a CA bundle whose CRLs
@@ -46,9 +45,10 @@ pub(crate) struct FullCrlCheck {
     /// Per issuer name (its DER contents, as webpki compares names) whose
     /// CRLs mix scopes, its full CRLs in the bundle's order (newest first).
     full: HashMap<Vec<u8>, Vec<FullCrl>>,
-    /// An expired full CRL is read (`allow_expired_crl`), or passed over:
-    /// a newer CRL of one scope beside it is fresh, and nginx admits the
-    /// clients the scoped one covers.
+    /// An expired CRL read by webpki's own check is let pass
+    /// (`allow_expired_crl`), as the verifier it follows does. The full
+    /// CRL read on the path is read expired or not: a revocation does
+    /// not expire with its list.
     allow_expired: bool,
     algs: WebPkiSupportedAlgorithms,
 }
@@ -80,17 +80,11 @@ impl FullCrlCheck {
             if crl.issuing_distribution_point().is_some() || !scoped[crl.issuer()] {
                 continue;
             }
-            // webpki took it, so it has a nextUpdate.
-            let next_update = CertificateRevocationList::from_der(der.as_ref())
-                .ok()
-                .and_then(|(_, c)| c.next_update())
-                .map_or(i64::MIN, |t| t.timestamp());
             full.entry(crl.issuer().to_vec())
                 .or_default()
                 .push(FullCrl {
                     index,
                     der: der.clone(),
-                    next_update,
                 });
         }
         if full.is_empty() {
@@ -129,7 +123,7 @@ impl FullCrlCheck {
             .with_status_policy(UnknownStatusPolicy::Deny)
             .with_expiration_policy(expiration)
             .build();
-        let on_path = |path: &VerifiedPath<'_>| self.on_path(path, now);
+        let on_path = |path: &VerifiedPath<'_>| self.on_path(path);
         leaf.verify_for_usage(
             self.algs.all,
             anchors,
@@ -144,10 +138,11 @@ impl FullCrlCheck {
 
     /// Whether no certificate of `path` that names no CRL distribution
     /// point is revoked by its issuer's full CRL, of an issuer whose CRLs
-    /// mix scopes: the newest one the issuer's key on the path verifies
-    /// (one it does not, forged or another key's, is passed over, as is
-    /// one past its nextUpdate unless `allow_expired`).
-    fn on_path(&self, path: &VerifiedPath<'_>, now: UnixTime) -> Result<(), webpki::Error> {
+    /// mix scopes: the newest one the issuer's key on the path verifies,
+    /// past its nextUpdate or not (an expired CRL may miss newer
+    /// revocations, never undo the ones it lists); one it does not,
+    /// forged or another key's, is passed over.
+    fn on_path(&self, path: &VerifiedPath<'_>) -> Result<(), webpki::Error> {
         let end_entity: &Cert<'_> = path.end_entity();
         let certs: Vec<&Cert<'_>> = std::iter::once(end_entity)
             .chain(path.intermediate_certificates())
@@ -163,10 +158,8 @@ impl FullCrlCheck {
                 Some(issuer) => issuer.subject_public_key_info(),
                 None => webpki::spki_for_anchor(path.anchor()),
             };
-            let fresh = |c: &&FullCrl| self.allow_expired || (now.as_secs() as i64) < c.next_update;
             let Some(crl) = full
                 .iter()
-                .filter(fresh)
                 .find(|c| crate::material::signed_by(c.der.as_ref(), issuer_key.as_ref()))
             else {
                 continue;
