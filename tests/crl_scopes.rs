@@ -159,6 +159,55 @@ async fn an_older_full_crl_revokes_beside_a_newer_scoped_one() {
     assert!(admitted(&s, addr, &alice).await, "stale: alice was refused");
 }
 
+/// A re-keyed CA: two CA certificates of one name, keys K1 and K2, in the
+/// bundle. K1's full CRL revokes mallory (a client of K1 naming no CRL
+/// distribution point); K2's newer full CRL is used in its stead (K1's
+/// set aside, warned about: clients of that key refused, `crl_invalid`);
+/// K1's CRL of one scope, newer still, does not list mallory. mallory is
+/// refused as `crl_invalid`, as the warning says. webpki read K1's scoped
+/// CRL alone, the full CRL read on the path (K2's) was passed over as no
+/// CRL of K1's: mallory got in, and the warning was false.
+#[tokio::test]
+async fn a_re_keyed_cas_other_key_full_crl_refuses_as_crl_invalid() {
+    let s = Scene::new();
+    let (k1, k2) = (TestCa::new("clients"), TestCa::new("clients"));
+    write(
+        &s.path("clients.crt"),
+        &format!("{}{}", k1.cert_pem, k2.cert_pem),
+    );
+    let mallory = k1.client_pair("mallory");
+    let now = OffsetDateTime::now_utc();
+    let until = now + Duration::days(7);
+    let f1 = k1.crl_of(&[mallory.serial], now - Duration::days(3), until, 1);
+    write(&s.path("f1.crl"), &f1);
+    write(
+        &s.path("f2.crl"),
+        &k2.crl_of(&[], now - Duration::days(2), until, 2),
+    );
+    let uri = "http://crl.example/p1.crl";
+    let s1 = k1.crl_scoped(&[], now - Duration::minutes(1), until, 3, uri);
+    write(&s.path("s1.crl"), &s1);
+    let cfg = scene(&s, &[("rekeyed", "clients.crt", "f1.crl, f2.crl, s1.crl")]);
+    let mut p = Proxy::start(&cfg);
+    p.wait_log("K1's full CRL set aside", |v| {
+        v["entry"] == "rekeyed"
+            && v["level"] == "WARN"
+            && v["file"].as_str().is_some_and(|f| f.ends_with("f1.crl"))
+    })
+    .await;
+    let addr = p.listener_addr("rekeyed").await;
+    assert!(
+        !admitted(&s, addr, &mallory).await,
+        "a client of the key whose full CRL was set aside got in"
+    );
+    let line = p
+        .wait_log("the refusal's line", |v| {
+            v["message"] == "TLS handshake failed" && v["listener"] == "rekeyed"
+        })
+        .await;
+    assert_eq!(line["reason"], "crl_invalid", "{line}");
+}
+
 /// A root's older full CRL revokes an issuing CA; the root's newer CRL of
 /// one scope (CA and end-entity certificates alike) does not list it. A
 /// client that sends that CA in its chain is refused as `revoked`; one of

@@ -112,8 +112,7 @@ impl ServerCertVerifier for SigningLeaf {
             // webpki passed it: only a full CRL can refuse it here.
             let usage = webpki::KeyUsage::server_auth();
             full.check
-                .verify(&full.roots.roots, end_entity, intermediates, now, usage)
-                .map_err(|_| Error::InvalidCertificate(CertificateError::Revoked))?;
+                .verify(&full.roots.roots, end_entity, intermediates, now, usage)?;
         }
         if !leaf_may_sign(end_entity.as_ref()) {
             return Err(key_usage_refusal());
@@ -203,7 +202,7 @@ pub fn build(
         builder.with_root_certificates(roots)
     } else {
         let algs = provider.signature_verification_algorithms;
-        let full = FullCrlCheck::new(crls, false, algs)
+        let full = FullCrlCheck::new(crls, &roots.roots, false, algs)
             .map_err(TlsError::Build)?
             .map(|check| FullCrls {
                 roots: roots.clone(),

@@ -15,10 +15,12 @@
 //! revoked. It is built only for a bundle with an issuer whose CRLs mix
 //! a full and a scoped one; others cost nothing.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor, UnixTime};
+use rustls::{CertRevocationListError, CertificateError};
 use webpki::{
     Cert, CertRevocationList, EndEntityCert, ExpirationPolicy, KeyUsage, OwnedCertRevocationList,
     RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy, VerifiedPath,
@@ -33,6 +35,19 @@ struct FullCrl {
     /// Its place among the bundle's CRLs.
     index: usize,
     der: CertificateRevocationListDer<'static>,
+    /// A CA certificate (trust anchor) of the bundle under its issuer's
+    /// name verifies its signature: a path issuer's key that does not is
+    /// another key of a re-keyed CA, whose own full CRL was set aside.
+    bundle_signed: bool,
+}
+
+/// Why a path's full-CRL check refuses it: the worse over the paths
+/// tried is the chain's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Refusal {
+    /// The issuer's full CRL in use is another key's of the bundle.
+    CrlInvalid,
+    Revoked,
 }
 
 /// The second verification of a chain against a CA bundle whose CRLs
@@ -59,6 +74,7 @@ impl FullCrlCheck {
     /// one: then webpki's own check reads every CRL that can decide.
     pub(crate) fn new(
         crls: &[CertificateRevocationListDer<'static>],
+        anchors: &[TrustAnchor<'_>],
         allow_expired: bool,
         algs: WebPkiSupportedAlgorithms,
     ) -> Result<Option<FullCrlCheck>, String> {
@@ -80,11 +96,19 @@ impl FullCrlCheck {
             if crl.issuing_distribution_point().is_some() || !scoped[crl.issuer()] {
                 continue;
             }
+            let bundle_signed = anchors
+                .iter()
+                .filter(|a| a.subject.as_ref() == crl.issuer())
+                .any(|a| {
+                    let spki = webpki::spki_for_anchor(a);
+                    crate::material::signed_by(der.as_ref(), spki.as_ref())
+                });
             full.entry(crl.issuer().to_vec())
                 .or_default()
                 .push(FullCrl {
                     index,
                     der: der.clone(),
+                    bundle_signed,
                 });
         }
         if full.is_empty() {
@@ -110,21 +134,28 @@ impl FullCrlCheck {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
         usage: KeyUsage,
-    ) -> Result<(), webpki::Error> {
-        let leaf = EndEntityCert::try_from(end_entity)?;
+    ) -> Result<(), rustls::Error> {
+        let revoked = rustls::Error::InvalidCertificate(CertificateError::Revoked);
+        let leaf = EndEntityCert::try_from(end_entity).map_err(|_| revoked.clone())?;
         let crls: Vec<&CertRevocationList<'_>> = self.crls.iter().collect();
         let expiration = match self.allow_expired {
             true => ExpirationPolicy::Ignore,
             false => ExpirationPolicy::Enforce,
         };
         let revocation = RevocationOptionsBuilder::new(&crls)
-            .map_err(|_| webpki::Error::UnknownRevocationStatus)?
+            .map_err(|_| revoked.clone())?
             .with_depth(RevocationCheckDepth::Chain)
             .with_status_policy(UnknownStatusPolicy::Deny)
             .with_expiration_policy(expiration)
             .build();
-        let on_path = |path: &VerifiedPath<'_>| self.on_path(path);
-        leaf.verify_for_usage(
+        let refusal = Cell::new(None);
+        let on_path = |path: &VerifiedPath<'_>| {
+            self.on_path(path).map_err(|r| {
+                refusal.set(refusal.get().max(Some(r)));
+                webpki::Error::CertRevoked
+            })
+        };
+        let verified = leaf.verify_for_usage(
             self.algs.all,
             anchors,
             intermediates,
@@ -132,8 +163,16 @@ impl FullCrlCheck {
             usage,
             Some(revocation),
             Some(&on_path),
-        )
-        .map(|_| ())
+        );
+        // webpki passed the chain: only a full CRL refuses it here, as
+        // revoked, or as webpki refuses a CRL of another key.
+        match (verified, refusal.get()) {
+            (Ok(_), _) => Ok(()),
+            (Err(_), Some(Refusal::CrlInvalid)) => Err(rustls::Error::InvalidCertRevocationList(
+                CertRevocationListError::BadSignature,
+            )),
+            (Err(_), _) => Err(revoked),
+        }
     }
 
     /// Whether no certificate of `path` that names no CRL distribution
@@ -141,8 +180,10 @@ impl FullCrlCheck {
     /// mix scopes: the newest one the issuer's key on the path verifies,
     /// past its nextUpdate or not (an expired CRL may miss newer
     /// revocations, never undo the ones it lists); one it does not,
-    /// forged or another key's, is passed over.
-    fn on_path(&self, path: &VerifiedPath<'_>) -> Result<(), webpki::Error> {
+    /// forged, is passed over; one another CA key of the bundle verifies
+    /// refuses it as `crl_invalid` (a re-keyed CA: the full CRL of the
+    /// path's key was set aside for it, warned about as refusing so).
+    fn on_path(&self, path: &VerifiedPath<'_>) -> Result<(), Refusal> {
         let end_entity: &Cert<'_> = path.end_entity();
         let certs: Vec<&Cert<'_>> = std::iter::once(end_entity)
             .chain(path.intermediate_certificates())
@@ -158,14 +199,20 @@ impl FullCrlCheck {
                 Some(issuer) => issuer.subject_public_key_info(),
                 None => webpki::spki_for_anchor(path.anchor()),
             };
-            let Some(crl) = full
+            let ours = full
                 .iter()
-                .find(|c| crate::material::signed_by(c.der.as_ref(), issuer_key.as_ref()))
-            else {
-                continue;
-            };
-            if self.crls[crl.index].find_serial(cert.serial())?.is_some() {
-                return Err(webpki::Error::CertRevoked);
+                .find(|c| crate::material::signed_by(c.der.as_ref(), issuer_key.as_ref()));
+            match ours {
+                Some(crl) => {
+                    let listed = self.crls[crl.index].find_serial(cert.serial());
+                    if !matches!(listed, Ok(None)) {
+                        return Err(Refusal::Revoked);
+                    }
+                }
+                None if full.iter().any(|c| c.bundle_signed) => {
+                    return Err(Refusal::CrlInvalid);
+                }
+                None => {}
             }
         }
         Ok(())

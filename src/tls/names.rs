@@ -314,7 +314,7 @@ impl NamesVerifier {
                     .map_err(|e| format!("CRL not usable: {e}"))
             })
             .collect::<Result<_, _>>()?;
-        let full = FullCrlCheck::new(crls_der, false, algs)?;
+        let full = FullCrlCheck::new(crls_der, &roots.roots, false, algs)?;
         Ok(NamesVerifier {
             roots,
             crls,
@@ -370,9 +370,7 @@ impl NamesVerifier {
         // webpki passed it: only a full CRL can refuse it here.
         let usage = webpki::KeyUsage::server_auth();
         match &self.full {
-            Some(full) => full
-                .verify(&self.roots.roots, end_entity, intermediates, now, usage)
-                .map_err(|_| Error::InvalidCertificate(CertificateError::Revoked)),
+            Some(full) => full.verify(&self.roots.roots, end_entity, intermediates, now, usage),
             None => Ok(()),
         }
     }

@@ -6,9 +6,7 @@ use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme,
-};
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 
 use crate::config::ClientAuthMode;
@@ -54,7 +52,9 @@ pub(super) fn client_verifier(
             let algs = crate::tls::provider::get().signature_verification_algorithms;
             // An issuer whose CRLs mix a full and a scoped one: its full
             // CRL is read on webpki's path too (`tls::full_crl`).
-            match FullCrlCheck::new(&ca.crls, allow_expired_crl, algs).map_err(TlsError::Build)? {
+            match FullCrlCheck::new(&ca.crls, &roots.roots, allow_expired_crl, algs)
+                .map_err(TlsError::Build)?
+            {
                 None => Some(inner),
                 Some(check) => Some(Arc::new(FullCrlChecked {
                     inner,
@@ -125,8 +125,7 @@ impl ClientCertVerifier for FullCrlChecked {
         // client it revokes is refused as such (`revoked`).
         let usage = webpki::KeyUsage::client_auth();
         self.check
-            .verify(&self.roots.roots, end_entity, intermediates, now, usage)
-            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::Revoked))?;
+            .verify(&self.roots.roots, end_entity, intermediates, now, usage)?;
         Ok(verified)
     }
 
