@@ -426,14 +426,26 @@ async fn routes_to_one_upstream_count_into_its_series() {
         assert_eq!(r.status, 200, "{path}: {}", r.body);
         assert_eq!(r.json()["backend"], backend, "{path}");
     }
-    // A malformed chunked body on the `/pub/` route: a 400 of `pub`.
+    // A malformed chunked body on the `/pub/` route: a 400 of `pub`, or,
+    // when the backend (HTTP/2, not reading the body) answered before the
+    // proxy read the bad chunk, that backend's 200 of `pub` (seen in CI).
     let bad = b"POST /pub/z HTTP/1.1\r\nHost: a.example.com\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nhello\r\n0\r\n\r\n";
     let r = raw(&w, addr, bad).await;
-    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(matches!(r.status, 400 | 200), "{}: {}", r.status, r.body);
+    let oks = if r.status == 400 { 3 } else { 4 };
     let m = metrics_text(p.admin_addr().await).await;
+    let pub_oks = format!(
+        r#"hotproxy_http_requests_total{{listener="public",upstream="pub",code="200"}} {oks}"#
+    );
+    assert!(m.contains(&pub_oks), "no {pub_oks} in\n{m}");
+    let pub_bad = r#"hotproxy_http_requests_total{listener="public",upstream="pub",code="400"} 1"#;
+    assert_eq!(
+        m.contains(pub_bad),
+        r.status == 400,
+        "{pub_bad} for a {} in\n{m}",
+        r.status
+    );
     for line in [
-        r#"hotproxy_http_requests_total{listener="public",upstream="pub",code="200"} 3"#,
-        r#"hotproxy_http_requests_total{listener="public",upstream="pub",code="400"} 1"#,
         r#"hotproxy_http_requests_total{listener="public",upstream="b",code="200"} 1"#,
         r#"hotproxy_http_requests_total{listener="public",upstream="other",code="200"} 1"#,
         r#"hotproxy_http_request_duration_seconds_count{listener="public",upstream="pub"} 4"#,
