@@ -152,35 +152,7 @@ async fn the_newest_upstream_crl_decides() {
     write(&scene.path("new.crl"), &new);
     let revoked = Backend::start("revoked", &revoked_pair, None).await;
     let good = Backend::start("good", &mesh.server_pair(&["backend.local"]), None).await;
-    let names = "\n      verify_names: [backend.local]";
-    let upstreams = [
-        crl_upstream("revoked", &revoked, "old.crl, new.crl", ""),
-        crl_upstream("revoked-names", &revoked, "old.crl, new.crl", names),
-        crl_upstream("good", &good, "old.crl, new.crl", ""),
-        crl_upstream("good-names", &good, "old.crl, new.crl", names),
-    ]
-    .concat();
-    let names = ["revoked", "revoked-names", "good", "good-names"];
-    let mut p = start_routing_to(&scene, &names, &upstreams);
-    let addr = p.listener_addr("public").await;
-    let client = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
-    for (upstream, status) in [
-        ("revoked", 502),
-        ("revoked-names", 502),
-        ("good", 200),
-        ("good-names", 200),
-    ] {
-        let path = format!("/{upstream}/x");
-        let reply = get(addr, "localhost", client.clone(), false, &path, &[])
-            .await
-            .unwrap();
-        assert_eq!(reply.status, status, "{upstream}: {}", reply.body);
-        if status == 502 {
-            let log = refusal_logged(&mut p, upstream).await;
-            let said = log["error"].as_str().unwrap_or_default();
-            assert!(said.contains("revoked"), "{upstream}: {log}");
-        }
-    }
+    revoked_502_good_200(&scene, &ca, &revoked, &good, "old.crl, new.crl", None).await;
 }
 
 /// The upstream CA's older full CRL revokes a backend; its newer CRL of
@@ -207,36 +179,7 @@ async fn an_older_full_upstream_crl_revokes_beside_a_newer_scoped_one() {
     write(&scene.path("mesh.crl"), &format!("{full}{scoped}"));
     let revoked = Backend::start("revoked", &revoked_pair, None).await;
     let good = Backend::start("good", &mesh.server_pair(&["backend.local"]), None).await;
-    let names = "\n      verify_names: [backend.local]";
-    let upstreams = [
-        crl_upstream("revoked", &revoked, "mesh.crl", ""),
-        crl_upstream("revoked-names", &revoked, "mesh.crl", names),
-        crl_upstream("good", &good, "mesh.crl", ""),
-        crl_upstream("good-names", &good, "mesh.crl", names),
-    ]
-    .concat();
-    let names = ["revoked", "revoked-names", "good", "good-names"];
-    let mut p = start_routing_to(&scene, &names, &upstreams);
-    let addr = p.listener_addr("public").await;
-    let client = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
-    for (upstream, status) in [
-        ("revoked", 502),
-        ("revoked-names", 502),
-        ("good", 200),
-        ("good-names", 200),
-    ] {
-        let path = format!("/{upstream}/x");
-        let reply = get(addr, "localhost", client.clone(), false, &path, &[])
-            .await
-            .unwrap();
-        assert_eq!(reply.status, status, "{upstream}: {}", reply.body);
-        if status == 502 {
-            let log = refusal_logged(&mut p, upstream).await;
-            assert_eq!(log["reason"], "unknown_ca", "{upstream}: {log}");
-            let said = log["error"].as_str().unwrap_or_default();
-            assert!(said.contains("revoked"), "{upstream}: {log}");
-        }
-    }
+    revoked_502_good_200(&scene, &ca, &revoked, &good, "mesh.crl", Some("unknown_ca")).await;
 }
 
 /// A CRL in an upstream's `tls.ca` that cannot be used (one under the CA's
@@ -338,4 +281,50 @@ pub async fn refusal_logged(p: &mut Proxy, upstream: &str) -> serde_json::Value 
         v["message"] == "upstream request failed" && v["upstream"] == upstream
     })
     .await
+}
+
+/// Four upstreams verified with `crl_files` — a revoked backend and a good
+/// one, each with and without `verify_names`: the revoked one is a 502
+/// whose refusal says revoked (with `reason`, when given), the good one
+/// answers 200.
+async fn revoked_502_good_200(
+    scene: &Scene,
+    ca: &TestCa,
+    revoked: &Backend,
+    good: &Backend,
+    crl_files: &str,
+    reason: Option<&str>,
+) {
+    let names = "\n      verify_names: [backend.local]";
+    let upstreams = [
+        crl_upstream("revoked", revoked, crl_files, ""),
+        crl_upstream("revoked-names", revoked, crl_files, names),
+        crl_upstream("good", good, crl_files, ""),
+        crl_upstream("good-names", good, crl_files, names),
+    ]
+    .concat();
+    let names = ["revoked", "revoked-names", "good", "good-names"];
+    let mut p = start_routing_to(scene, &names, &upstreams);
+    let addr = p.listener_addr("public").await;
+    let client = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    for (upstream, status) in [
+        ("revoked", 502),
+        ("revoked-names", 502),
+        ("good", 200),
+        ("good-names", 200),
+    ] {
+        let path = format!("/{upstream}/x");
+        let reply = get(addr, "localhost", client.clone(), false, &path, &[])
+            .await
+            .unwrap();
+        assert_eq!(reply.status, status, "{upstream}: {}", reply.body);
+        if status == 502 {
+            let log = refusal_logged(&mut p, upstream).await;
+            if let Some(reason) = reason {
+                assert_eq!(log["reason"], reason, "{upstream}: {log}");
+            }
+            let said = log["error"].as_str().unwrap_or_default();
+            assert!(said.contains("revoked"), "{upstream}: {log}");
+        }
+    }
 }
