@@ -294,10 +294,10 @@ async fn rotation_through_the_api() {
 /// next answers 422, and the pair applied is audited like any change
 /// (SPEC §4, "Each change applied is logged at info"): the audit line used
 /// to be written for a 2xx alone, so the pair went live with none. The
-/// scene: `one` (its own client_auth) then `zero` and `two` (the
-/// listener's); x.test is `two`'s. `one` renewed to name x.test too keeps
-/// it with `two`; `zero` renewed to name it too would take it from `two`
-/// while `one`, listed first, names it under another client_auth: refused.
+/// scene: `one`, `zero` (the listener's) and `two`, each with a
+/// client_auth of its own; x.test is `two`'s. `one` renewed to name x.test
+/// too keeps it with `two`; `zero` renewed to name it too makes `one` and
+/// `zero` name it under two client_auths, neither `two`'s: refused.
 #[tokio::test]
 async fn a_listener_rotation_refused_after_applying_a_pair_audits_it() {
     let s = Scene::new();
@@ -326,7 +326,8 @@ listeners:
         - ref: one
           client_auth: { mode: require_and_verify, ca: { ref: ca } }
         - { ref: zero }
-        - { ref: two }
+        - ref: two
+          client_auth: { mode: verify_if_given, ca: { ref: ca } }
 "#,
     );
     let mut p = Proxy::start(&cfg);
