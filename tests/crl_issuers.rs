@@ -442,13 +442,6 @@ async fn a_crl_set_aside_as_not_issued_yet_is_used_once_it_is() {
     assert!(admitted(&s, addr, &bob).await);
 }
 
-/// A client of an issuing CA, with its chain (leaf and issuing CA).
-fn client_of(issuing: &TestCa, cn: &str) -> TestPair {
-    let mut pair = issuing.client_pair(cn);
-    pair.cert_pem.push_str(&issuing.cert_pem);
-    pair
-}
-
 /// `ca_file` holding the root and its issuing CAs ("ca-chain.pem", as
 /// Vault and step-ca hand it out), with the root's CRL revoking one of
 /// them: that CA's clients are refused, with or without their chain, and
@@ -478,7 +471,7 @@ async fn an_issuing_ca_revoked_by_its_root_is_no_trust_anchor() {
     );
     let mut p = Proxy::start(&cfg);
     let addr = p.listener_addr("partners").await;
-    let with_chain = client_of(&revoked, "chained");
+    let with_chain = revoked.client_with_chain("chained");
     let leaf_only = revoked.client_pair("leaf only");
     assert!(
         !admitted(&s, addr, &with_chain).await,
@@ -496,7 +489,7 @@ async fn an_issuing_ca_revoked_by_its_root_is_no_trust_anchor() {
         })
         .await;
     }
-    assert!(admitted(&s, addr, &client_of(&kept, "good")).await);
+    assert!(admitted(&s, addr, &kept.client_with_chain("good")).await);
     assert!(admitted(&s, addr, &kept.client_pair("good, leaf only")).await);
     let warning = warning(&mut p, "the revoked CA's warning", "partners", |m| {
         m.starts_with("CA certificate is revoked")
@@ -536,7 +529,7 @@ async fn an_issuing_ca_whose_revocation_is_unchecked_is_warned_about() {
     let mut p = Proxy::start(&cfg);
     let addr = p.listener_addr("unchecked").await;
     // Still admitted: the warning is about what is not checked.
-    assert!(admitted(&s, addr, &client_of(&issuing, "alice")).await);
+    assert!(admitted(&s, addr, &issuing.client_with_chain("alice")).await);
     let warning = warning(&mut p, "the unchecked CA's warning", "unchecked", |m| {
         m.contains("its revocation is not checked")
     })

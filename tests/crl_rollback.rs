@@ -324,14 +324,6 @@ listeners:
     assert_dates_and_numbers(&warning, older, newer, Some(("1", "2")));
 }
 
-/// A leaf of `issuing` that sends its chain (the leaf, then `issuing`),
-/// as a client must when `ca_file` holds the root alone.
-fn client_of(issuing: &TestCa, cn: &str) -> TestPair {
-    let mut pair = issuing.client_pair(cn);
-    pair.cert_pem.push_str(&issuing.cert_pem);
-    pair
-}
-
 /// The Secret volume `pki`, written as kubelet does: `ca.crt` the CA
 /// bundle, `root.crl` the root's CRL (revoking no one), `issuing.crl`
 /// what `put` is given.
@@ -398,8 +390,8 @@ async fn issuing_crl_rolled_back(
     bundle: &str,
 ) -> (Rollback, serde_json::Value) {
     let s = Scene::new();
-    let mallory = client_of(issuing, "mallory");
-    let alice = client_of(issuing, "alice");
+    let mallory = issuing.client_with_chain("mallory");
+    let alice = issuing.client_with_chain("alice");
     let r = rollback(issuing, &mallory);
     let secret = Secret::new(&s, bundle, root);
     secret.put(&r.v2);
@@ -446,7 +438,10 @@ async fn re_keyed(
 ) -> Proxy {
     secret.put(old_crl);
     let (p, addr) = start(&kubelet_scene(s, &secret.pki)).await;
-    let (alice, bob) = (client_of(old_key, "alice"), client_of(new_key, "bob"));
+    let (alice, bob) = (
+        old_key.client_with_chain("alice"),
+        new_key.client_with_chain("bob"),
+    );
     assert!(
         admitted(s, addr, &alice).await,
         "the old key's CRL is in use"

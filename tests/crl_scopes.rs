@@ -84,13 +84,6 @@ async fn refused_as_revoked(s: &Scene, p: &mut Proxy, listener: &str) {
     }
 }
 
-/// A client of an issuing CA, with its chain (leaf and issuing CA).
-fn client_of(issuing: &TestCa, cn: &str) -> TestPair {
-    let mut pair = issuing.client_pair(cn);
-    pair.cert_pem.push_str(&issuing.cert_pem);
-    pair
-}
-
 /// A CA's full CRL (no issuing distribution point) revokes mallory; a
 /// newer CRL of one scope (a partition of its end-entity certificates)
 /// does not list it. mallory's certificate names no CRL distribution
@@ -233,11 +226,11 @@ async fn an_issuing_ca_an_older_full_crl_revokes_is_refused() {
     let mut p = Proxy::start(&cfg);
     let addr = p.listener_addr("partners").await;
     assert!(
-        !admitted(&s, addr, &client_of(&revoked, "chained")).await,
+        !admitted(&s, addr, &revoked.client_with_chain("chained")).await,
         "a client of an issuing CA the older full CRL revokes got in"
     );
     refused_as_revoked(&s, &mut p, "partners").await;
-    assert!(admitted(&s, addr, &client_of(&kept, "good")).await);
+    assert!(admitted(&s, addr, &kept.client_with_chain("good")).await);
 }
 
 /// Open connections are checked again the same way when the CRLs change:

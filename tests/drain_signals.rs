@@ -615,12 +615,8 @@ async fn requests_cut_when_shutdown_grace_ends_are_sent_no_status() {
         ),
     );
     let log = s.path("access.log");
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    let head = format!(
-        "runtime: {{ worker_threads: 8, shutdown_grace: 1s }}\naccess_log: {{ path: {}, format: json }}\n",
-        log.display()
-    );
-    write(&cfg, &(head + &text));
+    let access_log = format!("access_log: {{ path: {}, format: json }}\n", log.display());
+    cut_in_a_second(&cfg, &access_log);
     // Every request is held: none answered.
     for b in [&h1, &h2] {
         b.hang_all.store(true, SeqCst);
@@ -691,9 +687,7 @@ async fn requests_cut_when_shutdown_grace_ends_are_not_sent_again() {
             a.addr, b.addr
         ),
     );
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    let runtime = "runtime: { worker_threads: 8, shutdown_grace: 1s }\n";
-    write(&cfg, &(runtime.to_owned() + &text));
+    cut_in_a_second(&cfg, "");
     // Every request held; four streams an HTTP/2 connection: several of them.
     for x in [&a, &b] {
         x.hang_all.store(true, SeqCst);
@@ -730,18 +724,10 @@ async fn requests_cut_when_shutdown_grace_ends_are_not_sent_again() {
         .filter(|p| a.requests_for(p) + b.requests_for(p) != 1)
         .collect();
     assert!(again.is_empty(), "sent more than once: {again:?}");
-    let said: Vec<_> = p
-        .logs()
-        .into_iter()
-        .filter(|l| l.contains("retrying"))
-        .collect();
+    let said = logged_with(&p, &["retrying"]);
     assert!(said.is_empty(), "a cut request was sent again: {said:#?}");
     // Nor is its cut an endpoint's failure: its 499 line is the record.
-    let blamed: Vec<_> = p
-        .logs()
-        .into_iter()
-        .filter(|l| l.contains("upstream request failed") || l.contains("ejected"))
-        .collect();
+    let blamed = logged_with(&p, &["upstream request failed", "ejected"]);
     assert!(
         blamed.is_empty(),
         "a cut request blamed its endpoint: {blamed:#?}"
@@ -751,4 +737,21 @@ async fn requests_cut_when_shutdown_grace_ends_are_not_sent_again() {
         before,
         "a backend was dialled as the process exited"
     );
+}
+
+/// `cfg` with 8 workers and a 1 s `shutdown_grace` (the runtime that
+/// drops its tasks on two workers at once), and `more` settings, put
+/// before the rest.
+fn cut_in_a_second(cfg: &std::path::Path, more: &str) {
+    let text = std::fs::read_to_string(cfg).unwrap();
+    let runtime = "runtime: { worker_threads: 8, shutdown_grace: 1s }\n";
+    write(cfg, &format!("{runtime}{more}{text}"));
+}
+
+/// The proxy's log lines that contain any of `texts`.
+fn logged_with(p: &Proxy, texts: &[&str]) -> Vec<String> {
+    let lines = p.logs().into_iter();
+    lines
+        .filter(|l| texts.iter().any(|t| l.contains(t)))
+        .collect()
 }

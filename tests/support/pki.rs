@@ -348,6 +348,14 @@ impl TestCa {
         self.issue(cn, &[], ExtendedKeyUsagePurpose::ClientAuth, false, &[])
     }
 
+    /// A client of this (issuing) CA with its chain: the leaf, then this
+    /// CA's certificate.
+    pub fn client_with_chain(&self, cn: &str) -> TestPair {
+        let mut pair = self.client_pair(cn);
+        pair.cert_pem.push_str(&self.cert_pem);
+        pair
+    }
+
     /// A CRL from this CA revoking `revoked`.
     pub fn crl(&self, revoked: &[&TestPair]) -> String {
         let now = time::OffsetDateTime::now_utc();
