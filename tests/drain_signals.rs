@@ -738,20 +738,3 @@ async fn requests_cut_when_shutdown_grace_ends_are_not_sent_again() {
         "a backend was dialled as the process exited"
     );
 }
-
-/// `cfg` with 8 workers and a 1 s `shutdown_grace` (the runtime that
-/// drops its tasks on two workers at once), and `more` settings, put
-/// before the rest.
-fn cut_in_a_second(cfg: &std::path::Path, more: &str) {
-    let text = std::fs::read_to_string(cfg).unwrap();
-    let runtime = "runtime: { worker_threads: 8, shutdown_grace: 1s }\n";
-    write(cfg, &format!("{runtime}{more}{text}"));
-}
-
-/// The proxy's log lines that contain any of `texts`.
-fn logged_with(p: &Proxy, texts: &[&str]) -> Vec<String> {
-    let lines = p.logs().into_iter();
-    lines
-        .filter(|l| texts.iter().any(|t| l.contains(t)))
-        .collect()
-}

@@ -17,7 +17,7 @@
 //! (the upstream owed the answer to it).
 //! A body the upstream breaks instead (a bad chunk, a close or a reset
 //! before its end) is logged and counted here too, unless the client's own
-//! request body broke first.
+//! request body broke first, or the shutdown cut it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -95,10 +95,17 @@ impl ReadTimer {
     /// since, the upstream owes nothing (it answered all it got, as a
     /// healthy bidirectional backend waiting for its client does): the
     /// client's alone. `true` then: the upstream went silent, its
-    /// connection is suspect.
+    /// connection is suspect. Once the shutdown cuts what still runs
+    /// ([`crate::proxy::drain::cutting`]), at debug and counted nowhere:
+    /// a worker dropping the upstream connection's task first broke the
+    /// body ("broken pipe"), the shutdown's doing, not the upstream's.
     pub fn body_failed(&self, e: &hyper::Error, request: &BodySent) -> bool {
         let upstream = &self.limit.upstream;
         let error = crate::proxy::conn::causes(e);
+        if crate::proxy::drain::cutting() {
+            debug!(upstream = %upstream, error, "upstream response body cut by the shutdown");
+            return false;
+        }
         let timeout = self.limit.timeout;
         let silent = self.quiet_since.map(|since| since.elapsed());
         let owed = request.moved() != self.quiet_moved;

@@ -451,3 +451,20 @@ pub fn peak_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .expect("VmHWM")
 }
+
+/// `cfg` with 8 workers and a 1 s `shutdown_grace` (the runtime that
+/// drops its tasks on two workers at once), and `more` settings, put
+/// before the rest.
+pub fn cut_in_a_second(cfg: &std::path::Path, more: &str) {
+    let text = std::fs::read_to_string(cfg).unwrap();
+    let runtime = "runtime: { worker_threads: 8, shutdown_grace: 1s }\n";
+    write(cfg, &format!("{runtime}{more}{text}"));
+}
+
+/// The proxy's log lines that contain any of `texts`.
+pub fn logged_with(p: &Proxy, texts: &[&str]) -> Vec<String> {
+    let lines = p.logs().into_iter();
+    lines
+        .filter(|l| texts.iter().any(|t| l.contains(t)))
+        .collect()
+}
