@@ -594,7 +594,8 @@ async fn sigusr2_is_logged_and_ignored() {
 /// send no 5xx either). One worker dropping an upstream connection's task
 /// while another still polled a request left that request's forward with
 /// "dispatch task is gone": its `502` was written to the client before its
-/// own task went, while its line said `499`.
+/// own task went, while its line said `499`; once that was withheld, the
+/// line named no endpoint (`upstream_addr` null) though one was tried.
 #[tokio::test]
 async fn requests_cut_when_shutdown_grace_ends_are_sent_no_status() {
     const EACH: usize = 32;
@@ -654,6 +655,17 @@ async fn requests_cut_when_shutdown_grace_ends_are_sent_no_status() {
         statuses,
         vec![&serde_json::json!(499); 2 * EACH],
         "{lines:?}"
+    );
+    // Each was at its backend: its line names the endpoint (SPEC §2: null
+    // only when no attempt had begun), also when its forwarding had ended
+    // in the cut's failure before its task was dropped.
+    let unnamed: Vec<_> = lines
+        .iter()
+        .filter(|l| l["upstream_addr"].is_null())
+        .collect();
+    assert!(
+        unnamed.is_empty(),
+        "a cut request's line names no endpoint: {unnamed:#?}"
     );
 }
 

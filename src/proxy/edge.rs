@@ -128,25 +128,39 @@ impl UpstreamAddr {
 /// The endpoint of the attempt in flight when its request's future was
 /// dropped (the client gone): set by the forwarder only then, as the
 /// attempt is dropped, for the `499` line's `upstream_addr` (and
-/// `upstream_attempts`, of a request retried). Nothing is stored, nor
-/// allocated, for a request that gets its response.
+/// `upstream_attempts`, of a request retried), or by the listener for a
+/// request the shutdown cuts after its forwarding failed. Nothing is
+/// stored, nor allocated, for a request that gets its response.
 #[derive(Debug, Default)]
-pub struct Abandoned(std::sync::OnceLock<UpstreamAddr>);
+pub struct Abandoned {
+    at: std::sync::OnceLock<UpstreamAddr>,
+    /// Set by the forwarder when the response head came from the upstream:
+    /// the access log's `upstream_ms` is "until the upstream's response
+    /// head", which hotproxy's own answers (a client body fault, a failed
+    /// or timed-out attempt) never had, and a head that came is sent on
+    /// when the shutdown cuts. Kept here, access log or not: a response
+    /// extension set only with the access log on made the cut's count
+    /// (its `499`) depend on it.
+    head: std::sync::atomic::AtomicBool,
+}
 
 impl Abandoned {
     /// The attempt in flight went to `endpoint` (its dialled URL, with
     /// every attempt's when there were several).
     pub fn at(&self, endpoint: UpstreamAddr) {
-        let _ = self.0.set(endpoint);
+        let _ = self.at.set(endpoint);
+    }
+
+    /// The response head came from the upstream.
+    pub fn head_came(&self) {
+        self.head.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the response head came from the upstream.
+    pub fn answered(&self) -> bool {
+        self.head.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
-
-/// Set by the forwarder on a response whose head came from the upstream:
-/// the access log's `upstream_ms` is "until the upstream's response head",
-/// which hotproxy's own answers (a client body fault, a failed or
-/// timed-out attempt) never had.
-#[derive(Clone, Copy, Debug)]
-pub struct UpstreamAnswered;
 
 /// A request's `Referer` and `User-Agent` as its client sent them, for a
 /// `combined` line (none otherwise: JSON has no such fields). Taken before
@@ -378,7 +392,7 @@ impl Exchange {
         };
         line.status = CLIENT_GONE;
         line.upstream = upstream.cloned();
-        if let Some(UpstreamAddr(addr, attempts)) = abandoned.0.into_inner() {
+        if let Some(UpstreamAddr(addr, attempts)) = abandoned.at.into_inner() {
             line.upstream_addr = Some(addr);
             line.upstream_attempts = attempts;
         }

@@ -45,7 +45,7 @@ use crate::proxy::attempts::{Attempt, InFlightAt, Latest};
 use crate::proxy::body::{BodyInFlight, ClientBody, Fault};
 use crate::proxy::budget::Budget;
 use crate::proxy::buffer;
-use crate::proxy::edge::{Abandoned, BytesIn, UpstreamAnswered};
+use crate::proxy::edge::{Abandoned, BytesIn};
 use crate::proxy::failure::{
     Failure, closed_before_response, copy_of, diagnose, dispatch_gone, early, h1_again, h1_spent,
     idempotent, refused_stream, replayable, unprocessed,
@@ -186,7 +186,8 @@ impl Upstream {
     /// other `Upgrade` is stripped as hop-by-hop, the request forwarded as
     /// an ordinary one. `abandoned` is told the
     /// endpoint of the attempt in flight if the request's future is
-    /// dropped (the client gone), for its `499` line.
+    /// dropped (the client gone), for its `499` line, and whether the
+    /// response head came from the upstream.
     pub async fn forward(
         self: &Arc<Self>,
         mut req: Request<Incoming>,
@@ -350,12 +351,11 @@ impl Upstream {
         // The access log names the endpoint of the latest attempt (and
         // of each earlier one, of a request retried).
         resp = sent_to(resp, endpoint, earlier);
-        if crate::access_log::enabled() {
-            // Only a head the upstream sent has an upstream time; our own
-            // 502/504 for a failed or timed-out attempt does not.
-            if answered {
-                resp.extensions_mut().insert(UpstreamAnswered);
-            }
+        // Only a head the upstream sent has an upstream time (and is sent
+        // on at the shutdown's cut); our own 502/504 for a failed or
+        // timed-out attempt has neither.
+        if answered {
+            abandoned.head_came();
         }
         framing::unsent_length(resp.status(), resp.headers_mut());
         // hotproxy's own version (RFC 9110 §6.2): hyper's server wrote an

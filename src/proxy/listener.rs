@@ -27,7 +27,7 @@ use crate::metrics;
 use crate::proxy::body::{self, Fault};
 use crate::proxy::client_io::ClientIo;
 use crate::proxy::conn::{self, Activity, Driver, TrackedBody};
-use crate::proxy::edge::{EdgePolicy, Exchange, UpstreamAddr, UpstreamAnswered};
+use crate::proxy::edge::{EdgePolicy, Exchange, UpstreamAddr};
 use crate::proxy::forward::{RequestContext, ResponseBody, client_fault, error_response};
 use crate::proxy::front::{self, Front};
 use crate::proxy::headers::client_ip_value;
@@ -728,11 +728,15 @@ async fn handle(
             forwarding.abandoned(),
         )
         .await;
-    let head_came = resp.extensions().get::<UpstreamAnswered>().is_some();
+    let head_came = forwarding.abandoned().answered();
     if !head_came && crate::proxy::drain::cutting() {
         // Cut by the shutdown, which is dropping every task: dropped, this one logs
         // `499` (`forwarding`) and its connection closes with nothing sent. Returned,
         // the `502` of an upstream task dropped first went to the client (two workers).
+        // Its line names the endpoint tried, as one cut in flight does (SPEC §2).
+        if let Some(tried) = resp.extensions_mut().remove::<UpstreamAddr>() {
+            forwarding.abandoned().at(tried);
+        }
         return std::future::pending().await;
     }
     let mut exchange = forwarding.answered();
