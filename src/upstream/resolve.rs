@@ -18,10 +18,10 @@
 //! outlasted its 5 s is kept, neither counted nor logged: the next
 //! re-resolution waits for it again and counts a failure only past that
 //! second bound (or if it failed); one that has ended by then is that
-//! re-resolution's answer only if its own new lookup outlasts 5 s too,
-//! so a tiny interval costs a busy resolver, never a false failure, and
-//! a resolver always a little slower than the bound still refreshes the
-//! set, with no failure logged. A lookup made
+//! re-resolution's answer only if its own new lookup outlasts 5 s too
+//! or fails (that failure counted too), so a tiny interval costs a busy
+//! resolver, never a false failure, and a resolver always a little slower
+//! than the bound still refreshes the set, with no failure logged. A lookup made
 //! at configuration time still running after 5 s is the first
 //! re-resolution's to wait for, under the same rule: a [`Lookup`] of a
 //! `host:port` still running is joined by whoever asks for it in the
@@ -309,7 +309,8 @@ impl Resolution {
     /// counts a failure only if it runs past that too (or ended failed).
     /// One kept that has ended by the next call is not its lookup: that
     /// call asks anew, on schedule, and only if the new one outlasts its
-    /// bound is the kept one's answer taken (the newest there is).
+    /// bound, or fails, is the kept one's answer taken (the newest there
+    /// is; the new one's failure counted too).
     pub async fn refresh(&self, i: usize) -> Refreshed {
         let s = &self.config.servers[i];
         let kept = self.late.lock().expect("resolution lock")[i].take();
@@ -335,11 +336,17 @@ impl Resolution {
             debug!(upstream = %self.upstream, server = %s.url, "upstream retired while its names were resolved again; the answer is dropped");
             return Refreshed::Same;
         }
-        match outcome {
+        match (outcome, &ended) {
             // Its failure to end in time was counted already.
-            Ok(Err(_)) if counted => return Refreshed::Same,
-            Ok(answer) => return self.answered(i, answer, failed),
-            Err(_elapsed) => {}
+            (Ok(Err(_)), _) if counted => return Refreshed::Same,
+            // The kept one's addresses are the newest good ones there
+            // are: a failure at once (SERVFAIL, refused a place) dropped
+            // them, and the set kept older ones while the resolver failed.
+            (Ok(Err(error)), Some(Ok(kept))) => {
+                return self.failed_after(i, kept.clone(), error, failed);
+            }
+            (Ok(answer), _) => return self.answered(i, answer, failed),
+            (Err(_elapsed), _) => {}
         }
         // Kept for the next call rather than counted now: a resolver that
         // answered every lookup just past the bound (glibc's `timeout:5`,
@@ -359,6 +366,31 @@ impl Resolution {
             (Some(answer), _) => self.answered(i, answer, Refreshed::Same),
             (None, _) => Refreshed::Same,
         }
+    }
+
+    /// Server `i`'s new lookup failed (`error`) after its kept one ended
+    /// with `kept`: those addresses are stored (the set follows them),
+    /// then the failure is counted and logged as any, the newest news of
+    /// the name; once in all if `kept` had none usable (counted so).
+    /// `Changed` if they changed, else `failed`: a refusal's longer wait
+    /// before the next is lost once rather than the change.
+    fn failed_after(
+        &self,
+        i: usize,
+        kept: Vec<SocketAddr>,
+        error: String,
+        failed: Refreshed,
+    ) -> Refreshed {
+        let applied = self.answered(i, Ok(kept), Refreshed::Same);
+        if applied == Refreshed::Changed {
+            self.answered(i, Err(error), failed);
+            return applied;
+        }
+        // A good answer ends a failure streak; one still on was `kept`'s.
+        if self.failing.lock().expect("resolution lock")[i] {
+            return failed;
+        }
+        self.answered(i, Err(error), failed)
     }
 
     /// Server `i`'s lookup answered `found` (`failed`: what a failure

@@ -31,6 +31,8 @@ struct Answering {
     held: Vec<(Vec<u8>, SocketAddr)>,
     /// How many queries were answered.
     answered: usize,
+    /// Queries are answered SERVFAIL, none held ([`NameServer::fail`]).
+    servfail: bool,
 }
 
 impl NameServer {
@@ -55,6 +57,7 @@ impl NameServer {
             held_names: Vec::new(),
             held: Vec::new(),
             answered: 0,
+            servfail: false,
         }));
         let (s, st) = (socket.clone(), state.clone());
         let task = tokio::spawn(async move {
@@ -69,7 +72,14 @@ impl NameServer {
                         continue;
                     }
                     st.answered += 1;
-                    answer(&query, &st.ips)
+                    let ips = if st.servfail { &[][..] } else { &st.ips[..] };
+                    let mut reply = answer(&query, ips);
+                    // RCODE 2: the lookup fails at once (`EAI_AGAIN`).
+                    reply
+                        .iter_mut()
+                        .filter(|_| st.servfail)
+                        .for_each(|r| r[3] |= 2);
+                    reply
                 };
                 if let Some(reply) = reply {
                     let _ = s.send_to(&reply, from).await;
@@ -99,6 +109,12 @@ impl NameServer {
     fn hold_name(&self, name: &str) {
         let name = name.to_ascii_lowercase();
         self.state.lock().unwrap().held_names.push(name);
+    }
+
+    /// From now on every query is answered at once, SERVFAIL.
+    pub(super) fn fail(&self) {
+        let mut st = self.state.lock().unwrap();
+        (st.hold, st.servfail) = (false, true);
     }
 
     /// From now on queries answered are answered with `ips`.

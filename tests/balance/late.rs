@@ -91,3 +91,41 @@ async fn answers_always_late_log_no_failure() {
     assert_eq!(logged(&w, FAILED), 0, "a late lookup was logged as failed");
     assert_eq!(errors_of(&w, "app").await, 0.0, "a late lookup was counted");
 }
+
+/// A lookup kept past a re-resolution's 5 s that then ends with a new
+/// address, the next re-resolution's own lookup failing at once (the
+/// name server answering SERVFAIL): the kept answer, the newest good one
+/// there is, is applied, and the fresh failure counted. It was taken
+/// only when the new lookup outlasted 5 s: a failure dropped it, and the
+/// set kept the older addresses for as long as the server failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_answer_is_taken_when_the_next_lookup_fails() {
+    let (dns, w) = app_by_name("late-then-failing", "3s").await;
+    let added = format!("127.0.0.3:{}", w.pods[0].addr.port());
+    let seen = || {
+        let logs = w.proxy.logs();
+        logs.iter()
+            .any(|l| l.contains("upstream endpoint added") && l.contains(added.as_str()))
+    };
+
+    dns.hold();
+    wait_until(4 * WAIT, "a lookup given up on", || async {
+        logged(&w, OUTLASTED) > 0
+    })
+    .await;
+    // Every query from now on fails at once; the kept lookup ends with a
+    // new pod, before the next re-resolution (3 s after it was kept).
+    dns.fail();
+    dns.answer_held(&["127.0.0.2", "127.0.0.3"]).await;
+    wait_until(4 * WAIT, "the new address, or a second failure", || async {
+        seen() || errors_of(&w, "app").await >= 2.0
+    })
+    .await;
+    assert!(seen(), "the kept answer was dropped for the failed lookup");
+    assert_eq!(logged(&w, FAILED), 1, "the fresh failure was not logged");
+    assert_eq!(
+        errors_of(&w, "app").await,
+        1.0,
+        "the fresh failure was not counted"
+    );
+}
