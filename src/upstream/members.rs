@@ -538,6 +538,14 @@ impl Members {
         }
     }
 
+    /// Whether `m` is a member of the newest set published (this one's
+    /// own before any), not one a re-resolution removed since.
+    fn in_service(&self, m: &Member) -> bool {
+        let published = (self.publishing.ejecting.lock()).unwrap_or_else(|p| p.into_inner());
+        let members = published.as_deref().unwrap_or(&self.members);
+        members.iter().any(|o| std::ptr::eq(&**o, m))
+    }
+
     /// A connect error, reset, or 502/503/504 from the server: may eject
     /// the member, never the last one in service, nor one past half of
     /// them ejected (Envoy's `max_ejection_percent`, here 50: with every
@@ -607,10 +615,12 @@ impl Members {
     /// The result of one active check of member `m` (`Err`: why it
     /// failed); none from a retired set (a check still in flight as an
     /// edit replaced its upstream: the successor's checks, with its
-    /// settings, decide).
+    /// settings, decide), nor for a member a re-resolution removed while
+    /// its check ran (out of service already: it was logged `failed its
+    /// active checks; out of service` after its removal).
     pub fn checked(&self, m: &Member, result: Result<(), CheckFailure>, active: &ActiveHealth) {
         use std::sync::atomic::Ordering::Relaxed;
-        if self.publishing.retired() {
+        if self.publishing.retired() || !self.in_service(m) {
             return;
         }
         let passed = result.is_ok();
