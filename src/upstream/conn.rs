@@ -35,7 +35,7 @@ use crate::proxy::body::ClientBody;
 use crate::proxy::slots::ConnectionLimit;
 use crate::tls::sent::Counted;
 use crate::upstream::io::{HeadWait, Kill, MaybeTls, Settling, UpstreamIo};
-use crate::upstream::lookup::{Lookup, failed_dial};
+use crate::upstream::lookup::Lookup;
 use crate::upstream::pool::Wakes;
 use crate::upstream::resolve::to_dial;
 
@@ -182,15 +182,13 @@ impl Dialer {
 /// addresses tried in turn. Each dial by name ran a lookup of its own on
 /// the blocking pool, outside the 64, and one whose dial timed out left
 /// its thread blocked on a hung resolver: one more per dial. A lookup
-/// refused a place fails the dial as any failed lookup ([`failed_dial`]).
+/// refused a place fails the dial as any failed lookup ([`Lookup::failed_dial`]).
 async fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
         return TcpStream::connect((ip, port)).await;
     }
-    let addrs = Lookup::start(host, port)
-        .answer()
-        .await
-        .map_err(failed_dial)?;
+    let lookup = Lookup::start(host, port);
+    let addrs = (lookup.answer().await).map_err(|why| lookup.failed_dial(why))?;
     TcpStream::connect(&to_dial(host, addrs)?[..]).await
 }
 

@@ -23,6 +23,10 @@ pub struct Lookup {
     told: tokio::sync::Notify,
     /// Never started: [`MAX_LOOKUPS`] ran already.
     refused: bool,
+    /// Once it failed and a dial asked: whether the proxy is out of its
+    /// own resources ([`Lookup::failed_dial`]), probed once for all who
+    /// joined it.
+    starved: std::sync::OnceLock<Option<i32>>,
 }
 
 /// Told when a place of the [`MAX_LOOKUPS`] frees, for [`place_freed`].
@@ -129,6 +133,7 @@ impl Lookup {
             ended: Condvar::new(),
             told: tokio::sync::Notify::new(),
             refused: permit.is_none(),
+            starved: std::sync::OnceLock::new(),
         });
         let Some(permit) = permit else {
             let full = format!("too many lookups running ({MAX_LOOKUPS} at once)");
@@ -204,16 +209,71 @@ impl Lookup {
     }
 }
 
-/// A dial's error for its lookup that failed (`why`): the proxy's own want
-/// of resources ([`out_of_local_resources`]) when a probe socket cannot
-/// be opened either, else the resolver's words. Out of descriptors, glibc
-/// can open neither /etc/hosts nor a socket to a name server and says the
-/// name is unknown (`EAI_NONAME`): that was a connect error, counted
-/// against the endpoint (ejected, the request retried on another, which
-/// failed alike), where a connect's own `EMFILE` is `local_resources`.
-pub fn failed_dial(why: String) -> std::io::Error {
+impl Lookup {
+    /// A dial's error for this lookup's failure (`why`): the proxy's own
+    /// want of resources ([`out_of_local_resources`]) when a probe socket
+    /// cannot be opened either, else the resolver's words. Out of
+    /// descriptors, glibc can open neither /etc/hosts nor a socket to a
+    /// name server and says the name is unknown (`EAI_NONAME`): that was a
+    /// connect error, counted against the endpoint (ejected, the request
+    /// retried on another, which failed alike), where a connect's own
+    /// `EMFILE` is `local_resources`. Probed once per lookup, the verdict
+    /// shared by every dial that joined it: each opened a probe socket of
+    /// its own, as many as requests waited on a name that failed.
+    pub fn failed_dial(&self, why: String) -> std::io::Error {
+        self.failed_dial_with(why, probe)
+    }
+
+    /// [`Lookup::failed_dial`], `probe` telling the want of resources.
+    fn failed_dial_with(&self, why: String, probe: impl FnOnce() -> Option<i32>) -> std::io::Error {
+        match *self.starved.get_or_init(probe) {
+            Some(code) => std::io::Error::from_raw_os_error(code),
+            None => std::io::Error::other(why),
+        }
+    }
+}
+
+/// The error a probe socket fails with for want of the proxy's own
+/// resources, if it does.
+fn probe() -> Option<i32> {
     match std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0)) {
-        Err(e) if out_of_local_resources(&e) => e,
-        _ => std::io::Error::other(why),
+        Err(e) if out_of_local_resources(&e) => e.raw_os_error(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Eight dials joined to one lookup that fails probe for a want of
+    /// descriptors once in all, and share its verdict: each opened a
+    /// probe socket of its own (a name joined by every request to it
+    /// failing at once opened as many). A lookup after it probes anew.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dials_joined_to_a_failed_lookup_probe_once() {
+        let probes = AtomicUsize::new(0);
+        let probe = || {
+            probes.fetch_add(1, Ordering::SeqCst);
+            Some(libc::EMFILE)
+        };
+        // A NUL in the name: the lookup fails at once, no resolver asked.
+        for round in 1..=2 {
+            let lookup = Lookup::start("joined\0.lookup.test", 443);
+            let dials = (0..8).map(|_| async {
+                let why = lookup.answer().await.expect_err("a name with a NUL");
+                lookup.failed_dial_with(why, probe)
+            });
+            for e in futures_util::future::join_all(dials).await {
+                assert_eq!(e.raw_os_error(), Some(libc::EMFILE), "{e}");
+            }
+            assert_eq!(
+                probes.load(Ordering::SeqCst),
+                round,
+                "probes for {round} lookups"
+            );
+        }
     }
 }
