@@ -139,21 +139,40 @@ fn choose(
 /// refused in the handshake as `unknown_ca` or `bad_client_cert`, which
 /// names neither the CA nor its file. Not refused: nginx and OpenSSL
 /// verify with such keys, and a bundle may hold it beside CAs that work.
+/// The CAs of the bundle it issued (named as their issuer) are anchors
+/// themselves: webpki ends a path at one without this key, so what they
+/// issue is accepted, and the note names them rather than say every
+/// certificate under the CA is refused.
 fn unverifiable_keys(origin: &str, roots: &[CertificateDer<'_>], certs: &[CertInfo]) -> Vec<Note> {
     use x509_parser::prelude::{FromDer, X509Certificate};
+    let parsed: Vec<Option<X509Certificate<'_>>> = (roots.iter())
+        .map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c))
+        .collect();
     let mut notes = Vec::new();
-    for (position, (der, info)) in roots.iter().zip(certs).enumerate() {
-        let Ok((_, cert)) = X509Certificate::from_der(der) else {
+    for (position, (cert, info)) in parsed.iter().zip(certs).enumerate() {
+        let Some(cert) = cert else {
             continue;
         };
-        if let Some(key) = super::der::unverifiable_key(cert.public_key().raw) {
-            notes.push(Note::UnverifiableCaKey {
-                file: origin.to_owned(),
-                position: position + 1,
-                subject: info.subject.clone(),
-                key,
-            });
-        }
+        let Some(key) = super::der::unverifiable_key(cert.public_key().raw) else {
+            continue;
+        };
+        let name = cert.subject().as_raw();
+        let issued_here = (parsed.iter().zip(certs).enumerate())
+            .filter(|(_, (c, i))| {
+                i.is_ca
+                    && c.as_ref().is_some_and(|c| {
+                        c.issuer().as_raw() == name && c.subject().as_raw() != name
+                    })
+            })
+            .map(|(at, (_, i))| format!("certificate {} ({})", at + 1, i.subject))
+            .collect();
+        notes.push(Note::UnverifiableCaKey {
+            file: origin.to_owned(),
+            position: position + 1,
+            subject: info.subject.clone(),
+            key,
+            issued_here,
+        });
     }
     notes
 }

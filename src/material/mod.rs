@@ -173,12 +173,15 @@ pub enum Note {
     MustStaple { file: String, subject: String },
     /// A CA certificate (`position` from 1 in `file`) whose key (`key`:
     /// `RSA 1024-bit`) rustls verifies no signature by: a trust anchor
-    /// under which every certificate is refused in the handshake.
+    /// under which every certificate is refused in the handshake, but for
+    /// those under the CAs of the bundle it issued (`issued_here`:
+    /// `certificate 2 (CN=…)`), anchors themselves, whose paths end there.
     UnverifiableCaKey {
         file: String,
         position: usize,
         subject: String,
         key: String,
+        issued_here: Vec<String>,
     },
 }
 
@@ -247,9 +250,22 @@ impl std::fmt::Display for Note {
                 position,
                 subject,
                 key,
-            } => write!(
+                issued_here,
+            } if issued_here.is_empty() => write!(
                 f,
                 "{file}: certificate {position} ({subject}): {key} key; rustls verifies no signature by it: every certificate it issued is refused (unknown_ca, bad_client_cert); re-issue the CA with {}",
+                keys::SUPPORTED
+            ),
+            Note::UnverifiableCaKey {
+                file,
+                position,
+                subject,
+                key,
+                issued_here,
+            } => write!(
+                f,
+                "{file}: certificate {position} ({subject}): {key} key; rustls verifies no signature by it: the CAs it issued that this bundle holds ({}) are trust anchors themselves, what they issue is accepted; any other certificate it issued is refused (unknown_ca, bad_client_cert): leave it out of the bundle if it issues nothing else, or re-issue it with {}",
+                issued_here.join(", "),
                 keys::SUPPORTED
             ),
         }

@@ -116,8 +116,19 @@ pub(super) fn log_notes(id: &str, loaded: &Loaded) {
                 position,
                 subject,
                 key,
-            } => {
+                issued_here,
+            } if issued_here.is_empty() => {
                 warn!(target: LOG, entry = %id, file = %file, position, subject = %subject, key = %key, "CA certificate has a key rustls verifies no signature by: every certificate it issued is refused (unknown_ca, bad_client_cert); re-issue the CA with RSA 2048-8192 bits, ECDSA P-256/P-384/P-521 or Ed25519");
+            }
+            Note::UnverifiableCaKey {
+                file,
+                position,
+                subject,
+                key,
+                issued_here,
+            } => {
+                let issued_here = issued_here.join(", ");
+                warn!(target: LOG, entry = %id, file = %file, position, subject = %subject, key = %key, issued_here = %issued_here, "CA certificate has a key rustls verifies no signature by: the CAs it issued that the bundle holds (issued_here) are trust anchors themselves, what they issue is accepted; any other certificate it issued is refused (unknown_ca, bad_client_cert): leave it out of the bundle if it issues nothing else, or re-issue it with RSA 2048-8192 bits, ECDSA P-256/P-384/P-521 or Ed25519");
             }
         }
     }

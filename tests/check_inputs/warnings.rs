@@ -170,3 +170,92 @@ fn a_ca_whose_key_rustls_verifies_nothing_by_is_a_warning() {
     );
     assert!(!out.contains("certificate 2 (CN=good root)"), "{out}");
 }
+
+/// The RSA-1024 root beside a P-256 intermediate it issued, both in the
+/// bundle: the intermediate is a trust anchor itself, so what it issues
+/// is accepted without the root's key, and "every certificate it issued
+/// is refused" was not true (the intermediate's were served). The
+/// warning names the CAs the bundle holds under it as accepted and says
+/// any other certificate the root issued is refused.
+#[test]
+fn a_weak_ca_over_an_anchor_of_the_bundle_is_worded_so() {
+    let upstream = "certs:\n  - { id: ca, type: ca-bundle, ca_file: ca.pem }\nupstreams:\n  - name: api\n    servers: [https://127.0.0.1:9443]\n    tls: { ca: { ref: ca } }";
+    let (s, cfg) = scene("public", upstream);
+    let openssl = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .current_dir(s.dir.path())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl on PATH");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:1024",
+        "-nodes",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=weak root",
+        "-keyout",
+        "weak.key",
+        "-out",
+        "weak.crt",
+    ]);
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=strong intermediate",
+        "-keyout",
+        "mid.key",
+        "-out",
+        "mid.csr",
+    ]);
+    write(
+        &s.path("mid.ext"),
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    );
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "mid.csr",
+        "-CA",
+        "weak.crt",
+        "-CAkey",
+        "weak.key",
+        "-set_serial",
+        "2",
+        "-days",
+        "30",
+        "-sha256",
+        "-extfile",
+        "mid.ext",
+        "-out",
+        "mid.crt",
+    ]);
+    let read = |f: &str| std::fs::read_to_string(s.path(f)).unwrap();
+    write(&s.path("ca.pem"), &(read("weak.crt") + &read("mid.crt")));
+    let out = passes(&cfg, &[]);
+    assert!(
+        out.contains(&format!(
+            "warning: entry ca: {}: certificate 1 (CN=weak root): RSA 1024-bit key; rustls \
+             verifies no signature by it: the CAs it issued that this bundle holds \
+             (certificate 2 (CN=strong intermediate)) are trust anchors themselves, what \
+             they issue is accepted; any other certificate it issued is refused",
+            s.path("ca.pem").display()
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("every certificate it issued"), "{out}");
+}
