@@ -8,11 +8,17 @@ pub const SUPPORTED: &str = "RSA 2048-8192 bits, ECDSA P-256/P-384/P-521 or Ed25
 /// Why `key` (which the signing provider refused with `refused`) cannot be
 /// used. A well-formed key of an algorithm or size the provider does not
 /// take is named as such (`RSA 1024-bit`, `RSA-PSS`), with what is
-/// supported: "failed to parse private key" read as a corrupt file.
+/// supported: "failed to parse private key" read as a corrupt file. A
+/// key whose DER does not read (cut short, a byte flipped) is said not to
+/// parse: under `RSA PRIVATE KEY` it was called another kind's body.
 pub fn refusal(key: &PrivateKeyDer<'_>, refused: &str) -> String {
+    const DAMAGED: &str = "the key could not be parsed (its DER is damaged or cut short)";
     if let PrivateKeyDer::Pkcs1(k) = key
         && rsa("RSA", k.secret_pkcs1_der()).is_none()
     {
+        if !another_kind(k.secret_pkcs1_der()) {
+            return format!("{DAMAGED}: {refused}");
+        }
         // Another kind's body (a PKCS#8 or an EC key) under `BEGIN RSA
         // PRIVATE KEY`, a label changed by hand: what it is named for
         // is not what it holds.
@@ -20,9 +26,26 @@ pub fn refusal(key: &PrivateKeyDer<'_>, refused: &str) -> String {
     }
     match describe(key) {
         Some((what, false)) => format!("{what} keys are not supported; use {SUPPORTED}"),
-        Some((what, true)) => format!("{what}, which does not load: {refused}"),
-        None => refused.to_owned(),
+        // A kind and size the provider takes, refused all the same: its
+        // values do not hold together (a flipped byte the DER still reads).
+        Some((what, true)) => {
+            format!("the key could not be parsed ({what}; damaged or inconsistent): {refused}")
+        }
+        None => format!("{DAMAGED}: {refused}"),
     }
+}
+
+/// Whether `der` is whole as another kind's key: one SEQUENCE, nothing
+/// after it, opening as a PKCS#8 PrivateKeyInfo (INTEGER, SEQUENCE) or an
+/// EC key (INTEGER, OCTET STRING). A damaged RSA key is neither.
+fn another_kind(der: &[u8]) -> bool {
+    let Some((0x30, contents, [])) = tlv(der) else {
+        return false;
+    };
+    matches!(
+        items(contents).as_deref(),
+        Some([(INTEGER, _), (0x30 | 0x04, _), ..])
+    )
 }
 
 /// The key's algorithm and size as text, and whether hotproxy supports

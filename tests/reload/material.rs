@@ -701,3 +701,72 @@ async fn a_bad_write_waited_on_counts_though_it_fails_as_the_last() {
         good.fingerprint
     );
 }
+
+/// A Secret whose new key is an RSA key with its DER cut short, under
+/// `BEGIN RSA PRIVATE KEY` (PKCS#1), written as kubelet writes (a
+/// `..data` swap): refused naming `tls.key` and saying the key could not
+/// be parsed, no key bytes in the line, and the good pair is still
+/// served. It was called "not the RSA key its label (RSA PRIVATE KEY)
+/// says", sending the operator after a mislabelled file.
+#[tokio::test]
+async fn a_damaged_rsa_key_is_refused_as_unparseable() {
+    use rustls::pki_types::{PrivateKeyDer, pem::PemObject};
+    let mut served = SecretServed::start().await;
+    let next = served.ca.rsa_server_pair(&["localhost"], &[]);
+    let pkcs1 = openssl_pkcs1(&next.key_pem);
+    let PrivateKeyDer::Pkcs1(der) = PrivateKeyDer::from_pem_slice(pkcs1.as_bytes()).unwrap() else {
+        panic!("openssl pkey -traditional wrote no RSA PRIVATE KEY: {pkcs1}");
+    };
+    let der = der.secret_pkcs1_der();
+    let cut = certificate_pem(&der[..der.len() / 2]).replace("CERTIFICATE", "RSA PRIVATE KEY");
+    served
+        .kube
+        .write(&[("tls.crt", &next.cert_pem), ("tls.key", &cut)], false);
+    let line = served
+        .p
+        .wait_log("the damaged key refused", |v| {
+            v["message"] == "certificate reload failed; keeping the previous material"
+        })
+        .await;
+    let error = line["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("tls.key: unusable private key: the key could not be parsed")
+            && !error.contains("label"),
+        "{line}"
+    );
+    for body in pem_body_lines(&cut) {
+        assert!(
+            !line.to_string().contains(&body),
+            "key bytes logged: {line}"
+        );
+    }
+    assert_eq!(
+        served_leaf(served.addr, "localhost", &served.ca.cert_pem)
+            .await
+            .unwrap(),
+        served.good.fingerprint,
+        "the damaged key's pair replaced the good one"
+    );
+}
+
+/// `key_pem` (a PKCS#8 RSA key) as `BEGIN RSA PRIVATE KEY` (PKCS#1), as
+/// `openssl pkey -traditional` writes it.
+fn openssl_pkcs1(key_pem: &str) -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("openssl")
+        .args(["pkey", "-traditional"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("openssl on PATH");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(key_pem.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -690,3 +690,44 @@ fn a_key_under_another_label_is_not_named_an_rsa_key() {
         assert!(!e.contains("-bit"), "{e}");
     }
 }
+
+/// An RSA key whose DER is damaged (cut short, or a byte of its
+/// structure flipped), as `RSA PRIVATE KEY` (PKCS#1) and as `PRIVATE KEY`
+/// (PKCS#8), is refused naming the file and saying the key could not be
+/// parsed: under the PKCS#1 label it was called another kind's body
+/// "not the RSA key its label says", a mislabelled file, not a damaged one.
+#[test]
+fn a_damaged_rsa_key_is_named_unparseable_not_mislabelled() {
+    use rustls_pki_types::{PrivateKeyDer, pem::PemObject};
+    let d = tempfile::tempdir().unwrap();
+    let pair = rcgen::generate_simple_self_signed(vec!["a.test".into()]).unwrap();
+    let cert = pair.cert.pem();
+    let key_file = d.path().join("tls.key").display().to_string();
+    for (label, args) in [
+        ("RSA PRIVATE KEY", &["-traditional", "2048"][..]),
+        ("PRIVATE KEY", &["2048"][..]),
+    ] {
+        let key = openssl_key(&d, "genrsa", args);
+        let der = match PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap() {
+            PrivateKeyDer::Pkcs1(k) => k.secret_pkcs1_der().to_vec(),
+            PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der().to_vec(),
+            other => panic!("{other:?}"),
+        };
+        let mut flipped = der.clone();
+        // The first field's INTEGER tag (after the outer SEQUENCE's
+        // four-byte head), a bit flipped.
+        flipped[4] ^= 0x20;
+        for (damage, body) in [("cut short", &der[..der.len() / 2]), ("flipped", &flipped)] {
+            let e = load_pair(&d, &cert, &pem(label, body))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!(
+                    "{key_file}: unusable private key: the key could not be parsed"
+                )),
+                "{label}, {damage}: {e}"
+            );
+            assert!(!e.contains("label"), "{label}, {damage}: {e}");
+        }
+    }
+}
