@@ -286,9 +286,11 @@ fn settings_term(
 }
 
 /// The part of [`listener_key`] for the pair at position `i`, with material `hash`.
+/// Its names SNI cannot carry too: they decide the 421 check's entries, so
+/// a reload listing one more must replace the snapshot.
 fn pair_term(i: usize, c: &ListenerCert, hash: Option<[u8; 32]>) -> u64 {
     let mut h = DefaultHasher::new();
-    (i, &c.entry, &c.server_names, hash).hash(&mut h);
+    (i, &c.entry, &c.server_names, &c.left_out, hash).hash(&mut h);
     h.finish()
 }
 

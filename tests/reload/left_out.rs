@@ -105,6 +105,28 @@ async fn a_name_sni_cannot_carry_listed_under_two_client_auths_is_refused() {
     assert_eq!(host_123(addr, "a.test", &ca, None).await, 404);
 }
 
+/// b (require_and_verify) served naming b.test alone, then reloaded
+/// (SIGHUP) listing host.123 too: a request for host.123 on a new
+/// connection to a.test without a certificate gets 421, as it does when
+/// the proxy starts with that file. The listener's key left out the names
+/// SNI cannot carry, so the reload kept the running snapshot: a's client
+/// without a certificate was served host.123 (404) until some rotation.
+#[tokio::test]
+async fn a_reload_listing_a_name_sni_cannot_carry_holds_it_to_its_entry() {
+    let ca = TestCa::new("ca");
+    let (s, _kube) = scene(&ca, &ca.server_pair(&["a.test"]));
+    let (mut p, addr) = serve(&config(&s, "[b.test]")).await;
+    assert_eq!(host_123(addr, "a.test", &ca, None).await, 404);
+
+    config(&s, "[b.test, host.123]");
+    p.signal("HUP");
+    p.wait_log("the reload", |v| v["message"] == "configuration reloaded")
+        .await;
+    assert_eq!(host_123(addr, "a.test", &ca, None).await, 421);
+    let client = ca.client_pair("client");
+    assert_eq!(host_123(addr, "b.test", &ca, Some(&client)).await, 404);
+}
+
 /// A CA's renewal of a's certificate (kubelet-style) adds `DNS:host.123`,
 /// which b (require_and_verify) lists in its `server_names`: the name
 /// stays b's, as an SNI name another entry answered stays with it, with a
