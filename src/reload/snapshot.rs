@@ -179,13 +179,18 @@ pub(super) struct Admits {
 /// `421` check judges a request's host by the entries of its handshake.
 /// A name the default entry (or a wildcard's) answers anyway picks
 /// nothing ([`SniResolver::picks`]): renewing the default entry for a
-/// host no other entry answers moves no name. The certificates served are not in it: a
+/// host no other entry answers moves no name. `left_out` is fixed too:
+/// the names SNI cannot carry, each with the entry it belongs to (sorted),
+/// which the 421 check also reads from the handshake's entries, so a
+/// renewal giving `DNS:host.123` to an entry stricter than the default
+/// moves it as it would an SNI name. The certificates served are not in it: a
 /// rotation that keeps each name with its entry keeps connections.
 fn admission_key(
     l: &ListenerConfig,
     client_auth: &ClientAuthConfig,
     entries: &BTreeMap<String, Entry>,
     resolver: &SniResolver,
+    left_out: &[(String, usize)],
 ) -> Admits {
     // Name -> entry, as the snapshot's resolver has them, less what a
     // name gets without picking (the default entry, a wildcard's): none
@@ -214,6 +219,7 @@ fn admission_key(
             client_auth.mode.as_str().hash(&mut fixed);
         }
         picks.hash(&mut fixed);
+        left_out.hash(&mut fixed);
     } else {
         client_auth.mode.as_str().hash(&mut fixed);
     }
@@ -235,6 +241,7 @@ fn admission_key(
             (&c.entry, &c.server_names).hash(&mut h);
         }
         picks.hash(&mut h);
+        left_out.hash(&mut h);
     }
     l.front.allow_from.hash(&mut h);
     l.front.proxy_protocol.hash(&mut h);
@@ -466,7 +473,11 @@ pub(super) fn listener_tls(
     } else {
         None
     };
-    let admits = admission_key(l, client_auth, entries, &resolver);
+    let mut left_out: Vec<_> = (per_name.iter())
+        .flat_map(|p| p.entries.left_out())
+        .collect();
+    left_out.sort_unstable();
+    let admits = admission_key(l, client_auth, entries, &resolver, &left_out);
     let rotation = InUse::new(l, client_auth, entries, &resolver);
     Ok(BuiltListener {
         tls,
@@ -573,7 +584,8 @@ fn listener_tls_after(
     }
     debug_assert_eq!(key, listener_key(&l.config, client_auth, entries));
     let (tls, gate) = server_config(&l.config, client_auth, entries, &resolver)?;
-    let admits = admission_key(&l.config, client_auth, entries, &resolver);
+    // No per-entry client auth here: no name is left out to an entry.
+    let admits = admission_key(&l.config, client_auth, entries, &resolver, &[]);
     let rotation = InUse::new(&l.config, client_auth, entries, &resolver);
     Ok(Some(BuiltListener {
         tls,

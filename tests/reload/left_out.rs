@@ -209,6 +209,34 @@ async fn a_renewal_dropping_a_name_sni_cannot_carry_keeps_it_with_its_entry() {
     .await;
 }
 
+/// b's certificate (require_and_verify, no `server_names`) renewed
+/// kubelet-style to name `DNS:host.123` too, which until then fell to the
+/// default entry a (no client_auth): host.123 is b's now, and a keep-alive
+/// connection a's client made to a.test without a certificate before the
+/// renewal closes (`admission_rules_changed`), as it does when a renewal
+/// gives an SNI name to another entry; a new one gets 421. It stayed open and was served
+/// host.123 (404) under a's client_auth: its 421 check reads the entries
+/// of its handshake, and what admitted it left out the names SNI cannot
+/// carry.
+#[tokio::test]
+async fn a_renewal_giving_a_name_sni_cannot_carry_to_a_stricter_entry_closes_connections() {
+    let ca = TestCa::new("ca");
+    let s = Scene::new();
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    let (a, b) = (Kubelet::new(&s.path("a")), Kubelet::new(&s.path("b")));
+    write_secret(&a, &ca.server_pair(&["a.test"]));
+    write_secret(&b, &ca.server_pair(&["b.test"]));
+    let (p, addr) = serve(&both_secrets(&s)).await;
+    let mut open = open_served(addr, "a.test", &ca.cert_pem, None).await;
+    let asked = open.send.send_request(get_to("host.123"));
+    let before = within_deadline("host.123 on a's connection", asked).await;
+    assert_eq!(before.unwrap().status(), 404);
+
+    write_secret(&b, &ca.server_pair_with_dns_sans(&["b.test", "host.123"]));
+    closed_logged(&p, open, "admission_rules_changed").await;
+    assert_eq!(host_123(addr, "a.test", &ca, None).await, 421);
+}
+
 /// A CA's renewal (kubelet-style) adds `DNS:host.123` to a's certificate
 /// (a: no client_auth), a name no entry listed, which the default entry
 /// d (require_and_verify) answered: it stays d's, as an SNI name the
