@@ -15,7 +15,7 @@ use super::entry::{
 };
 use super::handover::{Givers, NewListeners};
 use super::rebind::Registered;
-use super::snapshot::{client_ca, listener_tls, positions, upstream_tls};
+use super::snapshot::{client_ca, defined_alike, listener_tls, positions, upstream_tls};
 use super::warnings::warn_validity;
 use super::{LOG, LiveListener, LiveUpstream, Reloader};
 use crate::config::{self, ClientAuthConfig, Config, ListenerCert, ListenerConfig, UpstreamConfig};
@@ -419,7 +419,7 @@ impl Reloader {
                 },
                 None => l.client_auth.clone(),
             };
-            let before = self.rebuilt_over(&l.name, &l.certs, &client_auth);
+            let before = self.rebuilt_over(&l.name, &l.certs, &client_auth, &entries);
             let built = match listener_tls(l, &client_auth, &entries, before) {
                 Ok(b) => b,
                 Err(e) => {
@@ -697,7 +697,8 @@ impl Reloader {
 
     /// The snapshot listener `name` is rebuilt over when it keeps its
     /// `certs` and `client_auth` (a reload that left them alone, or a
-    /// client-auth PUT of the one it runs with): names a rotation kept with
+    /// client-auth PUT of the one it runs with) and `entries` define each
+    /// entry it uses as now ([`defined_alike`]): names a rotation kept with
     /// their previous pair stay there (see keep_owners). Any other change
     /// builds from scratch, as `check` and a restart would.
     fn rebuilt_over(
@@ -705,9 +706,12 @@ impl Reloader {
         name: &str,
         certs: &[ListenerCert],
         client_auth: &ClientAuthConfig,
+        entries: &BTreeMap<String, Entry>,
     ) -> Option<&LiveListener> {
         self.listeners.get(name).filter(|o| {
-            o.config.certs == certs && self.client_auth_for(name, &o.config) == *client_auth
+            o.config.certs == certs
+                && self.client_auth_for(name, &o.config) == *client_auth
+                && defined_alike(certs, client_auth, &self.entries, entries)
         })
     }
 
@@ -723,7 +727,7 @@ impl Reloader {
         let Some(l) = self.listeners.get(listener) else {
             return Err(format!("no listener {listener:?}"));
         };
-        let before = self.rebuilt_over(listener, &l.config.certs, &client_auth);
+        let before = self.rebuilt_over(listener, &l.config.certs, &client_auth, &self.entries);
         let built = listener_tls(&l.config, &client_auth, &self.entries, before)?;
         let l = self.listeners.get_mut(listener).expect("checked");
         l.key = built.key;

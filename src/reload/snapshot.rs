@@ -267,6 +267,25 @@ fn per_name_term(l: &ListenerConfig, entries: &BTreeMap<String, Entry>) -> u64 {
     h.finish()
 }
 
+/// Whether each catalogue entry `certs` and `client_auth` use (the pairs,
+/// their own client_auth's CAs, the listener's) has one definition in
+/// `was` and `now`. Only then is a rebuild the running listener's renewal:
+/// an entry redefined under its id (its `cert_file` changed in the file)
+/// is new configuration, refused where `check` and a restart refuse it.
+pub(super) fn defined_alike(
+    certs: &[ListenerCert],
+    client_auth: &ClientAuthConfig,
+    was: &BTreeMap<String, Entry>,
+    now: &BTreeMap<String, Entry>,
+) -> bool {
+    let policies = certs.iter().filter_map(|c| c.client_auth.as_ref());
+    let cas = policies
+        .chain([client_auth])
+        .filter_map(|a| a.ca.as_deref());
+    (certs.iter().map(|c| c.entry.as_str()).chain(cas))
+        .all(|id| was.get(id).map(|e| &e.spec) == now.get(id).map(|e| &e.spec))
+}
+
 /// Whether any of the listener's certificate entries has its own client auth.
 pub(super) fn has_per_name(l: &ListenerConfig) -> bool {
     l.certs.iter().any(|c| c.client_auth.is_some())

@@ -576,6 +576,34 @@ async fn an_entry_answering_no_name_with_its_own_client_auth_is_refused() {
     }
 }
 
+/// A SIGHUP of the running file with entry b redefined under its id (its
+/// `cert_file` and `key_file` now an IP-only pair): refused with `check`'s
+/// words, and b.test stays b's under its client_auth. The reload was built
+/// as b's renewal (the same ids, the same client_auth): served with a
+/// warning, while `check` and the next restart refused the file.
+#[tokio::test]
+async fn a_reload_redefining_an_entry_to_answer_no_name_is_refused_as_check_refuses_it() {
+    let mut w = a_and_b("", &[]).await;
+    w.s.pair("bip", &w.ca.server_pair(&["127.0.0.1"]));
+    let bip = "cert_file: bip.crt, key_file: bip.key";
+    let cfg = w.s.config(&public_a_and_b("", bip, B_VERIFIED));
+    let why = "tls.certs[1] (entry \"b\") answers no name (its certificate has no DNS name)";
+    let (code, out) = check(&cfg);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(why), "{out}");
+
+    w.p.signal("HUP");
+    let refused = rejected(why);
+    let outcome =
+        w.p.wait_log("the reload's outcome", |v| {
+            v["message"] == "configuration reloaded" || refused(v)
+        })
+        .await;
+    assert!(refused(&outcome), "{outcome}");
+    assert_eq!(w.b_leaf().await, w.b.fingerprint);
+    w.assert_b_test_wants_a_client_cert().await;
+}
+
 /// A name a certificate's DNS SAN spells with a final `.` is the name
 /// without it, as `server_names` are: a client's SNI never carries the
 /// dot (rustls drops it). b's certificate named only `admin.example.`;
