@@ -24,7 +24,7 @@ mod resolve;
 mod tree;
 mod upstream;
 mod withhold;
-pub(crate) use resolve::{host_only_san, left_out_warnings, server_name};
+pub(crate) use resolve::{host_only_name, left_out_warnings, server_name};
 use withhold::Withheld;
 pub(crate) use withhold::found_text;
 

@@ -155,15 +155,15 @@ impl Entries {
 }
 
 /// The names each entry of `certs` (served as `pairs`) lists that SNI
-/// cannot carry, by position: its `server_names` left out, else its
-/// certificate's DNS SANs left out of those it answers, an IP address
-/// written as one included ([`crate::config::host_only_san`]).
+/// cannot carry ([`crate::config::host_only_name`]), by position: its
+/// `server_names` left out, else its certificate's DNS SANs left out of
+/// those it answers.
 pub fn hosts_left_out(certs: &[ListenerCert], pairs: &[ServedPair<'_>]) -> Vec<Vec<String>> {
     (certs.iter().zip(pairs))
         .map(|(c, p)| match c.server_names {
             Some(_) => c.left_out.clone(),
             None => (p.pair.leaf.dns_left_out.iter())
-                .filter_map(|n| crate::config::host_only_san(n))
+                .filter_map(|n| crate::config::host_only_name(n))
                 .collect(),
         })
         .collect()

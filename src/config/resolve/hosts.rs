@@ -194,23 +194,6 @@ pub(crate) fn host_only_name(h: &str) -> Option<String> {
     (refused && name.parse::<std::net::IpAddr>().is_err()).then_some(name)
 }
 
-/// A certificate's DNS SAN as [`host_only_name`] takes it, and an IP
-/// address written as a DNS SAN (`DNS:10.0.0.5`, which some CAs issue):
-/// no SNI carries it either (RFC 6066 §3), while a request's `Host` can,
-/// so it is its entry's for the 421 check too, as nginx matches a `Host`
-/// by a server's names, addresses included, and answers 421 when that
-/// server verifies clients and the SNI chose another. Given to the
-/// default entry, a request for it on the default's connection was let in
-/// under the default's `client_auth`, and the entry's own verified
-/// clients got 421. An IP address in `server_names` is still refused
-/// ([`server_name`]): an operator's, not a CA's.
-pub(crate) fn host_only_san(h: &str) -> Option<String> {
-    host_only_name(h).or_else(|| {
-        let name = host_pattern(h, "a server name").ok()?;
-        name.parse::<std::net::IpAddr>().is_ok().then_some(name)
-    })
-}
-
 /// What `check` warns and `run` logs for each `server_names` name left
 /// out ([`crate::config::ListenerCert::left_out`]): `AT.tls.certs[J].server_names:
 /// "NAME": WHY; …`, `at` naming the listener (`listeners[0]` in `check`,

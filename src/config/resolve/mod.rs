@@ -10,7 +10,7 @@ pub use binds::on_running_admin;
 mod entry;
 mod front;
 mod hosts;
-pub(crate) use hosts::{host_only_san, left_out_warnings, server_name};
+pub(crate) use hosts::{host_only_name, left_out_warnings, server_name};
 mod listener;
 mod upstream;
 
