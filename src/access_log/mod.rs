@@ -6,7 +6,8 @@
 //! the line is dropped and counted in `hotproxy_access_log_dropped_total`:
 //! a slow disk never slows a request. A line holds what it logs of the
 //! client's certificate ([`LoggedIdentity`]), never its chain. SIGUSR1 asks
-//! the writer to reopen its file (logrotate's `postrotate`).
+//! every writer to reopen its file (logrotate's `postrotate`), one a reload
+//! is starting too.
 
 pub mod body;
 pub mod format;
@@ -270,7 +271,6 @@ enum Msg {
 struct Running {
     config: AccessLogConfig,
     tx: SyncSender<Msg>,
-    reopen: Arc<AtomicBool>,
     /// Set when it is replaced or shut down: when it gives up.
     stop: Arc<writer::Stop>,
     /// [`Line::large_bytes`] of the lines queued.
@@ -365,12 +365,10 @@ pub fn prepare(config: Option<&AccessLogConfig>) -> Result<Prepared, String> {
                 )
                 .collect();
             let (go, gate) = std::sync::mpsc::channel();
-            let (tx, reopen, stop, thread, ended) =
-                writer::spawn(c.clone(), queued.clone(), after, gate)?;
+            let (tx, stop, thread, ended) = writer::spawn(c.clone(), queued.clone(), after, gate)?;
             let running = Arc::new(Running {
                 config: c.clone(),
                 tx,
-                reopen,
                 stop,
                 queued,
                 thread: Mutex::new(Some(thread)),
@@ -510,12 +508,17 @@ pub fn submit(line: Line) {
     }
 }
 
-/// SIGUSR1: reopen the file at the configured path.
+/// SIGUSR1: every writer reopens the file at its path before its next
+/// line. Counted for all of them, not asked of the running one: a reload
+/// that changes the log opens the new writer's file before it makes it the
+/// running one ([`prepare`]), and a signal in between, told only the old
+/// writer, left the new one writing in the moved file until the next.
 pub fn reopen() {
+    writer::ROTATIONS.fetch_add(1, Ordering::SeqCst);
     let running = RUNNING.load();
     if let Some(r) = running.as_ref() {
-        r.reopen.store(true, Ordering::SeqCst);
-        // A full queue means the writer is busy and will see the flag.
+        // Wake it if idle; a full queue means it is busy and will see the
+        // count between two lines.
         let _ = r.tx.try_send(Msg::Reopen);
     }
 }

@@ -360,6 +360,36 @@ fn reopen_is_done_while_the_queue_never_empties() {
     assert!(to_new > 0, "every queued line went to the rotated file");
 }
 
+/// logrotate's SIGUSR1 while a reload that changes the access log is
+/// under way: the reload opened the new writer's file (`prepare`), then
+/// the file was moved and the signal came, then the reload was applied.
+/// The signal told only the running, old writer; the new one wrote on in
+/// the moved file (compressed and unlinked by logrotate) until the next.
+#[test]
+fn a_reopen_while_a_reload_prepares_the_log_reaches_the_new_writer() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let moved = dir.path().join("access.log.1");
+    configure_to(&path, LogFormat::Json);
+    let next = prepare(Some(&AccessLogConfig {
+        path: path.clone(),
+        format: LogFormat::Combined,
+    }))
+    .unwrap();
+    std::fs::rename(&path, &moved).unwrap();
+    reopen();
+    next.apply();
+    submit(refusal(1));
+    shutdown();
+    let lines = |p: &Path| std::fs::read_to_string(p).map_or(0, |t| t.lines().count());
+    assert_eq!(
+        (lines(&path), lines(&moved)),
+        (1, 0),
+        "lines at the path, in the moved file"
+    );
+}
+
 /// Threads of this process named `access-log` (writers, old and new).
 fn writer_threads() -> usize {
     std::fs::read_dir("/proc/self/task")

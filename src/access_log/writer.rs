@@ -6,7 +6,9 @@
 //! since. A FIFO whose reader left is closed and opened again, at most every
 //! [`RETRY`], once a reader is there (a log shipper that restarts, and
 //! perhaps makes its pipe again, gets lines without a SIGUSR1). A reopen
-//! request is seen between any two lines, not only when the queue is empty.
+//! request ([`ROTATIONS`]) is seen between any two lines, not only when the
+//! queue is empty, by every writer, also one a reload has opened and not yet
+//! started.
 //! No open waits for a FIFO reader: a writer replaced by a reload, or shut
 //! down, is told when to give up ([`Stop`]) and drops what it could not
 //! write by then; a writer of a path writes only once every earlier writer
@@ -19,7 +21,7 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -65,11 +67,16 @@ fn open_fifo_if_read(path: &Path) -> std::io::Result<File> {
     Ok(file)
 }
 
-/// The queue, the reopen flag, the stop deadline, the thread of a started
-/// writer, and what tells that it ended.
+/// SIGUSR1s received. A writer notes the count before it opens its file and
+/// reopens it when the count has moved on: a signal that came after a
+/// reload opened the file, before the writer became the running one, is
+/// not lost on it.
+pub(super) static ROTATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// The queue, the stop deadline, the thread of a started writer, and what
+/// tells that it ended.
 type Started = (
     SyncSender<Msg>,
-    Arc<AtomicBool>,
     Arc<Stop>,
     std::thread::JoinHandle<()>,
     Arc<Ended>,
@@ -184,6 +191,8 @@ pub(super) fn spawn(
     after: Vec<Arc<Ended>>,
     go: std::sync::mpsc::Receiver<()>,
 ) -> Result<Started, String> {
+    // Before the open: a signal during it reopens once more, never not.
+    let rotation = ROTATIONS.load(Ordering::SeqCst);
     let sink = if is_fifo(&config.path) {
         None
     } else {
@@ -193,8 +202,6 @@ pub(super) fn spawn(
         )
     };
     let (tx, rx) = sync_channel(QUEUE);
-    let reopen = Arc::new(AtomicBool::new(false));
-    let flag = reopen.clone();
     let stop = Arc::new(Stop::default());
     let stopped = stop.clone();
     let ended = Arc::new(Ended::default());
@@ -206,24 +213,22 @@ pub(super) fn spawn(
             if go.recv().is_err() {
                 return;
             }
-            run(config, sink, rx, flag, queued, &stopped, &after);
+            let w = Writer::new(config.path, config.format, sink, rotation);
+            run(w, rx, queued, &stopped, &after);
         })
         .map_err(|e| format!("access_log: cannot start the writer thread: {e}"))?;
-    Ok((tx, reopen, stop, thread, ended))
+    Ok((tx, stop, thread, ended))
 }
 
 fn run(
-    config: AccessLogConfig,
-    sink: Option<File>,
+    mut w: Writer,
     rx: Receiver<Msg>,
-    reopen: Arc<AtomicBool>,
     queued: Arc<AtomicUsize>,
     stop: &Stop,
     after: &[Arc<Ended>],
 ) {
     // A line taken off the queue no longer counts against QUEUE_BYTES.
     let taken = |line: &Line| queued.fetch_sub(line.large_bytes(), Ordering::Relaxed);
-    let mut w = Writer::new(config.path, config.format, sink);
     // Hand over in order: the writers this one comes after drain their
     // queues into the same path first. Two writers on one pipe would
     // interleave batches over PIPE_BUF mid-line (pipe(7)). Lines queue
@@ -304,7 +309,9 @@ fn run(
             // Between any two lines: under sustained load the queue is
             // never empty, and the file logrotate moved away must not be
             // written on until it fills the disk.
-            if reopen.load(Ordering::Relaxed) && reopen.swap(false, Ordering::SeqCst) {
+            let rotation = ROTATIONS.load(Ordering::Relaxed);
+            if rotation != w.rotation {
+                w.rotation = rotation;
                 w.reopen();
             }
             let Some(msg) = next else { break };
@@ -364,10 +371,12 @@ struct Writer {
     unreported: u64,
     /// When the last write error was logged.
     reported_at: Option<Instant>,
+    /// [`ROTATIONS`] when `file` was opened, or last reopened.
+    rotation: u64,
 }
 
 impl Writer {
-    fn new(path: PathBuf, format: LogFormat, file: Option<File>) -> Writer {
+    fn new(path: PathBuf, format: LogFormat, file: Option<File>, rotation: u64) -> Writer {
         let fifo = is_fifo(&path);
         Writer {
             path,
@@ -379,6 +388,7 @@ impl Writer {
             retry_at: Instant::now(),
             unreported: 0,
             reported_at: None,
+            rotation,
         }
     }
 
@@ -546,7 +556,7 @@ mod tests {
     fn a_torn_line_survives_a_reopen_of_the_same_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("access.log");
-        let mut w = Writer::new(path.clone(), LogFormat::Json, Some(open(&path).unwrap()));
+        let mut w = Writer::new(path.clone(), LogFormat::Json, Some(open(&path).unwrap()), 0);
         w.file.as_mut().unwrap().write_all(b"{\"half\":").unwrap();
         w.torn = true;
         w.reopen();
