@@ -44,7 +44,7 @@ mod handshake;
 mod serve;
 mod settings;
 mod unanswered;
-use begun::Begun;
+use begun::{Beginning, Begun};
 pub use handshake::{Handshake, ServedCert};
 pub use serve::{Heir, Inherited, Removal, Shutdown, Slot, Stop, bind, log_listening, serve};
 pub use settings::{MAX_CONCURRENT_STREAMS, Settings};
@@ -502,12 +502,12 @@ async fn connection(
             let ctx = ctx.clone();
             let slot = slot.clone();
             let front = front.clone();
-            // HTTP/2, closing, its PING unanswered in time: refused, not begun. Begun here, not
-            // in the future hyper may drop unpolled (`begun`): its line and count.
+            // HTTP/2, closing, its PING unanswered in time: refused, not begun. HTTP/1.1: begun
+            // here, not in the future hyper may drop unpolled; HTTP/2: in it (`begun`).
             let refused = activity.refuses();
             let begun = (!refused).then(|| {
                 let in_flight = Unanswered::new(body::begin(&activity, &mut req));
-                (in_flight, Begun::new(listener.clone(), &ctx, &mut req))
+                (in_flight, Beginning::new(is_h2, &listener, &ctx, &mut req))
             });
             // HTTP/1.1: the connection's last request (keep-alive off, or
             // the look at a close from outside found it: SPEC §1).
@@ -524,6 +524,7 @@ async fn connection(
                 let Some((mut in_flight, begun)) = begun else {
                     return Err(h2::Error::from(h2::Reason::REFUSED_STREAM));
                 };
+                let begun = begun.begun(&ctx, &mut req);
                 let mut resp = handle(begun, req, &ctx, &slot, &tunnel, &mut in_flight).await;
                 front.set_response_headers(resp.headers_mut());
                 if is_h2 {

@@ -9,6 +9,7 @@ mod common;
 // The tests, by theme.
 mod access_log;
 mod forwarding;
+mod gone_lines;
 mod key_usage;
 mod per_name;
 mod rules;

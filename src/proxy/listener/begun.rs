@@ -9,6 +9,13 @@
 //! `499`). So the request's id and line begin here, in the service itself,
 //! as the redirect listener's do (`front.rs`); [`Begun`] dropped before
 //! `handle` takes it writes the `499`.
+//!
+//! Not so for HTTP/2 ([`Beginning`]): hyper's server calls the service on
+//! the connection's task, stream after stream, and spawns each future it
+//! returns, which is always polled (a stream reset before then too: the
+//! future runs first, then hyper looks for the reset). Begun in the
+//! service, every stream's bookkeeping would be done in turn on that one
+//! task; it is begun in the stream's own future, as it always was.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,6 +45,36 @@ pub struct Taken {
     /// `Connection` naming more than a head may carry.
     pub checked: Result<(), Refused>,
     pub exchange: Exchange,
+}
+
+/// Where a request's bookkeeping begins: at once (HTTP/1.1), or where its
+/// future first runs (HTTP/2, on the stream's task: see the module's doc).
+pub enum Beginning {
+    Now(Begun),
+    InFuture(Arc<Listener>),
+}
+
+impl Beginning {
+    /// Begin `req` now, or note the listener to begin it on later (`h2`).
+    pub fn new(
+        h2: bool,
+        listener: &Arc<Listener>,
+        ctx: &RequestContext,
+        req: &mut Request<Incoming>,
+    ) -> Beginning {
+        match h2 {
+            true => Beginning::InFuture(listener.clone()),
+            false => Beginning::Now(Begun::new(listener.clone(), ctx, req)),
+        }
+    }
+
+    /// In the request's future, as it first runs: the request begun.
+    pub fn begun(self, ctx: &RequestContext, req: &mut Request<Incoming>) -> Begun {
+        match self {
+            Beginning::Now(begun) => begun,
+            Beginning::InFuture(listener) => Begun::new(listener, ctx, req),
+        }
+    }
 }
 
 /// A request begun and not yet taken over by `handle`: dropped so (its
