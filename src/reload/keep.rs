@@ -196,9 +196,18 @@ pub(super) fn keep_dropped(
         .collect();
     dropped.sort();
     for (name, keeper) in dropped {
+        let key = tls::server::name_key(&name);
+        // An entry with the keeper's client_auth whose certificate still
+        // names it takes it, wherever it sits: a conflict with an earlier
+        // entry of another client_auth is then settled for that side
+        // (`side_of`), and the keeper's renewal is not undone for a name
+        // a certificate of its own client_auth serves.
+        let named_alike = (names.iter().enumerate()).any(|(i, list)| {
+            policies[i] == policies[keeper] && list.iter().any(|n| tls::server::name_key(n) == key)
+        });
         let lists: Vec<&[String]> = names.iter().map(Vec::as_slice).collect();
-        let instead = tls::server::answerer(&lists, &tls::server::name_key(&name));
-        if policies[instead] == policies[keeper] {
+        let instead = tls::server::answerer(&lists, &key);
+        if named_alike || policies[instead] == policies[keeper] {
             continue;
         }
         let entry = &l.certs[keeper].entry;
