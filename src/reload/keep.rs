@@ -41,7 +41,16 @@ pub(super) fn keep_owners(
         .collect();
     let mut moved = vec![false; names.len()];
     if let Some(before) = before {
-        keep_dropped(l, policies, entries, before.owned(), &mut names, &mut moved);
+        let owned = before.owned();
+        keep_dropped(
+            l,
+            policies,
+            entries,
+            owned,
+            |_| None,
+            &mut names,
+            &mut moved,
+        );
     }
     loop {
         let lists: Vec<&[String]> = names.iter().map(Vec::as_slice).collect();
@@ -168,7 +177,9 @@ fn admits_more(new: &ClientAuthConfig, old: &ClientAuthConfig) -> bool {
 /// `before` (each name with its pair: a resolver's
 /// [`SniResolver::owned`], or the names SNI cannot carry the pairs listed,
 /// [`tls::per_name::Entries::left_out`], where the pair listing a name or
-/// its wildcard first, else the default, takes it next as well). Such a name would fall to another pair (the default, when no
+/// its wildcard first, else the default, takes it next as well; `sni`
+/// gives such a name to the pair whose SNI names answer it, an SNI `*.`
+/// wildcard's, before a wildcard SNI cannot carry). Such a name would fall to another pair (the default, when no
 /// other names it), and that pair's client_auth would apply to it: a
 /// renewal of `b.example`'s certificate for `b2.example` alone would let
 /// clients without a certificate reach `b.example`. As with a name a
@@ -183,6 +194,7 @@ pub(super) fn keep_dropped(
     policies: &[&ClientAuthConfig],
     entries: &BTreeMap<String, Entry>,
     before: impl Iterator<Item = (String, usize)>,
+    sni: impl Fn(&str) -> Option<usize>,
     names: &mut [Vec<String>],
     moved: &mut [bool],
 ) {
@@ -206,7 +218,12 @@ pub(super) fn keep_dropped(
             policies[i] == policies[keeper] && list.iter().any(|n| tls::server::name_key(n) == key)
         });
         let lists: Vec<&[String]> = names.iter().map(Vec::as_slice).collect();
-        let instead = tls::server::answerer(&lists, &key);
+        // As a request's host is routed: exact names, then the SNI names
+        // (`sni`, for names SNI cannot carry), then wildcards.
+        let listed = (names.iter()).position(|l| l.iter().any(|n| tls::server::name_key(n) == key));
+        let instead = listed
+            .or_else(|| sni(&key))
+            .unwrap_or_else(|| tls::server::answerer(&lists, &key));
         if named_alike || policies[instead] == policies[keeper] {
             continue;
         }

@@ -468,7 +468,13 @@ pub(super) fn listener_tls(
             // A renewal dropping one is met as one dropping an SNI name.
             let mut moved = vec![false; listed.len()];
             let before = had.left_out();
-            keep_dropped(l, &policies, entries, before, &mut listed, &mut moved);
+            // Its host is routed past an SNI `*.` wildcard too.
+            let sni = |n: &str| {
+                resolver
+                    .answers(n)
+                    .then(|| resolver.position_or_default(Some(n)))
+            };
+            keep_dropped(l, &policies, entries, before, sni, &mut listed, &mut moved);
         }
         // A name the default or a wildcard's entry answered before is met
         // as such an SNI name is.

@@ -135,14 +135,24 @@ impl Entries {
         self.left_out.iter().map(|(n, &at)| (n.clone(), at))
     }
 
-    /// The entry that lists `name` (lowercase) or its `*.` wildcard among
-    /// its names SNI cannot carry, if one does (else it is the default's).
+    /// The entry `name` (lowercase) belongs to, if not the default for
+    /// want of one, in [`position_of_host`](Self::position_of_host)'s
+    /// order: one listing it among its names SNI cannot carry, else one
+    /// whose SNI names answer it (an SNI `*.` wildcard over
+    /// `-a.example.test`), else one listing its `*.` wildcard SNI cannot
+    /// carry either.
     pub fn answering(&self, name: &str) -> Option<usize> {
+        let sni =
+            || (self.resolver.answers(name)).then(|| self.resolver.position_or_default(Some(name)));
         let wildcard = || {
             let (_, up) = name.split_once('.').filter(|_| !name.starts_with("*."))?;
             self.left_out.get(&format!("*.{up}")).copied()
         };
-        self.left_out.get(name).copied().or_else(wildcard)
+        self.left_out
+            .get(name)
+            .copied()
+            .or_else(sni)
+            .or_else(wildcard)
     }
 
     /// [`PerName::same_client_auth`].

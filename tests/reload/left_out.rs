@@ -272,3 +272,111 @@ listeners:
     })
     .await;
 }
+
+/// Listener `public` in `s`: d (`d.crt`, `d_auth`), w (`w.crt`, answering
+/// `*.example.test` by its `server_names`, `w_auth`), then a (Secret `a/`,
+/// `a_auth`); `strict` requires a client certificate `ca.crt` issued.
+fn under_wildcard(s: &Scene, [d_auth, w_auth, a_auth]: [&str; 3]) -> PathBuf {
+    s.config(&format!(
+        r#"
+watch: {{ debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }}
+certs:
+  - {{ id: d, type: server-pair, cert_file: d.crt, key_file: d.key }}
+  - {{ id: w, type: server-pair, cert_file: w.crt, key_file: w.key }}
+  - {{ id: a, type: server-pair, cert_file: a/tls.crt, key_file: a/tls.key }}
+  - {{ id: ca, type: ca-bundle, ca_file: ca.crt }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - {{ ref: d, client_auth: {d_auth} }}
+        - {{ ref: w, server_names: [w.test, "*.example.test"], client_auth: {w_auth} }}
+        - {{ ref: a, client_auth: {a_auth} }}
+"#
+    ))
+}
+
+const STRICT: &str = "{ mode: require_and_verify, ca: { ref: ca } }";
+const NONE: &str = "{ mode: none }";
+/// A name SNI cannot carry (a label starting with `-`) that SNI routing
+/// gives `*.example.test`'s entry.
+const DASHED: &str = "-a.example.test";
+
+/// The status of a request for `Host: -a.example.test` on a connection
+/// with SNI `sni`, presenting `who` if any.
+async fn dashed(addr: SocketAddr, sni: &str, ca: &TestCa, who: Option<&TestPair>) -> u16 {
+    let mut open = open_served(addr, sni, &ca.cert_pem, who).await;
+    let asked = open.send.send_request(get_to(DASHED));
+    let status = within_deadline("a request for -a.example.test", asked).await;
+    status.unwrap().status().as_u16()
+}
+
+/// A scene for [`under_wildcard`]: `ca.crt`, d's and w's pairs, and a's
+/// Secret holding `a`.
+fn wildcard_scene(ca: &TestCa, a: &TestPair) -> (Scene, Kubelet) {
+    let s = Scene::new();
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    s.pair("d", &ca.server_pair(&["d.test"]));
+    s.pair("w", &ca.server_pair(&["w.test"]));
+    let kube = Kubelet::new(&s.path("a"));
+    write_secret(&kube, a);
+    (s, kube)
+}
+
+/// A CA's renewal of a's certificate (a and the default d: no
+/// client_auth) adds `DNS:-a.example.test`, a name SNI cannot carry that
+/// w (require_and_verify) answered through `*.example.test`, as SNI
+/// routing has it: it stays w's, with the warning naming both. It was
+/// judged against the default (exact names only: none listed it), whose
+/// client_auth is a's, and became a's with nothing said: a's client
+/// without a certificate was served it (404, 421 before).
+#[tokio::test]
+async fn a_renewal_adding_a_name_sni_cannot_carry_an_sni_wildcard_answered_keeps_it_there() {
+    let ca = TestCa::new("ca");
+    let (s, a) = wildcard_scene(&ca, &ca.server_pair(&["a.test"]));
+    let (mut p, addr) = serve(&under_wildcard(&s, [NONE, STRICT, NONE])).await;
+    let client = ca.client_pair("client");
+    assert_eq!(dashed(addr, "a.test", &ca, None).await, 421);
+    assert_eq!(dashed(addr, "w.test", &ca, Some(&client)).await, 404);
+
+    let a2 = ca.server_pair_with_dns_sans(&["a.test", DASHED]);
+    write_secret(&a, &a2);
+    until_served(addr, "a.test", &ca.cert_pem, &a2.fingerprint).await;
+
+    assert_eq!(dashed(addr, "a.test", &ca, None).await, 421);
+    assert_eq!(dashed(addr, "w.test", &ca, Some(&client)).await, 404);
+    p.wait_log("the wildcard's name warned about", |v| {
+        v["level"] == "WARN" && v["name"] == DASHED && v["entry"] == "a" && v["kept_by"] == "w"
+    })
+    .await;
+}
+
+/// a (require_and_verify, as the default d) lists `DNS:-a.example.test`;
+/// its renewal (kubelet-style) drops it, and SNI routing would give it to
+/// w (no client_auth) through `*.example.test`: it stays a's, with the
+/// warning naming w as `instead`. The entry taking it next was looked up
+/// among the names SNI cannot carry only, so the default (a's
+/// client_auth) was found and the name let go: w's client without a
+/// certificate was served it (404, 421 before).
+#[tokio::test]
+async fn a_renewal_dropping_a_name_sni_cannot_carry_under_an_sni_wildcard_keeps_it() {
+    let ca = TestCa::new("ca");
+    let a1 = ca.server_pair_with_dns_sans(&["a.test", DASHED]);
+    let (s, a) = wildcard_scene(&ca, &a1);
+    let (mut p, addr) = serve(&under_wildcard(&s, [STRICT, NONE, STRICT])).await;
+    let client = ca.client_pair("client");
+    assert_eq!(dashed(addr, "w.test", &ca, None).await, 421);
+    assert_eq!(dashed(addr, "a.test", &ca, Some(&client)).await, 404);
+
+    let a2 = ca.server_pair(&["a.test"]);
+    write_secret(&a, &a2);
+    until_served(addr, "a.test", &ca.cert_pem, &a2.fingerprint).await;
+
+    assert_eq!(dashed(addr, "w.test", &ca, None).await, 421);
+    assert_eq!(dashed(addr, "a.test", &ca, Some(&client)).await, 404);
+    p.wait_log("the dropped name warned about", |v| {
+        v["level"] == "WARN" && v["name"] == DASHED && v["entry"] == "a" && v["instead"] == "w"
+    })
+    .await;
+}
