@@ -1,6 +1,6 @@
 //! Names a renewal moves between a listener's entries kept with the entry whose client_auth they had: added, dropped, or answered before by resolution.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tracing::warn;
 
@@ -9,6 +9,21 @@ use crate::config::{ClientAuthConfig, ClientAuthMode, ListenerConfig};
 use crate::material::catalogue::Entry;
 use crate::tls;
 use crate::tls::server::SniResolver;
+
+/// A name as the pairs' lists are compared here ([`tls::server::name_key`]);
+/// counted under test, where the count tells linear work from quadratic
+/// without timing.
+fn key(name: &str) -> String {
+    #[cfg(test)]
+    KEYED.with(|k| k.set(k.get() + 1));
+    tls::server::name_key(name)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many names [`key`] took on this thread.
+    static KEYED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 
 /// Per pair of `l`, the names it answers when they are not its own
 /// (`None`: its `server_names`, else its certificate's SANs). A renewal
@@ -115,29 +130,24 @@ pub(super) fn keep_resolved(
     names: &mut [Vec<String>],
     moved: &mut [bool],
 ) -> Result<(), String> {
-    use tls::server::name_key as key;
-    // Name -> the earliest pair listing it: who answers it now, since an
-    // exact name (or `*.x` as such) wins over a wildcard and the default.
-    let listers = |names: &[Vec<String>]| {
-        let mut first: HashMap<String, usize> = HashMap::new();
-        for (i, list) in names.iter().enumerate() {
-            for n in list {
-                first.entry(key(n)).or_insert(i);
-            }
-        }
-        first
-    };
-    let mut first = listers(names);
-    let mut listed: Vec<String> = first.keys().cloned().collect();
+    // Name -> the pairs listing it, earliest first: the first answers it
+    // now, since an exact name (or `*.x` as such) wins over a wildcard and
+    // the default; when it is taken from one, the next does. One map, not
+    // one per name moved: a renewal adding thousands of SANs another pair
+    // answered moved each in turn, recounting every pair's names each time.
+    let listers = listers(names);
+    let mut listed: Vec<&String> = listers.keys().collect();
     listed.sort();
+    // Per pair, the names taken from it, dropped from its list once.
+    let mut taken: Vec<HashSet<&str>> = vec![HashSet::new(); names.len()];
     for name in listed {
         // Fell to the default: no pair's configuration claimed it, so the
         // name may move (a renewal for a new host), unless its new pair
         // lets in a client the default refused it.
-        let answered = before(&name);
+        let answered = before(name);
         let by_default = answered.is_none();
         let was = answered.unwrap_or(0);
-        while let Some(&now) = first.get(&name) {
+        for &now in &listers[name] {
             if was >= names.len()
                 || now == was
                 || policies[now] == policies[was]
@@ -151,10 +161,14 @@ pub(super) fn keep_resolved(
                     l.certs[now].entry, l.certs[was].entry
                 ));
             }
-            names[now].retain(|n| key(n) != name);
+            taken[now].insert(name);
             moved[now] = true;
-            first = listers(names);
             warn!(target: LOG, listener = %l.name, name = %name, entry = %l.certs[now].entry, kept_by = %l.certs[was].entry, "a certificate names a host another entry of the listener answers with a different client_auth; that entry keeps answering it (settle the host in server_names: a restart, or a reload that changes the listener's certs, gives it to the entry that names it)");
+        }
+    }
+    for (list, taken) in names.iter_mut().zip(&taken) {
+        if !taken.is_empty() {
+            list.retain(|n| !taken.contains(key(n).as_str()));
         }
     }
     Ok(())
@@ -198,32 +212,37 @@ pub(super) fn keep_dropped(
     names: &mut [Vec<String>],
     moved: &mut [bool],
 ) {
+    // Name -> the pairs listing it, earliest first, taken once: looking
+    // each name a pair had up in its new list, and in every list for who
+    // takes it next, was quadratic in a certificate's SANs.
+    let mut listers = listers(names);
     let mut dropped: Vec<(String, usize)> = before
         .filter(|(name, at)| {
             l.certs.get(*at).is_some_and(|c| c.server_names.is_none())
-                && !names[*at]
-                    .iter()
-                    .any(|n| tls::server::name_key(n) == tls::server::name_key(name))
+                && !listers.get(&key(name)).is_some_and(|by| by.contains(at))
         })
         .collect();
+    // `*.x` sorts before the names under it, so one put back is found.
     dropped.sort();
     for (name, keeper) in dropped {
-        let key = tls::server::name_key(&name);
+        let want = key(&name);
+        let by = |name: &str| listers.get(name).map(Vec::as_slice).unwrap_or_default();
         // An entry with the keeper's client_auth whose certificate still
         // names it takes it, wherever it sits: a conflict with an earlier
         // entry of another client_auth is then settled for that side
         // (`side_of`), and the keeper's renewal is not undone for a name
         // a certificate of its own client_auth serves.
-        let named_alike = (names.iter().enumerate()).any(|(i, list)| {
-            policies[i] == policies[keeper] && list.iter().any(|n| tls::server::name_key(n) == key)
-        });
-        let lists: Vec<&[String]> = names.iter().map(Vec::as_slice).collect();
-        // As a request's host is routed: exact names, then the SNI names
-        // (`sni`, for names SNI cannot carry), then wildcards.
-        let listed = (names.iter()).position(|l| l.iter().any(|n| tls::server::name_key(n) == key));
-        let instead = listed
-            .or_else(|| sni(&key))
-            .unwrap_or_else(|| tls::server::answerer(&lists, &key));
+        let named_alike = by(&want).iter().any(|&i| policies[i] == policies[keeper]);
+        // As a request's host is routed (`answerer`): exact names, then the
+        // SNI names (`sni`, for names SNI cannot carry), then wildcards.
+        let wildcard = || {
+            let (_, up) = want.split_once('.').filter(|_| !want.starts_with("*."))?;
+            by(&format!("*.{up}")).first().copied()
+        };
+        let instead = (by(&want).first().copied())
+            .or_else(|| sni(&want))
+            .or_else(wildcard)
+            .unwrap_or(0);
         if named_alike || policies[instead] == policies[keeper] {
             continue;
         }
@@ -233,7 +252,111 @@ pub(super) fn keep_dropped(
             .map(|e| crate::material::pem::origins(&e.spec.source).swap_remove(0))
             .unwrap_or_default();
         warn!(target: LOG, listener = %l.name, name = %name, entry = %entry, file = %file, instead = %l.certs[instead].entry, "a renewed certificate no longer names a host its entry answered, and another entry with a different client_auth would answer it; the entry keeps answering it under its client_auth, with a certificate that does not name it (settle the host in server_names: a restart, or a reload that changes the listener's certs, gives it to the entry that names it then)");
+        let by = listers.entry(want).or_default();
+        by.insert(by.partition_point(|&i| i < keeper), keeper);
         names[keeper].push(name);
         moved[keeper] = true;
+    }
+}
+
+/// Each name the pairs list (as [`key`] has it) with the pairs listing
+/// it, earliest first, each once.
+fn listers(names: &[Vec<String>]) -> HashMap<String, Vec<usize>> {
+    let mut by: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, list) in names.iter().enumerate() {
+        for n in list {
+            let at = by.entry(key(n)).or_default();
+            if at.last() != Some(&i) {
+                at.push(i);
+            }
+        }
+    }
+    by
+}
+
+#[cfg(test)]
+mod tests {
+    //! Work in a certificate's SANs, counted by [`key`]: a renewal
+    //! dropping or moving names is linear in them, not quadratic.
+
+    use super::*;
+
+    /// How many SANs the renewed certificate has.
+    const N: usize = 2_000;
+
+    /// Listener `public`: x (`request`) and y (`none`), two client_auth.
+    fn listener() -> ListenerConfig {
+        let yaml = "listeners:\n  - { name: public, bind: 127.0.0.1:0, routes: [], tls: { certs: [{ cert_file: x.crt, key_file: x.key, client_auth: { mode: request } }, { cert_file: y.crt, key_file: y.key, client_auth: { mode: none } }] } }\n";
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::parse(yaml, &dir.path().join("config.yaml")).unwrap();
+        config.listeners.into_iter().next().unwrap()
+    }
+
+    fn sans(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("n{i}.test")).collect()
+    }
+
+    /// The names [`key`] takes while `f` runs.
+    fn keyed(f: impl FnOnce()) -> usize {
+        KEYED.with(|k| k.set(0));
+        f();
+        KEYED.with(|k| k.get())
+    }
+
+    /// x answered N names and its renewal drops the first: each name x
+    /// had was looked for in x's new list (N x N names keyed). Linear
+    /// work keys each a bounded number of times; quadratic work keys
+    /// some N²/2 = 2,000,000.
+    #[test]
+    fn a_renewal_dropping_a_name_keys_each_san_a_bounded_number_of_times() {
+        let l = listener();
+        let policies: Vec<&ClientAuthConfig> = l
+            .certs
+            .iter()
+            .map(|c| c.client_auth.as_ref().unwrap())
+            .collect();
+        let had = sans(N);
+        // y's `*.test` would take the dropped name.
+        let mut names = vec![had[1..].to_vec(), vec!["*.test".to_owned()]];
+        let mut moved = vec![false; 2];
+        let before = had.iter().map(|n| (n.clone(), 0));
+        let count = keyed(|| {
+            let entries = BTreeMap::new();
+            keep_dropped(
+                &l,
+                &policies,
+                &entries,
+                before,
+                |_| None,
+                &mut names,
+                &mut moved,
+            );
+        });
+        assert_eq!(moved, [true, false]);
+        assert_eq!(names[0].len(), N);
+        assert!(names[0].contains(&"n0.test".to_owned()));
+        assert!(count <= 8 * N, "{count} names keyed for {N} SANs");
+    }
+
+    /// y's renewal adds N names x answered before through a wildcard:
+    /// each stays x's, and after each the listers of every name were
+    /// counted again (N moves x N names keyed).
+    #[test]
+    fn a_renewal_adding_names_keys_each_san_a_bounded_number_of_times() {
+        let l = listener();
+        let policies: Vec<&ClientAuthConfig> = l
+            .certs
+            .iter()
+            .map(|c| c.client_auth.as_ref().unwrap())
+            .collect();
+        let mut names = vec![vec!["*.test".to_owned()], sans(N)];
+        let mut moved = vec![false; 2];
+        let count = keyed(|| {
+            let wildcard = |n: &str| (n != "*.test").then_some(0);
+            keep_resolved(&l, &policies, wildcard, &mut names, &mut moved).unwrap();
+        });
+        assert_eq!(moved, [false, true]);
+        assert!(names[1].is_empty(), "{:?}", &names[1][..3]);
+        assert!(count <= 8 * N, "{count} names keyed for {N} SANs");
     }
 }
