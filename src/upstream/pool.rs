@@ -453,8 +453,8 @@ impl Pool {
         }
     }
 
-    /// An HTTP/1.1 connection whose response ended: keep it idle, unless
-    /// the pool is retired, it was made before a drain, or it is a check's
+    /// An HTTP/1.1 connection whose response ended: keep it idle, unless it
+    /// closed, the pool is retired, it was made before a drain, or a check's
     /// connection past the slot limit (kept, it would be one more than
     /// `max_connections_per_server` for requests). A full pool lets its
     /// least recently used go for it (nginx's `keepalive` closes the least
@@ -462,7 +462,11 @@ impl Pool {
     /// keep those the upstream most likely closed meanwhile (its own
     /// keep-alive timeout), each holding a server slot until `idle_timeout`.
     pub fn put(&self, mut c: Box<H1>) {
-        if c.generation != self.generation() || c.unpooled {
+        // Closed as its response ended (`Connection: close`, an HTTP/1.0
+        // answer, a body read to EOF): pooled, it pushed a live one out of a
+        // full pool, and woke a waiter to a connection it could not use.
+        let noop = &mut std::task::Context::from_waker(std::task::Waker::noop());
+        if c.generation != self.generation() || c.unpooled || !c.poll_conn(noop) {
             return;
         }
         let now = Instant::now();

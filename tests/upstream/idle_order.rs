@@ -1,4 +1,4 @@
-//! Which idle HTTP/1.1 upstream connection a full pool lets go: the least recently used.
+//! Which idle HTTP/1.1 upstream connection a full pool lets go: the least recently used; never one for a closed one.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -8,7 +8,7 @@ use crate::support::*;
 
 /// An HTTP/1.1 backend on 127.0.0.2 answering `/hold/N` once more than N
 /// have been released, each with the proxy's port on the connection it
-/// came on; it notes the port of each connection the proxy closes, in
+/// came on (`/hold/N/close` with `Connection: close` too); it notes the port of each connection the proxy closes, in
 /// order, and counts the requests it holds.
 struct Held {
     addr: SocketAddr,
@@ -44,14 +44,26 @@ async fn held_backend(pair: &TestPair) -> Held {
                 let svc = hyper::service::service_fn(move |req: http::Request<_>| {
                     let (mut released, holds) = (released.clone(), holds.clone());
                     async move {
-                        let n: usize = (req.uri().path().strip_prefix("/hold/"))
+                        // `/hold/N/close`: answered with `Connection: close`
+                        // (nginx's at its `keepalive_requests`).
+                        let path = req.uri().path();
+                        let (n, close) = match path.strip_suffix("/close") {
+                            Some(held) => (held, true),
+                            None => (path, false),
+                        };
+                        let n: usize = (n.strip_prefix("/hold/"))
                             .and_then(|n| n.parse().ok())
                             .expect("/hold/N");
                         holds.send_modify(|h| *h += 1);
                         let _ = released.wait_for(|r| *r > n).await;
                         let port =
                             http_body_util::Full::new(bytes::Bytes::from(peer.port().to_string()));
-                        Ok::<_, std::convert::Infallible>(http::Response::new(port))
+                        let mut resp = http::Response::new(port);
+                        if close {
+                            let close = http::HeaderValue::from_static("close");
+                            resp.headers_mut().insert(http::header::CONNECTION, close);
+                        }
+                        Ok::<_, std::convert::Infallible>(resp)
                     }
                 });
                 let io = hyper_util::rt::TokioIo::new(tls);
@@ -124,4 +136,57 @@ async fn a_full_pool_closes_its_least_recently_used_connection() {
     let (status, body) = exchange(&mut clients[0], h1_request("GET", "/hold/0", "")).await;
     assert_eq!(status, 200);
     assert_eq!(body, ports[2], "not the most recently used connection");
+}
+
+/// SPEC (Upstream connection pool): a connection the upstream closes as
+/// its response ends (`Connection: close`, as nginx answers the last of
+/// its `keepalive_requests`) is never pooled. Two connections to a pool of
+/// one: the first handed back is kept; the second, answered with
+/// `Connection: close`, used to be pooled too, in the first's place (the
+/// pool full, its least recently used closed for it), and the next
+/// request, finding it closed, dialled a third connection.
+#[tokio::test]
+async fn a_connection_closed_with_its_response_never_takes_a_live_ones_place() {
+    let w = world();
+    let b = held_backend(&w.backend_pair).await;
+    let upstream = backend_upstream("app", &[b.addr], &["max_idle_connections: 1"]);
+    let routes = "[{ path_prefix: /hold/, upstream: app }]";
+    let mut p = Proxy::start(&w.scene.public_config(routes, &upstream));
+    let addr = p.listener_addr("public").await;
+    let mut clients = [h1_sender(&w, addr).await, h1_sender(&w, addr).await];
+    // Two requests at once: two upstream connections.
+    let paths = ["/hold/0", "/hold/1/close"];
+    let mut answers = Vec::new();
+    for (client, path) in clients.iter_mut().zip(paths) {
+        answers.push(client.send_request(h1_request("GET", path, "")));
+    }
+    let mut holding = b.holding.clone();
+    tokio::time::timeout(WAIT, holding.wait_for(|h| *h == 2))
+        .await
+        .expect("two requests at the backend")
+        .unwrap();
+    // Handed back in order, the kept-alive one first.
+    let mut ports = Vec::new();
+    for (n, (client, answer)) in clients.iter_mut().zip(answers).enumerate() {
+        b.release.send(n + 1).unwrap();
+        let resp = tokio::time::timeout(WAIT, answer).await.unwrap().unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = http_body_util::BodyExt::collect(resp.into_body()).await;
+        ports.push(String::from_utf8(body.unwrap().to_bytes().to_vec()).unwrap());
+        // Answered once the last response's body, and its connection with
+        // it, is let go.
+        let (status, _) = exchange(client, h1_request("GET", "/elsewhere", "")).await;
+        assert_eq!(status, 404);
+    }
+    let (status, body) = exchange(&mut clients[0], h1_request("GET", "/hold/0", "")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body, ports[0],
+        "not the live pooled connection (connections, in the order handed back: {ports:?})"
+    );
+    let live = ports[0].parse::<u16>().unwrap();
+    assert!(
+        !b.closed.lock().unwrap().contains(&live),
+        "the live connection closed"
+    );
 }
