@@ -57,7 +57,22 @@ pub(super) struct Attempt<'a> {
 
 /// A retry's endpoint: its position in the set picked from, and its
 /// request in flight counted there.
-type Retry = (usize, InFlight<'static>);
+type Retry = (usize, InFlight);
+
+/// An upgrade's response, and its request's count in flight for its body:
+/// a `101`'s goes in its extensions instead, for the listener to hand to
+/// the tunnel, which holds it until it ends (an HTTP/1.1 `101`'s body is
+/// dropped as its head is written).
+fn upgrade_counted(
+    mut resp: Response<Incoming>,
+    in_flight: InFlight,
+) -> (Response<Incoming>, Option<InFlight>) {
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return (resp, Some(in_flight));
+    }
+    resp.extensions_mut().insert(Arc::new(in_flight));
+    (resp, None)
+}
 
 /// A retry to another endpoint taken at once, when an attempt over HTTP/2
 /// came back unprocessed and [`crate::proxy::forward`] asks whether
@@ -224,7 +239,9 @@ impl Upstream {
         );
         loop {
             let set = newer.as_deref().unwrap_or(members);
-            let ((i, _in_flight), retrying) = picked;
+            let ((i, in_flight), retrying) = picked;
+            // Taken by the response's body: counted until it ends.
+            let mut in_flight = Some(in_flight);
             last.picked(i);
             let endpoint = &set.members[i].endpoint;
             // Whether another endpoint may take the request is judged at
@@ -263,6 +280,7 @@ impl Upstream {
                     &step,
                     until,
                     false,
+                    &mut in_flight,
                 )
                 .await
             {
@@ -337,10 +355,10 @@ impl Upstream {
     ) -> Option<(Option<Arc<Members>>, Retry)> {
         let now = self.members.load_full();
         if std::ptr::eq(&*now, set) {
-            return Some((None, set.pick_held(tried)?));
+            return Some((None, set.pick(tried)?));
         }
         *tried = now.tried_of(set, tried);
-        let (i, in_flight) = now.pick_held(tried)?;
+        let (i, in_flight) = now.pick(tried)?;
         Some((Some(now), (i, in_flight)))
     }
 
@@ -605,7 +623,7 @@ impl Upstream {
         path: PathAndQuery,
         last: &Latest,
         until: tokio::time::Instant,
-    ) -> Result<Response<Incoming>, Failure> {
+    ) -> Result<(Response<Incoming>, Option<InFlight>), Failure> {
         let mut tried: Vec<usize> = Vec::new();
         let mut retried = 0;
         let mut newer: Option<Arc<Members>> = None;
@@ -618,7 +636,7 @@ impl Upstream {
         );
         loop {
             let set = newer.as_deref().unwrap_or(members);
-            let ((i, _in_flight), retrying) = picked;
+            let ((i, in_flight), retrying) = picked;
             last.picked(i);
             let endpoint = &set.members[i].endpoint;
             let failure = match endpoint.upgrade_connection(until).await {
@@ -654,7 +672,7 @@ impl Upstream {
                     let failure = match send.send_request(req).await {
                         Ok(resp) => match framing::refused(&resp) {
                             Some(why) => Failure::Framing(why),
-                            None => return Ok(resp),
+                            None => return Ok(upgrade_counted(resp, in_flight)),
                         },
                         Err(e) => Failure::Request(e),
                     };

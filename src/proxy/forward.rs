@@ -287,20 +287,19 @@ impl Upstream {
                     // listener answers 502: the body it may still send is
                     // cut at once when the listener drops the response.
                     let refused =
-                        matches!(&r, Ok(resp) if switch_checked(resp, accept) != resp.status());
+                        matches!(&r, Ok((h, _)) if switch_checked(h, accept) != h.status());
                     match &r {
-                        Ok(resp) => self.answered(&set, i, switch_checked(resp, accept)),
+                        Ok((resp, _)) => self.answered(&set, i, switch_checked(resp, accept)),
                         Err(_) if body_fault.cause().is_some() => {}
                         Err(e) => self.upgrade_failed(&set, i, e, &last, deadline),
                     }
                     // Answered without a switch (a 200, 403 or 426 with a
                     // body): bounded by read_timeout like any response body.
                     let read = &self.read;
-                    r.map(|r| {
+                    r.map(|(r, count)| {
                         r.map(|b| {
-                            LeasedBody::unpooled(b, sent, read.clone())
-                                .refused(refused)
-                                .boxed()
+                            let body = LeasedBody::unpooled(b, sent, read.clone());
+                            body.refused(refused).counting(count).boxed()
                         })
                     })
                 } else {
@@ -384,6 +383,7 @@ impl Upstream {
     /// active check, which never waits behind other dials. `step`: set when
     /// the failure is a request left unprocessed that counts as a step in
     /// the endpoint's run of them (`StreamGuard::unprocessed_step`).
+    /// `count`: the request in flight, taken by the response's body.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn send(
         &self,
@@ -396,6 +396,7 @@ impl Upstream {
         step: &AtomicBool,
         until: tokio::time::Instant,
         check: bool,
+        count: &mut Option<crate::upstream::members::InFlight>,
     ) -> Result<Response<ResponseBody>, (Failure, Option<Request<ClientBody>>)> {
         // Sends again (`Resends`) on a new connection, and on any (that one
         // included) of a request refused where it still serves: a new one
@@ -458,9 +459,8 @@ impl Upstream {
                         }
                         Ok(resp) => {
                             let (head, b) = resp.into_parts();
-                            let read = self.read.clone();
-                            let body = LeasedBody::h1(b, c, endpoint.clone(), sent, read);
-                            return early(head, body).await;
+                            let b = LeasedBody::h1(b, c, endpoint.clone(), sent, self.read.clone());
+                            return early(head, b.counting(count.take())).await;
                         }
                         Err(e) => (e, copy.and_then(|k| k.request(&c, &path)), reused),
                     }
@@ -517,8 +517,8 @@ impl Upstream {
                         }
                         Ok(resp) => {
                             let (head, b) = resp.into_parts();
-                            let read = self.read.clone();
-                            return early(head, LeasedBody::h2(b, stream, body, read)).await;
+                            let body = LeasedBody::h2(b, stream, body, self.read.clone());
+                            return early(head, body.counting(count.take())).await;
                         }
                         Err(mut e) => {
                             // Sent again, and whether to this endpoint too.

@@ -182,6 +182,7 @@ mod tests {
                 &AtomicBool::new(false),
                 until,
                 false,
+                &mut None,
             )
             .await;
         sent.map_err(|(failure, _)| {

@@ -38,6 +38,7 @@ use crate::proxy::router::Router;
 use crate::proxy::stall::{SentBody, Stalls};
 use crate::proxy::tunnel::{self, TunnelLimits};
 use crate::proxy::{cancels::Unanswered, refused_head, request, websocket};
+use crate::upstream::members::InFlight;
 
 mod begun;
 mod handshake;
@@ -755,7 +756,11 @@ async fn handle(
                     hyper::upgrade::on(&mut resp),
                     TunnelLimits::clone(tunnel),
                     routed,
-                    slot.clone(),
+                    // Its request counted in flight on its endpoint until it ends.
+                    (
+                        slot.clone(),
+                        resp.extensions_mut().remove::<Arc<InFlight>>(),
+                    ),
                     line,
                 );
                 return resp;

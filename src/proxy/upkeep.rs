@@ -246,7 +246,7 @@ async fn active_checks(upstream: std::sync::Weak<Upstream>, active: ActiveHealth
                 let step = AtomicBool::new(false);
                 let probe = async {
                     let resp = match u
-                        .send(&m.endpoint, req, pq, false, &|| false, &timed_out, &step, until, true)
+                        .send(&m.endpoint, req, pq, false, &|| false, &timed_out, &step, until, true, &mut None)
                         .await
                     {
                         Ok(resp) => resp,

@@ -22,6 +22,7 @@ use crate::proxy::slots::{ConnectionLimit, Slots};
 use crate::upstream::conn::{
     DialCause, DialError, Dialer, Dialled, H1, H2, Refuser, StreamGuard, UpgradeConn, upgrade_conn,
 };
+use crate::upstream::members::InFlight;
 use crate::upstream::pipe;
 use crate::upstream::pool::{DialWait, Found, Pool, Want};
 use crate::upstream::read_timeout::{ReadTimeout, ReadTimer};
@@ -563,6 +564,8 @@ pub struct LeasedBody {
     /// What came with the head, read before the response was handed on
     /// ([`LeasedBody::read_early`]), and an error held back for one poll.
     early: Early,
+    /// Its request counted in flight on its endpoint until it is dropped.
+    _in_flight: Option<InFlight>,
 }
 
 impl LeasedBody {
@@ -584,6 +587,7 @@ impl LeasedBody {
             failed: false,
             read: ReadTimer::new(read),
             early: Early::default(),
+            _in_flight: None,
         }
     }
 
@@ -600,6 +604,7 @@ impl LeasedBody {
             failed: false,
             read: ReadTimer::new(read),
             early: Early::default(),
+            _in_flight: None,
         }
     }
 
@@ -609,6 +614,13 @@ impl LeasedBody {
     /// ([`pipe::Response::Failed`]).
     pub fn refused(mut self, refused: bool) -> LeasedBody {
         self.failed |= refused;
+        self
+    }
+
+    /// Its request counted in flight until the body is over, not only
+    /// until its head (least request, the retry budget: [`InFlight`]).
+    pub fn counting(mut self, in_flight: Option<InFlight>) -> LeasedBody {
+        self._in_flight = in_flight;
         self
     }
 
@@ -629,6 +641,7 @@ impl LeasedBody {
             failed: false,
             read: ReadTimer::new(read),
             early: Early::default(),
+            _in_flight: None,
         }
     }
 }

@@ -177,23 +177,19 @@ fn same_member(m: &Member, o: &Member) -> bool {
     m.label == o.label && m.endpoint.url == o.endpoint.url
 }
 
-/// A request in flight on a member (least_request reads the count).
-pub struct InFlight<'a>(Counted<'a>);
+/// A request in flight on a member (least_request reads the count), until
+/// its response is over: held by its response body
+/// ([`crate::upstream::endpoint::LeasedBody`]) or its tunnel, as Envoy's
+/// least request counts a stream until it ends. Dropped at the response
+/// head, a server-sent-events stream, a download or a WebSocket tunnel
+/// counted nothing, and the endpoint holding them got as many new requests
+/// as an idle one. It holds its member, not the set picked from: the body
+/// outlives the request's hold on that set.
+pub struct InFlight(Arc<Member>);
 
-/// The member an [`InFlight`] counts on: borrowed from the set a request
-/// started with, or held (a retry's pick, from whatever set is current).
-enum Counted<'a> {
-    Borrowed(&'a Member),
-    Held(Arc<Member>),
-}
-
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        let m = match &self.0 {
-            Counted::Borrowed(m) => m,
-            Counted::Held(m) => &**m,
-        };
-        m.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -392,21 +388,15 @@ impl Members {
 
     /// The member for the next request, not one of `tried` (a retry goes
     /// elsewhere), with its in-flight count taken.
-    pub fn pick(&self, tried: &[usize]) -> Option<(usize, InFlight<'_>)> {
+    pub fn pick(&self, tried: &[usize]) -> Option<(usize, InFlight)> {
         let i = self.pick_index(tried)?;
-        Some((i, InFlight(Counted::Borrowed(&self.members[i]))))
+        Some((i, InFlight(self.members[i].clone())))
     }
 
-    /// [`Members::pick`] with an in-flight count that holds its member,
-    /// not this set: a retry's pick, from the set current then, which its
-    /// request does not hold otherwise.
-    pub fn pick_held(&self, tried: &[usize]) -> Option<(usize, InFlight<'static>)> {
-        let i = self.pick_index(tried)?;
-        Some((i, InFlight(Counted::Held(self.members[i].clone()))))
-    }
-
-    /// The requests in flight on this set's endpoints: the share a retry
-    /// budget is of ([`crate::proxy::budget`]), read only for a retry.
+    /// The requests in flight on this set's endpoints, until their
+    /// responses are over ([`InFlight`]): the share a retry budget is of
+    /// ([`crate::proxy::budget`], Envoy's active requests), read only for
+    /// a retry.
     pub fn in_flight(&self) -> usize {
         self.members
             .iter()

@@ -21,3 +21,4 @@ mod removed;
 mod retries;
 mod series;
 mod skipped;
+mod streams;
