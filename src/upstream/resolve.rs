@@ -153,6 +153,11 @@ fn normalise(addrs: Vec<SocketAddr>) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
     (usable, skipped)
 }
 
+/// Whether `found` has no address to dial: a failed lookup (SPEC §7).
+fn unusable(found: &[SocketAddr]) -> bool {
+    !found.iter().any(|a| dialable(a.ip()))
+}
+
 /// `set`'s members by server URL and address (the first of each).
 fn by_key(set: &[Arc<Member>]) -> HashMap<(&str, &str), &Arc<Member>> {
     let mut index = HashMap::with_capacity(set.len());
@@ -343,7 +348,13 @@ impl Resolution {
             // are: a failure at once (SERVFAIL, refused a place) dropped
             // them, and the set kept older ones while the resolver failed.
             (Ok(Err(error)), Some(Ok(kept))) => {
-                return self.failed_after(i, kept.clone(), error, failed);
+                return self.failed_after(i, kept.clone(), Err(error), failed);
+            }
+            // An answer with nothing usable is a failed lookup (a
+            // filtering resolver's `0.0.0.0`): it dropped the kept
+            // addresses as SERVFAIL did, so it goes the same way.
+            (Ok(Ok(found)), Some(Ok(kept))) if unusable(&found) && !unusable(kept) => {
+                return self.failed_after(i, kept.clone(), Ok(found), failed);
             }
             (Ok(answer), _) => return self.answered(i, answer, failed),
             (Err(_elapsed), _) => {}
@@ -368,29 +379,30 @@ impl Resolution {
         }
     }
 
-    /// Server `i`'s new lookup failed (`error`) after its kept one ended
-    /// with `kept`: those addresses are stored (the set follows them),
-    /// then the failure is counted and logged as any, the newest news of
-    /// the name; once in all if `kept` had none usable (counted so).
-    /// `Changed` if they changed, else `failed`: a refusal's longer wait
-    /// before the next is lost once rather than the change.
+    /// Server `i`'s new lookup failed (`fresh`: an error, or an answer
+    /// with nothing usable) after its kept one ended with `kept`: those
+    /// addresses are stored (the set follows them), then the failure is
+    /// counted and logged as any (its skipped addresses too), the newest
+    /// news of the name; once in all if `kept` had none usable (counted
+    /// so). `Changed` if they changed, else `failed`: a refusal's longer
+    /// wait before the next is lost once rather than the change.
     fn failed_after(
         &self,
         i: usize,
         kept: Vec<SocketAddr>,
-        error: String,
+        fresh: Answer,
         failed: Refreshed,
     ) -> Refreshed {
         let applied = self.answered(i, Ok(kept), Refreshed::Same);
         if applied == Refreshed::Changed {
-            self.answered(i, Err(error), failed);
+            self.answered(i, fresh, failed);
             return applied;
         }
         // A good answer ends a failure streak; one still on was `kept`'s.
         if self.failing.lock().expect("resolution lock")[i] {
             return failed;
         }
-        self.answered(i, Err(error), failed)
+        self.answered(i, fresh, failed)
     }
 
     /// Server `i`'s lookup answered `found` (`failed`: what a failure

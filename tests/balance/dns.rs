@@ -165,7 +165,7 @@ impl NameServer {
 
     /// Answer the queries held with `held`, and every one from now on
     /// with `then`.
-    async fn release_as(&self, held: &[&str], then: &[&str]) {
+    pub(super) async fn release_as(&self, held: &[&str], then: &[&str]) {
         let (held, ips) = {
             let mut st = self.state.lock().unwrap();
             st.hold = false;

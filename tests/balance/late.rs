@@ -8,6 +8,9 @@ use crate::support::*;
 /// is kept for the next.
 const OUTLASTED: &str = "upstream DNS lookup outlasted 5 s; the next re-resolution waits for it";
 
+/// What a re-resolution logs when an answer's skipped addresses change.
+const SKIPPED: &str = "upstream DNS answer has unspecified or multicast addresses; skipped";
+
 /// How many of the proxy's log lines so far contain `text`.
 fn logged(w: &World, text: &str) -> usize {
     w.proxy.logs().iter().filter(|l| l.contains(text)).count()
@@ -123,6 +126,45 @@ async fn a_late_answer_is_taken_when_the_next_lookup_fails() {
     .await;
     assert!(seen(), "the kept answer was dropped for the failed lookup");
     assert_eq!(logged(&w, FAILED), 1, "the fresh failure was not logged");
+    assert_eq!(
+        errors_of(&w, "app").await,
+        1.0,
+        "the fresh failure was not counted"
+    );
+}
+
+/// As above, the next re-resolution's own lookup answering at once with
+/// nothing usable (`0.0.0.0`, what a filtering resolver answers): a
+/// failed lookup too (SPEC §7), so the kept answer is applied, and the
+/// fresh failure counted once, its skipped address logged. It went as any
+/// answer and was counted a failure, the kept answer dropped: the set
+/// kept the older addresses as long as the resolver filtered the name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_answer_is_taken_when_the_next_has_none_usable() {
+    let (dns, w) = app_by_name("late-then-filtered", "3s").await;
+    let added = format!("127.0.0.3:{}", w.pods[0].addr.port());
+    let seen = || {
+        let logs = w.proxy.logs();
+        logs.iter()
+            .any(|l| l.contains("upstream endpoint added") && l.contains(added.as_str()))
+    };
+
+    dns.hold();
+    wait_until(4 * WAIT, "a lookup given up on", || async {
+        logged(&w, OUTLASTED) > 0
+    })
+    .await;
+    // The kept lookup ends with a new pod; every query from now on is
+    // answered at once with `0.0.0.0` alone.
+    dns.release_as(&["127.0.0.2", "127.0.0.3"], &["0.0.0.0"])
+        .await;
+    wait_until(4 * WAIT, "the new address, or a second failure", || async {
+        seen() || errors_of(&w, "app").await >= 2.0
+    })
+    .await;
+    assert!(seen(), "the kept answer was dropped for the unusable one");
+    assert_eq!(logged(&w, FAILED), 1, "the fresh failure was not logged");
+    assert_eq!(logged(&w, SKIPPED), 1, "the skipped 0.0.0.0 was not logged");
     assert_eq!(
         errors_of(&w, "app").await,
         1.0,
