@@ -319,8 +319,6 @@ impl Resolution {
     pub async fn refresh(&self, i: usize) -> Refreshed {
         let s = &self.config.servers[i];
         let kept = self.late.lock().expect("resolution lock")[i].take();
-        // Its answer if it has ended since; joined below if it still runs.
-        let ended = kept.as_ref().and_then(|k| k.lookup.ended());
         let lookup = Lookup::start(&s.host, s.port);
         let failed = if lookup.refused() {
             Refreshed::Refused
@@ -329,6 +327,14 @@ impl Resolution {
         };
         // The kept one, still running: this is its second bound.
         let again = kept.as_ref().filter(|k| Arc::ptr_eq(&k.lookup, &lookup));
+        // Its answer if it has ended: read after the new lookup started,
+        // as one not joined had left the table, ended (its answer is set
+        // as it leaves). Read before, one ending in between was neither
+        // read nor joined, and its answer was lost.
+        let ended = match again {
+            Some(_) => None,
+            None => kept.as_ref().and_then(|k| k.lookup.ended()),
+        };
         let counted = again.is_some_and(|k| k.counted);
         let outcome = tokio::time::timeout(LOOKUP_TIMEOUT, lookup.answer()).await;
         // Retired while the lookup was pending (a reload replaced or
