@@ -18,19 +18,33 @@ pub fn run(config_path: &Path) -> ExitCode {
     let Some(config) = load(config_path) else {
         return ExitCode::FAILURE;
     };
+    let workers = workers(config.runtime.worker_threads, available_cpus());
     // One worker: a current-thread runtime runs every task on this thread,
     // without the cross-thread queue and wake-up handoffs a one-worker
     // multi-thread runtime pays on each request (measured by
-    // benches/compare.sh). The reloader and watcher keep their own threads.
-    let mut rt = if config.runtime.worker_threads == 1 {
+    // benches/compare.sh: 62 against 45-55 us per h1 request). `0` is
+    // resolved first: under a 1-CPU cgroup limit or affinity it means one
+    // worker, and took the slower runtime. The reloader and watcher keep
+    // their own threads.
+    let mut rt = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
         tokio::runtime::Builder::new_multi_thread()
     };
     rt.enable_all();
-    if config.runtime.worker_threads > 1 {
-        rt.worker_threads(config.runtime.worker_threads);
+    if workers > 1 {
+        rt.worker_threads(workers);
     }
+    info!(
+        worker_threads = workers,
+        configured = config.runtime.worker_threads,
+        flavor = if workers == 1 {
+            "current_thread"
+        } else {
+            "multi_thread"
+        },
+        "runtime"
+    );
     let rt = match rt.build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -42,6 +56,22 @@ pub fn run(config_path: &Path) -> ExitCode {
     let code = rt.block_on(serve(config));
     finish(rt);
     code
+}
+
+/// The CPUs this process may run on: the cgroup CPU quota and the
+/// affinity mask both lower it (`available_parallelism`); 1 when unknown.
+fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// The runtime's workers for `runtime.worker_threads: configured` on a
+/// process that may use `cpus` CPUs: `0` means one per CPU.
+fn workers(configured: usize, cpus: usize) -> usize {
+    if configured == 0 {
+        cpus.max(1)
+    } else {
+        configured
+    }
 }
 
 /// The configuration at `path`, or `None` once its problems are logged:

@@ -40,6 +40,17 @@ impl Proxy {
         Proxy::spawn(sh, config)
     }
 
+    /// Start allowed to run on CPU 0 only (`taskset -c 0`, which the
+    /// process's available parallelism honours as it does a 1-CPU cgroup
+    /// quota); `taskset` execs the proxy, so `pid()` is the proxy's.
+    pub fn start_on_one_cpu(config: &Path) -> Proxy {
+        let mut taskset = Command::new("taskset");
+        taskset
+            .args(["-c", "0"])
+            .arg(env!("CARGO_BIN_EXE_hotproxy"));
+        Proxy::spawn(taskset, config)
+    }
+
     /// Start with a soft open-file limit of `soft` under a hard one of
     /// `hard` (as systemd starts a service: 1024 under 524288); `sh` execs
     /// the proxy, so `pid()` is the proxy's.

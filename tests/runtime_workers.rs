@@ -1,0 +1,30 @@
+//! `runtime.worker_threads: 0` on a process allowed one CPU runs the current-thread runtime, as `1` does.
+
+mod support;
+
+use support::*;
+
+/// Under a 1-CPU limit (here an affinity mask, which tokio's worker count
+/// honours as it does a cgroup quota) the default `0` means one worker: the
+/// current-thread runtime, measured faster than a one-worker multi-thread
+/// one. Before, only a written `1` chose it.
+#[tokio::test]
+async fn zero_workers_on_one_cpu_is_the_current_thread_runtime() {
+    let scene = Scene::new();
+    let cfg = scene.config(
+        r#"
+runtime: { worker_threads: 0 }
+admin: { bind: "127.0.0.1:0" }
+listeners: []
+upstreams: []
+"#,
+    );
+    let mut p = Proxy::start_on_one_cpu(&cfg);
+    let line = p
+        .wait_log("the runtime line", |v| v["message"] == "runtime")
+        .await;
+    assert_eq!(line["flavor"], "current_thread", "{line}");
+    assert_eq!(line["worker_threads"], 1, "{line}");
+    assert_eq!(line["configured"], 0, "{line}");
+    p.admin_addr().await;
+}
