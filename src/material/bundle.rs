@@ -139,10 +139,11 @@ fn choose(
 /// refused in the handshake as `unknown_ca` or `bad_client_cert`, which
 /// names neither the CA nor its file. Not refused: nginx and OpenSSL
 /// verify with such keys, and a bundle may hold it beside CAs that work.
-/// The CAs of the bundle it issued (named as their issuer) are anchors
-/// themselves: webpki ends a path at one without this key, so what they
-/// issue is accepted, and the note names them rather than say every
-/// certificate under the CA is refused.
+/// The certificates of the bundle it issued (named as their issuer) that
+/// are CAs or have no basicConstraints (v1), with keys rustls verifies by,
+/// are anchors themselves: webpki ends a path at one without this key, so
+/// what they issue is accepted, and the note names them rather than say
+/// every certificate under the CA is refused.
 fn unverifiable_keys(origin: &str, roots: &[CertificateDer<'_>], certs: &[CertInfo]) -> Vec<Note> {
     use x509_parser::prelude::{FromDer, X509Certificate};
     let parsed: Vec<Option<X509Certificate<'_>>> = (roots.iter())
@@ -157,12 +158,19 @@ fn unverifiable_keys(origin: &str, roots: &[CertificateDer<'_>], certs: &[CertIn
             continue;
         };
         let name = cert.subject().as_raw();
+        // Those webpki ends a path at without this key: issued by it, a
+        // CA or a certificate without basicConstraints (X.509 v1, which
+        // `openssl x509 -req` writes without -extfile), and with a key
+        // rustls verifies by (a weak intermediate has its own note: what
+        // it issues is refused).
         let issued_here = (parsed.iter().zip(certs).enumerate())
             .filter(|(_, (c, i))| {
-                i.is_ca
-                    && c.as_ref().is_some_and(|c| {
-                        c.issuer().as_raw() == name && c.subject().as_raw() != name
-                    })
+                c.as_ref().is_some_and(|c| {
+                    c.issuer().as_raw() == name
+                        && c.subject().as_raw() != name
+                        && (i.is_ca || matches!(c.basic_constraints(), Ok(None)))
+                        && super::der::unverifiable_key(c.public_key().raw).is_none()
+                })
             })
             .map(|(at, (_, i))| format!("certificate {} ({})", at + 1, i.subject))
             .collect();
@@ -312,5 +320,107 @@ mod tests {
         assert_eq!(in_use(&still), ["ahead"]);
         assert_eq!((still.rechosen, still.crl_due), (1, None));
         assert!(still.pending.is_none() && still.chosen_again(i64::MAX).is_none());
+    }
+
+    /// `openssl ARGS`, run in `dir`.
+    fn openssl(dir: &std::path::Path, args: &[&str]) {
+        let status = std::process::Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl on PATH");
+        assert!(status.success(), "openssl {args:?}");
+    }
+
+    /// A certificate for a new `key` (`rsa:1024`, `ec`) named `cn`, issued
+    /// by `weak` (its files `weak.crt` and `weak.key` in `dir`) with the
+    /// extensions `ext` (none: an X.509 v1 certificate, as `openssl x509
+    /// -req` writes without `-extfile`); written as `CN.crt`.
+    fn issued(dir: &std::path::Path, key: &str, cn: &str, ext: Option<&str>) {
+        let mut req = vec!["req", "-new", "-newkey", key, "-nodes"];
+        if key == "ec" {
+            req.extend(["-pkeyopt", "ec_paramgen_curve:P-256"]);
+        }
+        let subj = format!("/CN={cn}");
+        let (keyout, csr, crt) = (
+            format!("{cn}.key"),
+            format!("{cn}.csr"),
+            format!("{cn}.crt"),
+        );
+        req.extend(["-subj", &subj, "-keyout", &keyout, "-out", &csr]);
+        openssl(dir, &req);
+        let mut x509 = vec![
+            "x509", "-req", "-in", &csr, "-CA", "weak.crt", "-CAkey", "weak.key", "-days", "30",
+            "-sha256", "-out", &crt,
+        ];
+        if let Some(ext) = ext {
+            std::fs::write(dir.join(format!("{cn}.ext")), ext).unwrap();
+        }
+        let extfile = format!("{cn}.ext");
+        if ext.is_some() {
+            x509.extend(["-extfile", &extfile]);
+        }
+        openssl(dir, &x509);
+    }
+
+    /// The certificates a weak root's warning names as anchors themselves
+    /// are those of the bundle it issued that webpki ends a path at
+    /// without its key: a CA or a certificate without basicConstraints
+    /// (a v1 one) whose own key rustls verifies by. A weak intermediate
+    /// it issued was named (its own note saying every certificate it
+    /// issued is refused), and a v1 anchor was left out.
+    #[test]
+    fn a_weak_ca_names_the_anchors_it_issued_that_verify() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        openssl(
+            dir,
+            &[
+                "req", "-x509", "-newkey", "rsa:1024", "-nodes", "-days", "30", "-subj",
+                "/CN=weak", "-keyout", "weak.key", "-out", "weak.crt",
+            ],
+        );
+        let ca = "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n";
+        issued(dir, "rsa:1024", "weak-mid", Some(ca));
+        issued(dir, "ec", "v1", None);
+        issued(dir, "ec", "mid", Some(ca));
+        issued(
+            dir,
+            "ec",
+            "leaf",
+            Some("basicConstraints=critical,CA:FALSE\n"),
+        );
+        let pem: String = ["weak", "weak-mid", "v1", "mid", "leaf"]
+            .iter()
+            .map(|cn| std::fs::read_to_string(dir.join(format!("{cn}.crt"))).unwrap())
+            .collect();
+        let (roots, certs) = certificates("ca.pem", pem.as_bytes()).unwrap();
+        let notes = unverifiable_keys("ca.pem", &roots, &certs);
+        let named: Vec<(usize, Vec<String>)> = notes
+            .into_iter()
+            .map(|n| match n {
+                Note::UnverifiableCaKey {
+                    position,
+                    issued_here,
+                    ..
+                } => (position, issued_here),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            named,
+            [
+                (
+                    1,
+                    vec![
+                        "certificate 3 (CN=v1)".to_owned(),
+                        "certificate 4 (CN=mid)".to_owned()
+                    ]
+                ),
+                (2, vec![])
+            ]
+        );
     }
 }
