@@ -7,23 +7,14 @@ pub const SUPPORTED: &str = "RSA 2048-8192 bits, ECDSA P-256/P-384/P-521 or Ed25
 
 /// Why `key` (which the signing provider refused with `refused`) cannot be
 /// used. A well-formed key of an algorithm or size the provider does not
-/// take is named as such (`RSA 1024-bit`, `RSA-PSS`), with what is
-/// supported: "failed to parse private key" read as a corrupt file. A
-/// key whose DER does not read (cut short, a byte flipped) is said not to
-/// parse: under `RSA PRIVATE KEY` it was called another kind's body.
+/// take is named as such (`RSA 1024-bit`, `RSA-PSS`, multi-prime RSA),
+/// with what is supported: "failed to parse private key" read as a
+/// corrupt file. A whole key of another kind under the label (a PKCS#1
+/// RSA key under `PRIVATE KEY`, a PKCS#8 one under `EC PRIVATE KEY`) is
+/// said not to be what the label names; a key whose DER reads as no kind
+/// (cut short, a byte flipped) is said not to parse, so that neither is
+/// taken for the other.
 pub fn refusal(key: &PrivateKeyDer<'_>, refused: &str) -> String {
-    const DAMAGED: &str = "the key could not be parsed (its DER is damaged or cut short)";
-    if let PrivateKeyDer::Pkcs1(k) = key
-        && rsa("RSA", k.secret_pkcs1_der()).is_none()
-    {
-        if !another_kind(k.secret_pkcs1_der()) {
-            return format!("{DAMAGED}: {refused}");
-        }
-        // Another kind's body (a PKCS#8 or an EC key) under `BEGIN RSA
-        // PRIVATE KEY`, a label changed by hand: what it is named for
-        // is not what it holds.
-        return format!("its body is not the RSA key its label (RSA PRIVATE KEY) says: {refused}");
-    }
     match describe(key) {
         Some((what, false)) => format!("{what} keys are not supported; use {SUPPORTED}"),
         // A kind and size the provider takes, refused all the same: its
@@ -31,40 +22,74 @@ pub fn refusal(key: &PrivateKeyDer<'_>, refused: &str) -> String {
         Some((what, true)) => {
             format!("the key could not be parsed ({what}; damaged or inconsistent): {refused}")
         }
-        None => format!("{DAMAGED}: {refused}"),
+        None => match labelled(key) {
+            // Another kind's whole body, the label changed by hand or
+            // written so by a tool: what it is named for is not what it
+            // holds.
+            Some((kind, label, body)) if shape(body).is_some_and(|s| s != label) => {
+                format!("its body is not the {kind} key its label ({label}) says: {refused}")
+            }
+            _ => {
+                format!("the key could not be parsed (its DER is damaged or cut short): {refused}")
+            }
+        },
     }
 }
 
-/// Whether `der` is whole as another kind's key: one SEQUENCE, nothing
-/// after it, opening as a PKCS#8 PrivateKeyInfo (INTEGER, SEQUENCE) or an
-/// EC key (INTEGER, OCTET STRING). A damaged RSA key is neither.
-fn another_kind(der: &[u8]) -> bool {
+/// The kind a key's label names, the label, and the body under it.
+fn labelled<'a>(key: &'a PrivateKeyDer<'_>) -> Option<(&'static str, &'static str, &'a [u8])> {
+    match key {
+        PrivateKeyDer::Pkcs1(k) => Some(("RSA", RSA_LABEL, k.secret_pkcs1_der())),
+        PrivateKeyDer::Pkcs8(k) => Some(("PKCS#8", PKCS8_LABEL, k.secret_pkcs8_der())),
+        PrivateKeyDer::Sec1(k) => Some(("EC", SEC1_LABEL, k.secret_sec1_der())),
+        _ => None,
+    }
+}
+
+const RSA_LABEL: &str = "RSA PRIVATE KEY";
+const PKCS8_LABEL: &str = "PRIVATE KEY";
+const SEC1_LABEL: &str = "EC PRIVATE KEY";
+
+/// The label of the key `der` is whole as (one SEQUENCE, nothing after
+/// it), told by its first two fields: an RSAPrivateKey (INTEGER, INTEGER
+/// modulus), a PKCS#8 PrivateKeyInfo (INTEGER, SEQUENCE algorithm) or an
+/// EC key (INTEGER, OCTET STRING). A damaged key is none of them.
+fn shape(der: &[u8]) -> Option<&'static str> {
     let Some((0x30, contents, [])) = tlv(der) else {
-        return false;
+        return None;
     };
-    matches!(
-        items(contents).as_deref(),
-        Some([(INTEGER, _), (0x30 | 0x04, _), ..])
-    )
+    match items(contents)?[..] {
+        [(INTEGER, _), (INTEGER, _), ..] => Some(RSA_LABEL),
+        [(INTEGER, _), (0x30, _), (0x04, _), ..] => Some(PKCS8_LABEL),
+        [(INTEGER, _), (0x04, _), ..] => Some(SEC1_LABEL),
+        _ => None,
+    }
 }
 
 /// The key's algorithm and size as text, and whether hotproxy supports
-/// that kind; `None` when the DER does not even say.
+/// that kind; `None` when the DER does not even say, or is not the shape
+/// its label names.
 fn describe(key: &PrivateKeyDer<'_>) -> Option<(String, bool)> {
     match key {
         PrivateKeyDer::Pkcs1(k) => rsa("RSA", k.secret_pkcs1_der()),
         PrivateKeyDer::Sec1(k) => {
             // ECPrivateKey: version, privateKey, [0] parameters (the curve).
             let fields = items(seq(k.secret_sec1_der())?)?;
+            let [(INTEGER, _), (0x04, _), ..] = fields[..] else {
+                return None;
+            };
             let curve = fields.iter().find(|(tag, _)| *tag == 0xa0)?;
             let (tag, oid, _) = tlv(curve.1)?;
             (tag == OID).then(|| ec(oid))
         }
         PrivateKeyDer::Pkcs8(k) => {
             // PrivateKeyInfo: version, AlgorithmIdentifier, privateKey.
+            // Checked by tag: an RSAPrivateKey's modulus was read as the
+            // algorithm.
             let fields = items(seq(k.secret_pkcs8_der())?)?;
-            let (_, algorithm) = *fields.get(1)?;
-            let (_, key) = *fields.get(2)?;
+            let [(INTEGER, _), (0x30, algorithm), (0x04, key), ..] = fields[..] else {
+                return None;
+            };
             let id = items(algorithm)?;
             let (_, oid) = *id.first()?;
             match oid {
@@ -93,14 +118,21 @@ const ED448: &[u8] = &[0x2b, 0x65, 0x71];
 const X25519: &[u8] = &[0x2b, 0x65, 0x6e];
 
 /// An RSAPrivateKey (version, modulus, ...) as `RSA 1024-bit`; supported
-/// from 2048 to 8192 bits. `None` unless the version and the modulus are
-/// INTEGERs: another body under an RSA label (a PKCS#8 or an EC key) was
-/// read as an `RSA 99-bit` key, its second field taken as the modulus.
+/// from 2048 to 8192 bits, two primes (version 0). `None` unless the
+/// version and the modulus are INTEGERs: another body under an RSA label
+/// (a PKCS#8 or an EC key) was read as an `RSA 99-bit` key, its second
+/// field taken as the modulus.
 fn rsa(name: &str, der: &[u8]) -> Option<(String, bool)> {
     let fields = items(seq(der)?)?;
-    let [(INTEGER, _), (INTEGER, modulus), ..] = fields[..] else {
+    let [(INTEGER, version), (INTEGER, modulus), ..] = fields[..] else {
         return None;
     };
+    // Version 1 is a multi-prime key (`openssl genrsa -primes 3`), whole
+    // and valid, which aws-lc refuses (RSA_R_BAD_VERSION): it was called
+    // damaged or inconsistent.
+    if version == [1] {
+        return Some((format!("multi-prime {name}"), false));
+    }
     let skip = modulus.iter().take_while(|&&b| b == 0).count();
     let modulus = &modulus[skip..];
     let bits = modulus.len() * 8 - modulus.first()?.leading_zeros() as usize;
@@ -154,3 +186,6 @@ fn items(mut contents: &[u8]) -> Option<Vec<(u8, &[u8])>> {
     }
     Some(out)
 }
+
+#[cfg(test)]
+mod tests;
