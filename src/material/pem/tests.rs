@@ -715,3 +715,31 @@ fn a_damaged_rsa_key_is_named_unparseable_not_mislabelled() {
         }
     }
 }
+
+/// A PKCS#8 key and an EC (SEC1) key, each relabelled `RSA PRIVATE KEY`,
+/// are refused naming the file and saying the body is not what its label
+/// says: their second field was taken as an RSA modulus, and they were
+/// reported as "RSA 99-bit keys are not supported" and the like.
+#[test]
+fn a_key_under_another_label_is_not_named_an_rsa_key() {
+    use rustls_pki_types::{PrivateSec1KeyDer, pem::PemObject};
+    let d = tempfile::tempdir().unwrap();
+    let pair = rcgen::generate_simple_self_signed(vec!["a.test".into()]).unwrap();
+    let cert = pair.cert.pem();
+    let pkcs8 = pair.signing_key.serialize_der();
+    let sec1 = openssl_key(&d, "ecparam", &["-name", "prime256v1", "-genkey", "-noout"]);
+    let sec1 = PrivateSec1KeyDer::from_pem_slice(sec1.as_bytes()).unwrap();
+    for body in [&pkcs8[..], sec1.secret_sec1_der()] {
+        let e = load_pair(&d, &cert, &pem("RSA PRIVATE KEY", body)).unwrap_err();
+        let key_file = d.path().join("tls.key").display().to_string();
+        let e = e.to_string();
+        assert!(
+            e.starts_with(&format!(
+                "{key_file}: unusable private key: its body is not the RSA key its label \
+                 (RSA PRIVATE KEY) says: "
+            )),
+            "{e}"
+        );
+        assert!(!e.contains("-bit"), "{e}");
+    }
+}
