@@ -180,7 +180,9 @@ pub(super) struct Admits {
 /// A name the default entry (or a wildcard's) answers anyway picks
 /// nothing ([`SniResolver::picks`]): renewing the default entry for a
 /// host no other entry answers moves no name. `left_out` is fixed too:
-/// the names SNI cannot carry, each with the entry it belongs to (sorted),
+/// the names SNI cannot carry, each with the entry it belongs to (sorted;
+/// those the default entry or a wildcard's has anyway left out:
+/// [`tls::per_name::Entries::picks`]),
 /// which the 421 check also reads from the handshake's entries, so a
 /// renewal giving `DNS:host.123` to an entry stricter than the default
 /// moves it as it would an SNI name. The certificates served are not in it: a
@@ -498,10 +500,10 @@ pub(super) fn listener_tls(
     } else {
         None
     };
-    let mut left_out: Vec<_> = (per_name.iter())
-        .flat_map(|p| p.entries.left_out())
-        .collect();
-    left_out.sort_unstable();
+    // As `picks`: a name the default entry has anyway moves nothing.
+    let left_out = (per_name.iter())
+        .flat_map(|p| p.entries.picks())
+        .collect::<Vec<_>>();
     let admits = admission_key(l, client_auth, entries, &resolver, &left_out);
     let rotation = InUse::new(l, client_auth, entries, &resolver);
     Ok(BuiltListener {

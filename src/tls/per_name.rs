@@ -135,6 +135,31 @@ impl Entries {
         self.left_out.iter().map(|(n, &at)| (n.clone(), at))
     }
 
+    /// The names SNI cannot carry that pick an entry, with its position,
+    /// sorted: those whose entry is not the one
+    /// [`position_of_host`](Self::position_of_host) would give them
+    /// without it (for an exact name, the entry an SNI name or a left-out
+    /// `*.` wildcard gives it, else the default, 0; for a wildcard, the
+    /// default), as [`SniResolver::picks`] leaves out the default's names.
+    /// Two with the same picks (and resolvers with the same picks) give
+    /// every host the same entry: a renewal of the default entry adding
+    /// `DNS:host.123` moves nothing.
+    pub fn picks(&self) -> Vec<(String, usize)> {
+        let otherwise = |name: &str| match name.strip_prefix("*.") {
+            Some(_) => 0,
+            None if self.resolver.answers(name) => self.resolver.position_or_default(Some(name)),
+            None => (name.split_once('.'))
+                .and_then(|(_, up)| self.left_out.get(&format!("*.{up}")).copied())
+                .unwrap_or(0),
+        };
+        let mut picks: Vec<_> = (self.left_out.iter())
+            .filter(|&(name, &at)| at != otherwise(name))
+            .map(|(name, &at)| (name.clone(), at))
+            .collect();
+        picks.sort_unstable();
+        picks
+    }
+
     /// The entry `name` (lowercase) belongs to, if not the default for
     /// want of one, in [`position_of_host`](Self::position_of_host)'s
     /// order: one listing it among its names SNI cannot carry, else one

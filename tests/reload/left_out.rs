@@ -380,3 +380,43 @@ async fn a_renewal_dropping_a_name_sni_cannot_carry_under_an_sni_wildcard_keeps_
     })
     .await;
 }
+
+/// The default entry a's certificate (no client_auth) renewed
+/// kubelet-style to name `DNS:host.123` too, then without it: host.123
+/// is a's either way (a name no entry lists falls to the default), so a
+/// keep-alive connection a's client made to a.test stays open and is
+/// served host.123 (404) throughout. What admits a connection counted
+/// every name SNI cannot carry with its entry, the default's included,
+/// so the renewal closed every open connection of the listener
+/// (`admission_rules_changed`) though nothing was admitted differently.
+#[tokio::test]
+async fn a_renewal_of_the_default_entry_for_a_name_sni_cannot_carry_keeps_open_connections() {
+    let ca = TestCa::new("ca");
+    let s = Scene::new();
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    let (a, b) = (Kubelet::new(&s.path("a")), Kubelet::new(&s.path("b")));
+    write_secret(&a, &ca.server_pair(&["a.test"]));
+    write_secret(&b, &ca.server_pair(&["b.test"]));
+    let (mut p, addr) = serve(&both_secrets(&s)).await;
+    let mut open = open_served(addr, "a.test", &ca.cert_pem, None).await;
+
+    for names in [&["a.test", "host.123"][..], &["a.test"]] {
+        let renewed = ca.server_pair_with_dns_sans(names);
+        write_secret(&a, &renewed);
+        // Logged once the listener's new rules are stored and its
+        // connections told of any change.
+        p.wait_log("the renewal", |v| {
+            v["message"] == "certificate reloaded"
+                && v["fingerprint"] == renewed.fingerprint.as_str()
+        })
+        .await;
+        let changed = (p.logs().into_iter()).find(|l| l.contains("admission rules changed"));
+        assert_eq!(changed, None, "renewed for {names:?}");
+        let asked = open.send.send_request(get_to("host.123"));
+        let served = within_deadline("host.123 on a's connection", asked).await;
+        let status = served.map(|r| r.status().as_u16());
+        assert_eq!(status.ok(), Some(404), "after the renewal for {names:?}");
+    }
+    assert!(!open.conn.is_finished(), "{} closed", open.peer);
+    assert!(!closed_for(&p, &open.peer, "admission_rules_changed"));
+}
