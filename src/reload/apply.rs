@@ -520,7 +520,11 @@ impl Reloader {
             router.register_metrics();
             let live = match (socket, self.listeners.remove(&cfg.name)) {
                 (None, Some(mut old)) => {
-                    if old.key != built.key {
+                    // Rules and snapshot go together: one built from
+                    // scratch over the running listener (an entry
+                    // redefined with the same bytes) keeps its key but
+                    // may give a name a renewal kept to another entry.
+                    if old.key != built.key || old.admits != admits {
                         old.live.set_tls(
                             built.tls,
                             built.mode,

@@ -146,23 +146,28 @@ async fn a_renewal_adding_a_name_sni_cannot_carry_keeps_it_with_its_entry() {
 /// b (Secret `b/`, no `server_names`) requiring a client certificate
 /// `ca.crt` issued.
 fn both_secrets(s: &Scene) -> PathBuf {
-    s.config(
+    secrets_at(s, "b")
+}
+
+/// [`both_secrets`] with b's Secret in directory `b_dir`.
+fn secrets_at(s: &Scene, b_dir: &str) -> PathBuf {
+    s.config(&format!(
         r#"
-watch: { debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }
+watch: {{ debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }}
 certs:
-  - { id: a, type: server-pair, cert_file: a/tls.crt, key_file: a/tls.key }
-  - { id: b, type: server-pair, cert_file: b/tls.crt, key_file: b/tls.key }
-  - { id: ca, type: ca-bundle, ca_file: ca.crt }
+  - {{ id: a, type: server-pair, cert_file: a/tls.crt, key_file: a/tls.key }}
+  - {{ id: b, type: server-pair, cert_file: {b_dir}/tls.crt, key_file: {b_dir}/tls.key }}
+  - {{ id: ca, type: ca-bundle, ca_file: ca.crt }}
 listeners:
   - name: public
     bind: 127.0.0.1:0
     tls:
       certs:
-        - { ref: a }
+        - {{ ref: a }}
         - ref: b
-          client_auth: { mode: require_and_verify, ca: { ref: ca } }
-"#,
-    )
+          client_auth: {{ mode: require_and_verify, ca: {{ ref: ca }} }}
+"#
+    ))
 }
 
 /// b's certificate names `DNS:host.123`; its renewal (kubelet-style) for
@@ -419,4 +424,58 @@ async fn a_renewal_of_the_default_entry_for_a_name_sni_cannot_carry_keeps_open_c
     }
     assert!(!open.conn.is_finished(), "{} closed", open.peer);
     assert!(!closed_for(&p, &open.peer, "admission_rules_changed"));
+}
+
+/// b's certificate names `DNS:host.123` and its renewal for b.test alone
+/// keeps the name with b (as above); then the operator points b at
+/// copies of the same files (`b2/`) and reloads (SIGHUP). A reload that
+/// redefines an entry builds the listener from scratch, as a restart
+/// does: host.123 is listed by no entry, so it is the default entry a's,
+/// and a's client without a certificate is served it (404) on a new
+/// connection; the connections made before close, as when a name moves
+/// to the default entry. A rotation after it (a's renewal) leaves
+/// host.123 with a and the connections made since open. The snapshot
+/// built from scratch was dropped (its key, from the files' bytes, was
+/// the running one's) while its admission rules were stored: every
+/// connection closed yet host.123 stayed b's (421), and a's renewal
+/// stored the running rules again, closing every connection once more.
+#[tokio::test]
+async fn a_reload_moving_an_entry_to_copies_of_its_files_applies_its_snapshot_with_its_rules() {
+    let ca = TestCa::new("ca");
+    let s = Scene::new();
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    let (a, b) = (Kubelet::new(&s.path("a")), Kubelet::new(&s.path("b")));
+    write_secret(&a, &ca.server_pair(&["a.test"]));
+    write_secret(&b, &ca.server_pair_with_dns_sans(&["b.test", "host.123"]));
+    let (mut p, addr) = serve(&both_secrets(&s)).await;
+    let b2 = ca.server_pair(&["b.test"]);
+    write_secret(&b, &b2);
+    until_served(addr, "b.test", &ca.cert_pem, &b2.fingerprint).await;
+    assert_eq!(host_123(addr, "a.test", &ca, None).await, 421, "kept b's");
+
+    let before = open_served(addr, "a.test", &ca.cert_pem, None).await;
+    write_secret(&Kubelet::new(&s.path("b2")), &b2);
+    secrets_at(&s, "b2");
+    p.signal("HUP");
+    p.wait_log("the reload", |v| v["message"] == "configuration reloaded")
+        .await;
+    assert_eq!(
+        host_123(addr, "a.test", &ca, None).await,
+        404,
+        "a's, as at a restart"
+    );
+    closed_logged(&p, before, "admission_rules_changed").await;
+
+    let mut since = open_served(addr, "a.test", &ca.cert_pem, None).await;
+    let a2 = ca.server_pair(&["a.test"]);
+    write_secret(&a, &a2);
+    p.wait_log("a's renewal", |v| {
+        v["message"] == "certificate reloaded" && v["fingerprint"] == a2.fingerprint.as_str()
+    })
+    .await;
+    let asked = since.send.send_request(get_to("host.123"));
+    let served = within_deadline("host.123 after a's renewal", asked).await;
+    assert_eq!(served.map(|r| r.status().as_u16()).ok(), Some(404));
+    assert!(!closed_for(&p, &since.peer, "admission_rules_changed"));
+    assert_eq!(host_123(addr, "a.test", &ca, None).await, 404);
 }
