@@ -163,7 +163,7 @@ pub(super) fn keep_resolved(
             }
             taken[now].insert(name);
             moved[now] = true;
-            warn!(target: LOG, listener = %l.name, name = %name, entry = %l.certs[now].entry, kept_by = %l.certs[was].entry, "a certificate names a host another entry of the listener answers with a different client_auth; that entry keeps answering it (settle the host in server_names: a restart, or a reload that changes the listener's certs, gives it to the entry that names it)");
+            warn!(target: LOG, listener = %l.name, name = %name, entry = %l.certs[now].entry, kept_by = %l.certs[was].entry, "a certificate names a host another entry of the listener answers with a different client_auth; that entry keeps answering it (settle the host in server_names: a restart, or a reload that changes the listener's certs or redefines an entry it uses, gives it to the entry that names it)");
         }
     }
     for (list, taken) in names.iter_mut().zip(&taken) {
@@ -251,7 +251,7 @@ pub(super) fn keep_dropped(
             .get(entry)
             .map(|e| crate::material::pem::origins(&e.spec.source).swap_remove(0))
             .unwrap_or_default();
-        warn!(target: LOG, listener = %l.name, name = %name, entry = %entry, file = %file, instead = %l.certs[instead].entry, "a renewed certificate no longer names a host its entry answered, and another entry with a different client_auth would answer it; the entry keeps answering it under its client_auth, with a certificate that does not name it (settle the host in server_names: a restart, or a reload that changes the listener's certs, gives it to the entry that names it then)");
+        warn!(target: LOG, listener = %l.name, name = %name, entry = %entry, file = %file, instead = %l.certs[instead].entry, "a renewed certificate no longer names a host its entry answered, and another entry with a different client_auth would answer it; the entry keeps answering it under its client_auth, with a certificate that does not name it (settle the host in server_names: a restart, or a reload that changes the listener's certs or redefines an entry it uses, gives it to the entry that names it then)");
         let by = listers.entry(want).or_default();
         by.insert(by.partition_point(|&i| i < keeper), keeper);
         names[keeper].push(name);
