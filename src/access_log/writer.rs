@@ -534,7 +534,7 @@ fn same_file(old: Option<&File>, new: &File) -> bool {
 
 /// How long a busy writer lets lines gather before writing a batch.
 const TICK: Duration = Duration::from_millis(10);
-/// How often an idle writer looks at the reopen flag.
+/// How often an idle writer looks whether [`ROTATIONS`] moved on (a SIGUSR1).
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// Bytes of lines gathered before they are written, even mid-batch.
 const BATCH: usize = 64 * 1024;
