@@ -120,7 +120,8 @@
 //!     - `settings`: a listener's limits and the hyper h1/h2 server builders made from them.
 //!     - `begun`: an HTTP/1.1 request's id and line begun as hyper hands it over, before its
 //!       future first runs: logged and counted `499` if hyper drops that future unpolled (a
-//!       FIN right behind the request); an HTTP/2 request's in its future, on its stream's task.
+//!       FIN right behind the request); an HTTP/2 request's in its future, on its stream's task
+//!       (begun and logged `499` if the runtime drops that task unpolled at exit).
 //!     - `handshake`: the TLS snapshot new connections handshake with (one value,
 //!       swapped as one) and the server pairs it serves.
 //!     - `serve`: the accept loop (`max_connections` taken before accept), the `Slot`

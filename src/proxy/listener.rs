@@ -45,7 +45,7 @@ mod handshake;
 mod serve;
 mod settings;
 mod unanswered;
-use begun::{Beginning, Begun};
+use begun::{Begun, Unstarted};
 pub use handshake::{Handshake, ServedCert};
 pub use serve::{Heir, Inherited, Removal, Shutdown, Slot, Stop, bind, log_listening, serve};
 pub use settings::{MAX_CONCURRENT_STREAMS, Settings};
@@ -505,15 +505,19 @@ async fn connection(
             let front = front.clone();
             // HTTP/2, closing, its PING unanswered in time: refused, not begun. HTTP/1.1: begun
             // here, not in the future hyper may drop unpolled; HTTP/2: in it (`begun`).
+            // HTTP/2's held (`Unstarted`) until then, begun if the future is dropped unpolled.
             let refused = activity.refuses();
-            let begun = (!refused).then(|| {
-                let in_flight = Unanswered::new(body::begin(&activity, &mut req));
-                (in_flight, Beginning::new(is_h2, &listener, &ctx, &mut req))
-            });
+            let head = req.method() == Method::HEAD;
+            let begun = match refused {
+                true => Err(req), // dropped with the future, as a request begun
+                false => {
+                    let in_flight = Unanswered::new(body::begin(&activity, &mut req));
+                    Ok((in_flight, Unstarted::new(is_h2, &listener, ctx, req)))
+                }
+            };
             // HTTP/1.1: the connection's last request (keep-alive off, or
             // the look at a close from outside found it: SPEC §1).
             let last = !keep_alive || activity.answers_last();
-            let head = req.method() == Method::HEAD;
             let stalls = stalls.clone();
             // Boxed: the request's future is kilobytes (routing, forwarding, the upstream
             // exchange), and hyper moves what the service returns (HTTP/2 into a task of its
@@ -522,10 +526,10 @@ async fn connection(
             Box::into_pin(Box::write(Box::new_uninit(), async move {
                 // hyper resets the stream with the reason of the h2 error
                 // among the service error's causes; the connection goes on.
-                let Some((mut in_flight, begun)) = begun else {
+                let Ok((mut in_flight, unstarted)) = begun else {
                     return Err(h2::Error::from(h2::Reason::REFUSED_STREAM));
                 };
-                let begun = begun.begun(&ctx, &mut req);
+                let (begun, ctx, req) = unstarted.start();
                 let mut resp = handle(begun, req, &ctx, &slot, &tunnel, &mut in_flight).await;
                 front.set_response_headers(resp.headers_mut());
                 if is_h2 {

@@ -12,10 +12,14 @@
 //!
 //! Not so for HTTP/2 ([`Beginning`]): hyper's server calls the service on
 //! the connection's task, stream after stream, and spawns each future it
-//! returns, which is always polled (a stream reset before then too: the
-//! future runs first, then hyper looks for the reset). Begun in the
-//! service, every stream's bookkeeping would be done in turn on that one
-//! task; it is begun in the stream's own future, as it always was.
+//! returns, which is polled while the runtime runs (a stream reset before
+//! then too: the future runs first, then hyper looks for the reset). Begun
+//! in the service, every stream's bookkeeping would be done in turn on that
+//! one task; it is begun in the stream's own future, as it always was. At
+//! exit (`shutdown_grace` ended, or a second signal) the runtime drops the
+//! tasks it never polled, and those spawned after it stopped, unpolled: the
+//! request and its context are held in [`Unstarted`] until the future first
+//! runs, whose drop begins the request then and writes its `499`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -49,14 +53,14 @@ pub struct Taken {
 
 /// Where a request's bookkeeping begins: at once (HTTP/1.1), or where its
 /// future first runs (HTTP/2, on the stream's task: see the module's doc).
-pub enum Beginning {
+enum Beginning {
     Now(Begun),
     InFuture(Arc<Listener>),
 }
 
 impl Beginning {
     /// Begin `req` now, or note the listener to begin it on later (`h2`).
-    pub fn new(
+    fn new(
         h2: bool,
         listener: &Arc<Listener>,
         ctx: &RequestContext,
@@ -69,10 +73,46 @@ impl Beginning {
     }
 
     /// In the request's future, as it first runs: the request begun.
-    pub fn begun(self, ctx: &RequestContext, req: &mut Request<Incoming>) -> Begun {
+    fn begun(self, ctx: &RequestContext, req: &mut Request<Incoming>) -> Begun {
         match self {
             Beginning::Now(begun) => begun,
             Beginning::InFuture(listener) => Begun::new(listener, ctx, req),
+        }
+    }
+}
+
+/// A request handed over with its future not yet run, held by that future:
+/// dropped unpolled (an HTTP/2 stream's task the runtime drops at exit, or
+/// spawned once it no longer runs any), it begins the request then, and
+/// its [`Begun`] dropped writes the `499`. No allocation: what the future
+/// holds anyway (the request, its context), held here until it runs.
+pub struct Unstarted(Option<(Beginning, Arc<RequestContext>, Request<Incoming>)>);
+
+impl Unstarted {
+    /// `req` handed over on `listener`: begun now (HTTP/1.1) or held (`h2`).
+    pub fn new(
+        h2: bool,
+        listener: &Arc<Listener>,
+        ctx: Arc<RequestContext>,
+        mut req: Request<Incoming>,
+    ) -> Unstarted {
+        let beginning = Beginning::new(h2, listener, &ctx, &mut req);
+        Unstarted(Some((beginning, ctx, req)))
+    }
+
+    /// In the request's future, as it first runs: the request begun, and
+    /// what was held for it.
+    pub fn start(mut self) -> (Begun, Arc<RequestContext>, Request<Incoming>) {
+        let (beginning, ctx, mut req) = self.0.take().expect("started once");
+        let begun = beginning.begun(&ctx, &mut req);
+        (begun, ctx, req)
+    }
+}
+
+impl Drop for Unstarted {
+    fn drop(&mut self) {
+        if let Some((beginning, ctx, mut req)) = self.0.take() {
+            drop(beginning.begun(&ctx, &mut req));
         }
     }
 }
