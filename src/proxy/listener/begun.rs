@@ -1,4 +1,4 @@
-//! A request's bookkeeping begun as hyper hands it over, before its future first runs: logged and counted `499` if that future is dropped unpolled.
+//! A request's bookkeeping begun as hyper hands it over (HTTP/1.1) or as its future first runs (HTTP/2): logged and counted `499` if that future is dropped unpolled.
 //!
 //! hyper's HTTP/1.1 server calls the service as soon as it has a head, and
 //! polls the future it got only after reading on: a client whose end of
