@@ -131,8 +131,19 @@ pub fn side_of<P: PartialEq>(policies: &[&P], had: usize, s: &Shadowed) -> Optio
 
 /// A name as [`shadowed`] compares it: lowercase, no trailing dot.
 pub fn name_key(name: &str) -> String {
+    #[cfg(test)]
+    NAME_KEYED.with(|k| k.set(k.get() + 1));
     let name = name.to_ascii_lowercase();
     name.strip_suffix('.').map(str::to_owned).unwrap_or(name)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many names [`name_key`] took on this thread: a test tells
+    /// linear work from quadratic by it, whichever caller (a wrapper,
+    /// [`answerer`], [`shadowed`]) keyed them, and release builds pay
+    /// nothing.
+    pub(crate) static NAME_KEYED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// The position of the pair that answers `name` (as [`name_key`] has it;
