@@ -348,8 +348,14 @@ impl Resolution {
             return Refreshed::Same;
         }
         match (outcome, &ended) {
-            // Its failure to end in time was counted already.
+            // Its failure to end in time was counted already: one failed
+            // lookup is one count (SPEC §7), an answer with nothing usable
+            // as much a failure as an error (its skipped addresses logged).
             (Ok(Err(_)), _) if counted => return Refreshed::Same,
+            (Ok(Ok(found)), _) if counted && unusable(&found) => {
+                self.usable(i, found);
+                return Refreshed::Same;
+            }
             // The kept one's addresses are the newest good ones there
             // are: a failure at once (SERVFAIL, refused a place) dropped
             // them, and the set kept older ones while the resolver failed.
@@ -379,7 +385,12 @@ impl Resolution {
         }
         debug!(upstream = %self.upstream, server = %s.url, "upstream DNS lookup outlasted 5 s; the next re-resolution waits for it");
         match (ended, kept) {
+            // Counted once already, for outlasting its second bound.
             (Some(Err(_)), Some(k)) if k.counted => Refreshed::Same,
+            (Some(Ok(found)), Some(k)) if k.counted && unusable(&found) => {
+                self.usable(i, found);
+                Refreshed::Same
+            }
             (Some(answer), _) => self.answered(i, answer, Refreshed::Same),
             (None, _) => Refreshed::Same,
         }

@@ -171,3 +171,38 @@ async fn a_late_answer_is_taken_when_the_next_has_none_usable() {
         "the fresh failure was not counted"
     );
 }
+
+/// A lookup counted failed (it outlasted two re-resolutions) that then
+/// ends with nothing usable (`0.0.0.0`) while the next re-resolution's own
+/// lookup is held past 5 s: still one failed lookup (SPEC §7), counted
+/// once. Its answer went as any ended one and was counted again, where
+/// one that ended with an error was not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counted_lookup_ending_unusable_is_not_counted_again() {
+    let (dns, w) = app_by_name("counted-then-filtered", "3s").await;
+    let added = format!("127.0.0.3:{}", w.pods[0].addr.port());
+
+    dns.hold();
+    app_errors_reach(&w, 1.0, 4 * WAIT, "the lookup timed out twice").await;
+    // The counted lookup ends with `0.0.0.0` alone; the next one is held.
+    dns.answer_held(&["0.0.0.0"]).await;
+    wait_until(4 * WAIT, "a lookup given up on again", || async {
+        logged(&w, OUTLASTED) > 1
+    })
+    .await;
+    // That lookup and every later one answer a new pod: once its address
+    // is added, the re-resolution that took the `0.0.0.0` is over.
+    dns.release_as(&["127.0.0.2", "127.0.0.3"], &["127.0.0.2", "127.0.0.3"])
+        .await;
+    wait_until(4 * WAIT, "the new address", || async {
+        let logs = w.proxy.logs();
+        logs.iter()
+            .any(|l| l.contains("upstream endpoint added") && l.contains(added.as_str()))
+    })
+    .await;
+    assert_eq!(
+        errors_of(&w, "app").await,
+        1.0,
+        "the counted lookup's unusable answer was counted again"
+    );
+}
