@@ -40,13 +40,26 @@ impl Proxy {
         Proxy::spawn(sh, config)
     }
 
-    /// Start allowed to run on CPU 0 only (`taskset -c 0`, which the
+    /// Start allowed to run on one CPU only (`taskset -c N`, which the
     /// process's available parallelism honours as it does a 1-CPU cgroup
-    /// quota); `taskset` execs the proxy, so `pid()` is the proxy's.
+    /// quota); `taskset` execs the proxy, so `pid()` is the proxy's. `N`
+    /// is the first CPU this process may run on: a fixed `0` fails
+    /// ("Invalid argument") where a container is given other CPUs.
     pub fn start_on_one_cpu(config: &Path) -> Proxy {
+        let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+        let allowed = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .expect("Cpus_allowed_list in /proc/self/status");
+        let first = allowed
+            .trim()
+            .split([',', '-'])
+            .next()
+            .expect("a CPU in Cpus_allowed_list")
+            .to_owned();
         let mut taskset = Command::new("taskset");
         taskset
-            .args(["-c", "0"])
+            .args(["-c", &first])
             .arg(env!("CARGO_BIN_EXE_hotproxy"));
         Proxy::spawn(taskset, config)
     }
