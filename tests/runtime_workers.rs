@@ -27,4 +27,16 @@ upstreams: []
     assert_eq!(line["worker_threads"], 1, "{line}");
     assert_eq!(line["configured"], 0, "{line}");
     p.admin_addr().await;
+    // The log's `flavor` is worked out apart from the builder chosen, so
+    // the threads say what ran. A multi-thread runtime's workers are
+    // `tokio-rt-worker` (tokio 1.54); the reloader and watcher have own names.
+    let comms: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", p.pid()))
+        .expect("the proxy's /proc/PID/task")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_owned())
+        .collect();
+    assert!(
+        !comms.iter().any(|c| c == "tokio-rt-worker"),
+        "a multi-thread runtime's worker runs: {comms:?}"
+    );
 }
