@@ -294,6 +294,22 @@ mod tests {
         counter.with(|k| k.get())
     }
 
+    /// Each entry's `client_auth`, in the listener's order.
+    fn policies(l: &ListenerConfig) -> Vec<&ClientAuthConfig> {
+        let policies = l.certs.iter().map(|c| c.client_auth.as_ref().unwrap());
+        policies.collect()
+    }
+
+    /// Each of the N SANs keyed at least once (a count of 0 means the
+    /// work went uncounted, not that it was linear) and a bounded number
+    /// of times.
+    fn assert_linear(count: usize) {
+        assert!(
+            (N..=8 * N).contains(&count),
+            "{count} names keyed for {N} SANs"
+        );
+    }
+
     /// x answered N names and its renewal drops the first: each name x
     /// had was looked for in x's new list (N x N names keyed). Linear
     /// work keys each a bounded number of times; quadratic work keys
@@ -301,11 +317,7 @@ mod tests {
     #[test]
     fn a_renewal_dropping_a_name_keys_each_san_a_bounded_number_of_times() {
         let l = listener();
-        let policies: Vec<&ClientAuthConfig> = l
-            .certs
-            .iter()
-            .map(|c| c.client_auth.as_ref().unwrap())
-            .collect();
+        let policies = policies(&l);
         let had = sans(N);
         // y's `*.test` would take the dropped name.
         let mut names = vec![had[1..].to_vec(), vec!["*.test".to_owned()]];
@@ -326,12 +338,7 @@ mod tests {
         assert_eq!(moved, [true, false]);
         assert_eq!(names[0].len(), N);
         assert!(names[0].contains(&"n0.test".to_owned()));
-        // At least each SAN once: a count of 0 means the work went
-        // uncounted, not that it was linear.
-        assert!(
-            (N..=8 * N).contains(&count),
-            "{count} names keyed for {N} SANs"
-        );
+        assert_linear(count);
     }
 
     /// y's renewal adds N names x answered before through a wildcard:
@@ -340,11 +347,7 @@ mod tests {
     #[test]
     fn a_renewal_adding_names_keys_each_san_a_bounded_number_of_times() {
         let l = listener();
-        let policies: Vec<&ClientAuthConfig> = l
-            .certs
-            .iter()
-            .map(|c| c.client_auth.as_ref().unwrap())
-            .collect();
+        let policies = policies(&l);
         let mut names = vec![vec!["*.test".to_owned()], sans(N)];
         let mut moved = vec![false; 2];
         let count = keyed(|| {
@@ -353,11 +356,6 @@ mod tests {
         });
         assert_eq!(moved, [false, true]);
         assert!(names[1].is_empty(), "{:?}", &names[1][..3]);
-        // At least each SAN once: a count of 0 means the work went
-        // uncounted, not that it was linear.
-        assert!(
-            (N..=8 * N).contains(&count),
-            "{count} names keyed for {N} SANs"
-        );
+        assert_linear(count);
     }
 }
