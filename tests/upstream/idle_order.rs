@@ -3,6 +3,10 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::client::conn::http1::SendRequest;
+
 use crate::common::*;
 use crate::support::*;
 
@@ -77,6 +81,39 @@ async fn held_backend(pair: &TestPair) -> Held {
     held
 }
 
+/// Each client sends its path at once; once all are held at `b` they are
+/// released in order, each response's body (the proxy's port on its
+/// upstream connection) read and a next request on the same client
+/// answered (the proxy's own 404, answered only once the last response's
+/// body is let go, its connection with it) before the next is released:
+/// each connection is handed back before the next. The ports, in order.
+async fn handed_back_in_order(
+    b: &Held,
+    clients: &mut [SendRequest<Full<Bytes>>],
+    paths: &[&str],
+) -> Vec<String> {
+    let mut answers = Vec::new();
+    for (client, path) in clients.iter_mut().zip(paths) {
+        answers.push(client.send_request(h1_request("GET", path, "")));
+    }
+    let mut holding = b.holding.clone();
+    tokio::time::timeout(WAIT, holding.wait_for(|h| *h == paths.len()))
+        .await
+        .expect("every request at the backend")
+        .unwrap();
+    let mut ports = Vec::new();
+    for (n, (client, answer)) in clients.iter_mut().zip(answers).enumerate() {
+        b.release.send(n + 1).unwrap();
+        let resp = tokio::time::timeout(WAIT, answer).await.unwrap().unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = http_body_util::BodyExt::collect(resp.into_body()).await;
+        ports.push(String::from_utf8(body.unwrap().to_bytes().to_vec()).unwrap());
+        let (status, _) = exchange(client, h1_request("GET", "/elsewhere", "")).await;
+        assert_eq!(status, 404);
+    }
+    ports
+}
+
 /// SPEC (Upstream connection pool): a pool holding
 /// `max_idle_connections` idle connections keeps the one handed back
 /// (the most recently used, the least likely closed by the backend) and
@@ -100,28 +137,7 @@ async fn a_full_pool_closes_its_least_recently_used_connection() {
         clients.push(h1_sender(&w, addr).await);
     }
     // Three requests at once: three upstream connections.
-    let mut answers = Vec::new();
-    for (n, client) in clients.iter_mut().enumerate() {
-        answers.push(client.send_request(h1_request("GET", &format!("/hold/{n}"), "")));
-    }
-    let mut holding = b.holding.clone();
-    tokio::time::timeout(WAIT, holding.wait_for(|h| *h == 3))
-        .await
-        .expect("three requests at the backend")
-        .unwrap();
-    // Handed back in order: each is pooled before the next is released.
-    let mut ports = Vec::new();
-    for (n, (client, answer)) in clients.iter_mut().zip(answers).enumerate() {
-        b.release.send(n + 1).unwrap();
-        let resp = tokio::time::timeout(WAIT, answer).await.unwrap().unwrap();
-        assert_eq!(resp.status(), 200);
-        let body = http_body_util::BodyExt::collect(resp.into_body()).await;
-        ports.push(String::from_utf8(body.unwrap().to_bytes().to_vec()).unwrap());
-        // The next request on the same client connection is answered only
-        // once the last response's body is let go, its connection with it.
-        let (status, _) = exchange(client, h1_request("GET", "/elsewhere", "")).await;
-        assert_eq!(status, 404);
-    }
+    let ports = handed_back_in_order(&b, &mut clients, &["/hold/0", "/hold/1", "/hold/2"]).await;
     let port = |s: &str| s.parse::<u16>().unwrap();
     wait_until(WAIT, "an idle connection closed", || async {
         !b.closed.lock().unwrap().is_empty()
@@ -154,30 +170,9 @@ async fn a_connection_closed_with_its_response_never_takes_a_live_ones_place() {
     let mut p = Proxy::start(&w.scene.public_config(routes, &upstream));
     let addr = p.listener_addr("public").await;
     let mut clients = [h1_sender(&w, addr).await, h1_sender(&w, addr).await];
-    // Two requests at once: two upstream connections.
-    let paths = ["/hold/0", "/hold/1/close"];
-    let mut answers = Vec::new();
-    for (client, path) in clients.iter_mut().zip(paths) {
-        answers.push(client.send_request(h1_request("GET", path, "")));
-    }
-    let mut holding = b.holding.clone();
-    tokio::time::timeout(WAIT, holding.wait_for(|h| *h == 2))
-        .await
-        .expect("two requests at the backend")
-        .unwrap();
-    // Handed back in order, the kept-alive one first.
-    let mut ports = Vec::new();
-    for (n, (client, answer)) in clients.iter_mut().zip(answers).enumerate() {
-        b.release.send(n + 1).unwrap();
-        let resp = tokio::time::timeout(WAIT, answer).await.unwrap().unwrap();
-        assert_eq!(resp.status(), 200);
-        let body = http_body_util::BodyExt::collect(resp.into_body()).await;
-        ports.push(String::from_utf8(body.unwrap().to_bytes().to_vec()).unwrap());
-        // Answered once the last response's body, and its connection with
-        // it, is let go.
-        let (status, _) = exchange(client, h1_request("GET", "/elsewhere", "")).await;
-        assert_eq!(status, 404);
-    }
+    // Two requests at once: two upstream connections, handed back in
+    // order, the kept-alive one first.
+    let ports = handed_back_in_order(&b, &mut clients, &["/hold/0", "/hold/1/close"]).await;
     let (status, body) = exchange(&mut clients[0], h1_request("GET", "/hold/0", "")).await;
     assert_eq!(status, 200);
     assert_eq!(
