@@ -54,27 +54,16 @@ pub(super) fn keep_owners(
             &mut moved,
         );
     }
-    loop {
-        let lists: Vec<&[String]> = names.iter().map(Vec::as_slice).collect();
-        let Some(s) = tls::server::shadowed(&lists, policies) else {
-            break;
-        };
-        let keeper = before
-            .and_then(|r| r.owner(&s.name))
-            .and_then(|had| tls::server::side_of(policies, had, &s));
-        let loser = keeper.map(|k| if k == s.earlier { s.later } else { s.earlier });
-        let (Some(keeper), Some(loser)) = (keeper, loser) else {
-            let entries: Vec<&str> = l.certs.iter().map(|c| c.entry.as_str()).collect();
-            return Err(s.refusal(&entries));
-        };
-        if l.certs[loser].server_names.is_some() {
-            let entries: Vec<&str> = l.certs.iter().map(|c| c.entry.as_str()).collect();
-            return Err(s.refusal(&entries));
-        }
-        names[loser].retain(|n| tls::server::name_key(n) != s.name);
+    let ids: Vec<&str> = l.certs.iter().map(|c| c.entry.as_str()).collect();
+    let had = |name: &str| before.and_then(|r| r.owner(name));
+    // Its server_names are the operator's, not a CA's: never moved.
+    let fixed = |at: usize| l.certs[at].server_names.is_some();
+    let kept = |name: &str, loser: usize, keeper: usize| {
         moved[loser] = true;
-        warn!(target: LOG, listener = %l.name, name = %s.name, entry = %l.certs[loser].entry, kept_by = %l.certs[keeper].entry, "a certificate names a host another entry of the listener answers with a different client_auth; that entry keeps answering it (give the entries server_names: check and a restart refuse this)");
-    }
+        warn!(target: LOG, listener = %l.name, name = %name, entry = %l.certs[loser].entry, kept_by = %l.certs[keeper].entry, "a certificate names a host another entry of the listener answers with a different client_auth; that entry keeps answering it (give the entries server_names: check and a restart refuse this)");
+    };
+    tls::server::settle_shadowed(&mut names, policies, had, fixed, kept)
+        .map_err(|s| s.refusal(&ids))?;
     if let Some(before) = before {
         let answered = |n: &str| {
             before
@@ -356,6 +345,37 @@ mod tests {
         });
         assert_eq!(moved, [false, true]);
         assert!(names[1].is_empty(), "{:?}", &names[1][..3]);
+        assert_linear(count);
+    }
+
+    /// y's renewal names the N SANs x answered before: each stays x's,
+    /// and each was settled in a pass of its own, every list keyed again
+    /// (N conflicts x 2N names).
+    #[test]
+    fn a_renewal_naming_another_entrys_names_keys_each_san_a_bounded_number_of_times() {
+        let l = listener();
+        let policies = policies(&l);
+        let had = sans(N);
+        let mut now: Vec<&str> = had.iter().map(String::as_str).collect();
+        let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
+        let x = tls::server::tests::pair(alg, &now);
+        let y_before = tls::server::tests::pair(alg, &["y.test"]);
+        now.push("y.test");
+        let y = tls::server::tests::pair(alg, &now);
+        let served: Vec<_> = [("x", &x), ("y", &y_before)]
+            .map(|(entry, pair)| tls::server::ServedPair {
+                entry,
+                pair,
+                server_names: None,
+            })
+            .into();
+        let before = SniResolver::new(&served).unwrap();
+        let mut kept = Vec::new();
+        let count = keyed(|| {
+            let entries = BTreeMap::new();
+            kept = keep_owners(&l, &policies, &[&x, &y], &entries, Some(&before)).unwrap();
+        });
+        assert_eq!(kept, [None, Some(vec!["y.test".to_owned()])]);
         assert_linear(count);
     }
 }

@@ -1,7 +1,7 @@
 //! Listener `ServerConfig`: SNI resolution over several pairs, the five client-auth modes.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -127,6 +127,85 @@ pub fn side_of<P: PartialEq>(policies: &[&P], had: usize, s: &Shadowed) -> Optio
     [s.earlier, s.later]
         .into_iter()
         .find(|&i| policies[i] == *policy)
+}
+
+/// Settles every name entries of different client_auth list in `lists`
+/// (as [`shadowed`] finds them, `policies[i]` being entry `i`'s) for the
+/// side of the entry that had it before (`had(name)`, [`side_of`]): the
+/// other side's entries stop listing it, each reported to `kept(name,
+/// entry, kept_by)` in [`shadowed`]'s order, as settling the first
+/// conflict and looking again would. A conflict whose name nobody had,
+/// whose previous owner's client_auth is on neither side, or whose losing
+/// entry is `fixed` (its names are the operator's) is returned, the
+/// first in that order. One pass over a map of each name's listers and
+/// one `retain` per list: settling one conflict per pass over every list
+/// was quadratic in a renewal's SANs.
+pub fn settle_shadowed<P: PartialEq>(
+    lists: &mut [Vec<String>],
+    policies: &[&P],
+    had: impl Fn(&str) -> Option<usize>,
+    fixed: impl Fn(usize) -> bool,
+    mut kept: impl FnMut(&str, usize, usize),
+) -> Result<(), Shadowed> {
+    // Per name, the entries scanned so far that still list it: one
+    // client_auth, the first answering it.
+    let mut listers: HashMap<String, Vec<usize>> = HashMap::new();
+    // Per entry, the names it no longer lists.
+    let mut taken: Vec<HashSet<String>> = vec![HashSet::new(); lists.len()];
+    for (later, list) in lists.iter().enumerate() {
+        for name in list {
+            let name = name_key(name);
+            if taken[later].contains(&name) {
+                continue;
+            }
+            let by = listers.entry(name.clone()).or_default();
+            let earlier = *by.first().unwrap_or(&later);
+            if policies[earlier] == policies[later] {
+                if by.last() != Some(&later) {
+                    by.push(later);
+                }
+                continue;
+            }
+            let s = Shadowed {
+                name,
+                earlier,
+                later,
+            };
+            let Some(keeper) = had(&s.name).and_then(|had| side_of(policies, had, &s)) else {
+                return Err(s);
+            };
+            if keeper == earlier {
+                if fixed(later) {
+                    return Err(s);
+                }
+                kept(&s.name, later, earlier);
+                taken[later].insert(s.name);
+                continue;
+            }
+            // `later` has the previous owner's client_auth: each entry
+            // listing the name before it (all with `earlier`'s) loses it
+            // in turn, as each would be found next.
+            for &loser in by.iter() {
+                if fixed(loser) {
+                    let name = s.name;
+                    return Err(Shadowed {
+                        name,
+                        earlier: loser,
+                        later,
+                    });
+                }
+                kept(&s.name, loser, later);
+                taken[loser].insert(s.name.clone());
+            }
+            *by = vec![later];
+        }
+    }
+    for (list, taken) in lists.iter_mut().zip(&taken) {
+        if !taken.is_empty() {
+            list.retain(|n| !taken.contains(&name_key(n)));
+        }
+    }
+    Ok(())
 }
 
 /// A name as [`shadowed`] compares it: lowercase, no trailing dot.
@@ -707,4 +786,4 @@ pub fn refused_client_cert(reason: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -44,7 +44,7 @@ fn the_answerer_of_a_name_is_the_resolvers_pick() {
 
 /// A pair answering `names` with a fresh key of `alg` (rcgen, at
 /// runtime).
-fn pair(alg: &'static rcgen::SignatureAlgorithm, names: &[&str]) -> Pair {
+pub(crate) fn pair(alg: &'static rcgen::SignatureAlgorithm, names: &[&str]) -> Pair {
     let key = rcgen::KeyPair::generate_for(alg).unwrap();
     let cert = rcgen::CertificateParams::new(Vec::<String>::new())
         .unwrap()
@@ -168,4 +168,139 @@ fn unusable_crl_is_crl_invalid() {
         handshake_failure(&io(rustls::Error::HandshakeNotComplete)),
         "protocol"
     );
+}
+
+/// Names kept by [`settle_shadowed`] or the loop it replaced: (name,
+/// entry, kept_by).
+type Kept = Vec<(String, usize, usize)>;
+
+/// The loop [`settle_shadowed`] replaced: settle [`shadowed`]'s first
+/// conflict, then look again over every list.
+fn one_at_a_time(
+    lists: &mut [Vec<String>],
+    policies: &[&u8],
+    had: impl Fn(&str) -> Option<usize>,
+    fixed: impl Fn(usize) -> bool,
+    kept: &mut Kept,
+) -> Result<(), Shadowed> {
+    loop {
+        let view: Vec<&[String]> = lists.iter().map(Vec::as_slice).collect();
+        let Some(s) = shadowed(&view, policies) else {
+            return Ok(());
+        };
+        let Some(keeper) = had(&s.name).and_then(|had| side_of(policies, had, &s)) else {
+            return Err(s);
+        };
+        let loser = if keeper == s.earlier {
+            s.later
+        } else {
+            s.earlier
+        };
+        if fixed(loser) {
+            return Err(s);
+        }
+        lists[loser].retain(|n| name_key(n) != s.name);
+        kept.push((s.name, loser, keeper));
+    }
+}
+
+/// Both ways on one scene: the same lists, names kept in the same order,
+/// the same conflict refused.
+fn settled_alike(lists: &[Vec<String>], policies: &[u8], had: &[(&str, usize)], fixed: &[bool]) {
+    let policies: Vec<&u8> = policies.iter().collect();
+    let had = |name: &str| had.iter().find(|(n, _)| *n == name).map(|&(_, at)| at);
+    let fixed = |at: usize| fixed[at];
+    let (mut old, mut old_kept) = (lists.to_vec(), Kept::new());
+    let old_result = one_at_a_time(&mut old, &policies, had, fixed, &mut old_kept);
+    let (mut new, mut new_kept) = (lists.to_vec(), Kept::new());
+    let kept = |name: &str, entry, kept_by| new_kept.push((name.to_owned(), entry, kept_by));
+    let new_result = settle_shadowed(&mut new, &policies, had, fixed, kept);
+    assert_eq!(new_result, old_result, "{lists:?}");
+    assert_eq!(new_kept, old_kept, "{lists:?}");
+    if new_result.is_ok() {
+        assert_eq!(new, old, "{lists:?}");
+    }
+}
+
+/// Several names in conflict at once, among four entries and three
+/// client_auth: kept by the earlier side, by the later one (every
+/// earlier entry of the other side losing it), and a name listed twice.
+#[test]
+fn settling_every_conflict_in_one_pass_keeps_what_one_at_a_time_kept() {
+    let lists = [
+        names(&["a.test", "b.test", "*.test", "c.test"]),
+        names(&["b.test", "A.test.", "d.test", "c.test"]),
+        names(&["a.test", "b.test", "*.test", "a.test", "d.test"]),
+        names(&["c.test", "d.test", "b.test"]),
+    ];
+    let policies = [0, 0, 1, 2];
+    let had = [("a.test", 2), ("b.test", 1), ("*.test", 0), ("c.test", 0)];
+    // d.test: entry 2 has the owner's (3's) client_auth; 3 keeps none.
+    let had: Vec<_> = had.into_iter().chain([("d.test", 2)]).collect();
+    settled_alike(&lists, &policies, &had, &[false; 4]);
+    let mut settled = lists.to_vec();
+    let policies: Vec<&u8> = policies.iter().collect();
+    let owner = |name: &str| had.iter().find(|(n, _)| *n == name).map(|&(_, at)| at);
+    let mut kept = Kept::new();
+    let keep = |name: &str, entry, kept_by| kept.push((name.to_owned(), entry, kept_by));
+    settle_shadowed(&mut settled, &policies, owner, |_| false, keep).unwrap();
+    let want = [
+        names(&["b.test", "*.test", "c.test"]),
+        names(&["b.test", "c.test"]),
+        names(&["a.test", "a.test", "d.test"]),
+        names(&[]),
+    ];
+    assert_eq!(settled, want);
+    let want = [
+        ("a.test", 0, 2),
+        ("a.test", 1, 2),
+        ("b.test", 2, 0),
+        ("*.test", 2, 0),
+        ("d.test", 1, 2),
+        ("c.test", 3, 0),
+        ("d.test", 3, 2),
+        ("b.test", 3, 0),
+    ];
+    let want: Kept = (want.iter())
+        .map(|&(n, e, k)| (n.to_owned(), e, k))
+        .collect();
+    assert_eq!(kept, want);
+    // A loser whose names are the operator's refuses the first such conflict.
+    settled_alike(&lists, &[0, 0, 1, 2], &had, &[false, true, false, false]);
+    settled_alike(&lists, &[0, 0, 1, 2], &had, &[false, false, true, false]);
+    // A name nobody had.
+    settled_alike(&lists, &[0, 0, 1, 2], &had[1..], &[false; 4]);
+}
+
+/// [`settle_shadowed`] against [`one_at_a_time`] on random scenes.
+mod one_pass {
+    use super::settled_alike;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Random scenes of up to five entries, three client_auth, names
+        /// spelt several ways, previous owners (some out of range) and
+        /// entries with server_names.
+        #[test]
+        fn settling_in_one_pass_is_settling_one_at_a_time(
+            scene in (1..=5usize).prop_flat_map(|n| (
+                vec(vec(0..8usize, 0..7), n),
+                vec(0..3u8, n),
+                vec(proptest::option::of(0..6usize), 5),
+                vec(proptest::bool::weighted(0.15), n),
+            )),
+        ) {
+            let pool = ["a.test", "A.test", "a.test.", "b.test", "*.test", "c.test", "d.test", "B.TEST"];
+            let (lists, policies, owners, fixed) = scene;
+            let lists: Vec<Vec<String>> = (lists.iter())
+                .map(|l| l.iter().map(|&i| pool[i].to_owned()).collect())
+                .collect();
+            let keys = ["a.test", "b.test", "*.test", "c.test", "d.test"];
+            let had: Vec<(&str, usize)> = (keys.iter().zip(&owners))
+                .filter_map(|(&k, at)| Some((k, (*at)?)))
+                .collect();
+            settled_alike(&lists, &policies, &had, &fixed);
+        }
+    }
 }
