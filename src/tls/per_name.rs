@@ -16,7 +16,7 @@ use std::sync::Arc;
 use rustls::ServerConfig;
 
 use crate::config::{ClientAuthMode, ListenerCert};
-use crate::tls::server::{ServedPair, SniResolver, name_key, shadowed};
+use crate::tls::server::{ServedPair, SniResolver, settle_shadowed};
 
 /// A listener's per-entry TLS configs.
 pub struct PerName {
@@ -221,8 +221,9 @@ pub struct KeptLeftOut {
 /// `require_and_verify` one let its clients reach that host without a
 /// certificate; given to none, the strict entry's own verified clients
 /// got 421. Entries with different `client_auth` listing one such name
-/// are refused as SNI names two entries answer so are ([`shadowed`]),
-/// naming both entries and the name — unless the entries in force
+/// are refused as SNI names two entries answer so are
+/// ([`crate::tls::server::shadowed`]), naming both entries and the name
+/// (the first such conflict, [`settle_shadowed`]) — unless the entries in force
 /// (`before`, in a rotation) gave it to one of the two and the other
 /// lists it by its certificate: a CA's renewal, which does not choose
 /// whose a host is. The name then stays with the side that has its
@@ -242,32 +243,19 @@ pub fn owners_of_left_out<P: PartialEq>(
 ) -> Result<(HashMap<String, usize>, Vec<KeptLeftOut>), String> {
     let names: Vec<&str> = certs.iter().map(|c| c.entry.as_str()).collect();
     let mut kept = Vec::new();
-    loop {
-        let lists: Vec<&[String]> = listed.iter().map(Vec::as_slice).collect();
-        let Some(s) = shadowed(&lists, policies) else {
-            break;
-        };
-        let had = before.and_then(|b| b.left_out.get(&s.name).copied());
-        let kept_by = had.and_then(|had| crate::tls::server::side_of(policies, had, &s));
-        let Some(kept_by) = kept_by else {
-            return Err(s.refusal_host_only(&names));
-        };
-        let entry = if kept_by == s.earlier {
-            s.later
-        } else {
-            s.earlier
-        };
-        // Its server_names are the operator's, not a CA's: never moved.
-        if certs[entry].server_names.is_some() {
-            return Err(s.refusal_host_only(&names));
-        }
-        listed[entry].retain(|n| name_key(n) != s.name);
+    let had = |name: &str| before.and_then(|b| b.left_out.get(name).copied());
+    // Its server_names are the operator's, not a CA's: never moved.
+    let fixed = |at: usize| certs[at].server_names.is_some();
+    let keep = |name: &str, entry, kept_by| {
+        let name = name.to_owned();
         kept.push(KeptLeftOut {
-            name: s.name,
+            name,
             entry,
             kept_by,
         });
-    }
+    };
+    settle_shadowed(&mut listed, policies, had, fixed, keep)
+        .map_err(|s| s.refusal_host_only(&names))?;
     resolved(&mut listed)?;
     let mut owners = HashMap::new();
     for (at, list) in listed.into_iter().enumerate() {
@@ -308,5 +296,50 @@ fn strip_port(host: &str) -> &str {
     match host.rsplit_once(':') {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Work in a certificate's names SNI cannot carry, counted by
+    //! [`crate::tls::server::name_key`]: a renewal another entry's names are kept from is
+    //! linear in them, not quadratic.
+
+    use super::*;
+
+    /// How many such names the renewed certificate has.
+    const N: usize = 2_000;
+
+    /// y's renewal lists the N names SNI cannot carry that x (another
+    /// client_auth) had: each stays x's, and each was settled in a pass
+    /// of its own, every list keyed again (N conflicts x 2N names).
+    #[test]
+    fn a_renewal_listing_another_entrys_names_keys_each_a_bounded_number_of_times() {
+        let cert = |entry: &str| ListenerCert {
+            entry: entry.to_owned(),
+            server_names: None,
+            left_out: Vec::new(),
+            client_auth: None,
+        };
+        let certs = [cert("x"), cert("y")];
+        let had: Vec<String> = (0..N).map(|i| format!("n{i}.123")).collect();
+        let before = Entries {
+            resolver: Arc::new(SniResolver::none()),
+            policy: vec![0, 1],
+            left_out: had.iter().map(|n| (n.clone(), 0)).collect(),
+        };
+        let (policies, listed) = ([&"request", &"none"], vec![had.clone(), had.clone()]);
+        let counter = &crate::tls::server::NAME_KEYED;
+        counter.with(|k| k.set(0));
+        let (owners, kept) =
+            owners_of_left_out(&certs, listed, &policies, Some(&before), |_| Ok(())).unwrap();
+        let count = counter.with(|k| k.get());
+        assert_eq!(owners, before.left_out);
+        assert_eq!(kept.len(), N);
+        assert!(kept.iter().all(|k| (k.entry, k.kept_by) == (1, 0)));
+        assert!(
+            (N..=8 * N).contains(&count),
+            "{count} names keyed for {N} names"
+        );
     }
 }
