@@ -133,17 +133,25 @@ fn choose(
     }
 }
 
+/// What a certificate the weak-CA note names as issued by the CA says
+/// when nothing but its issuer's name tells so.
+const NAME_ONLY: &str = "told by its issuer name alone: no key identifiers to compare and no signature check with this key";
+
 /// A note for each certificate of `roots` whose key rustls verifies no
 /// signature by (RSA 1024 or 16384 bits, DSA, secp256k1, Ed448): it loads
 /// as an anchor, and every client or upstream certificate it issued is
 /// refused in the handshake as `unknown_ca` or `bad_client_cert`, which
 /// names neither the CA nor its file. Not refused: nginx and OpenSSL
 /// verify with such keys, and a bundle may hold it beside CAs that work.
-/// The certificates of the bundle it issued (named as their issuer) that
-/// are CAs or have no basicConstraints (v1), with keys rustls verifies by,
-/// are anchors themselves: webpki ends a path at one without this key, so
-/// what they issue is accepted, and the note names them rather than say
-/// every certificate under the CA is refused.
+/// The certificates of the bundle it issued that are CAs or have no
+/// basicConstraints (v1), with keys rustls verifies by, are anchors
+/// themselves: webpki ends a path at one without this key, so what they
+/// issue is accepted, and the note names them rather than say every
+/// certificate under the CA is refused. Issued by it is told by key
+/// ([`der::issued_by`](super::der::issued_by)), not by the issuer's name
+/// alone: a CA re-keyed under its name (the weak key's certificate kept
+/// beside the new one's) did not issue what the new key signed. Where
+/// only the name tells, the note says so of that certificate.
 fn unverifiable_keys(origin: &str, roots: &[CertificateDer<'_>], certs: &[CertInfo]) -> Vec<Note> {
     use x509_parser::prelude::{FromDer, X509Certificate};
     let parsed: Vec<Option<X509Certificate<'_>>> = (roots.iter())
@@ -157,22 +165,29 @@ fn unverifiable_keys(origin: &str, roots: &[CertificateDer<'_>], certs: &[CertIn
         let Some(key) = super::der::unverifiable_key(cert.public_key().raw) else {
             continue;
         };
-        let name = cert.subject().as_raw();
         // Those webpki ends a path at without this key: issued by it, a
         // CA or a certificate without basicConstraints (X.509 v1, which
         // `openssl x509 -req` writes without -extfile), and with a key
         // rustls verifies by (a weak intermediate has its own note: what
-        // it issues is refused).
-        let issued_here = (parsed.iter().zip(certs).enumerate())
-            .filter(|(_, (c, i))| {
-                c.as_ref().is_some_and(|c| {
-                    c.issuer().as_raw() == name
-                        && c.subject().as_raw() != name
-                        && (i.is_ca || matches!(c.basic_constraints(), Ok(None)))
-                        && super::der::unverifiable_key(c.public_key().raw).is_none()
-                })
+        // it issues is refused; the weak CA itself is one).
+        let issued_here = (parsed.iter().zip(roots).zip(certs).enumerate())
+            .filter_map(|(at, ((c, der), i))| {
+                let c = c.as_ref()?;
+                let anchor = (i.is_ca || matches!(c.basic_constraints(), Ok(None)))
+                    && super::der::unverifiable_key(c.public_key().raw).is_none();
+                if !anchor {
+                    return None;
+                }
+                let named = format!("certificate {} ({})", at + 1, i.subject);
+                match super::der::issued_by(c, der, cert) {
+                    Some(issued) => issued.then_some(named),
+                    // Told by name alone, a certificate of the CA's own
+                    // name is taken for one it did not issue (the same
+                    // CA's new key, self-signed).
+                    None => (c.subject().as_raw() != cert.subject().as_raw())
+                        .then(|| format!("{named} ({NAME_ONLY})")),
+                }
             })
-            .map(|(at, (_, i))| format!("certificate {} ({})", at + 1, i.subject))
             .collect();
         notes.push(Note::UnverifiableCaKey {
             file: origin.to_owned(),
@@ -334,15 +349,58 @@ mod tests {
         assert!(status.success(), "openssl {args:?}");
     }
 
+    /// The `-newkey` arguments of `openssl req` for `key`: `rsa:1024`,
+    /// `ec` (P-256) or `ec:CURVE`.
+    fn newkey(key: &str) -> Vec<String> {
+        let mut args = vec!["-newkey".to_owned()];
+        match key.strip_prefix("ec") {
+            Some(curve) => {
+                let curve = curve.strip_prefix(':').unwrap_or("P-256");
+                args.extend(["ec".into(), "-pkeyopt".into()]);
+                args.push(format!("ec_paramgen_curve:{curve}"));
+            }
+            None => args.push(key.to_owned()),
+        }
+        args
+    }
+
+    /// A self-signed CA of a new `key` ([`newkey`]) named `cn`, as
+    /// `openssl req -x509` writes it (key identifiers included), written
+    /// as `FILE.crt` and `FILE.key`.
+    fn root(dir: &std::path::Path, key: &str, cn: &str, file: &str) {
+        let (subj, keyout, out) = (
+            format!("/CN={cn}"),
+            format!("{file}.key"),
+            format!("{file}.crt"),
+        );
+        let mut args: Vec<&str> = vec!["req", "-x509", "-nodes", "-days", "30"];
+        let key = newkey(key);
+        args.extend(key.iter().map(String::as_str));
+        args.extend(["-subj", &subj, "-keyout", &keyout, "-out", &out]);
+        openssl(dir, &args);
+    }
+
     /// A certificate for a new `key` (`rsa:1024`, `ec`) named `cn`, issued
     /// by `weak` (its files `weak.crt` and `weak.key` in `dir`) with the
     /// extensions `ext` (none: an X.509 v1 certificate, as `openssl x509
     /// -req` writes without `-extfile`); written as `CN.crt`.
     fn issued(dir: &std::path::Path, key: &str, cn: &str, ext: Option<&str>) {
-        let mut req = vec!["req", "-new", "-newkey", key, "-nodes"];
-        if key == "ec" {
-            req.extend(["-pkeyopt", "ec_paramgen_curve:P-256"]);
-        }
+        signed(dir, "weak", "-sha256", key, cn, ext);
+    }
+
+    /// [`issued`] by the CA of the files `by.crt` and `by.key`, with the
+    /// digest `digest` (`-sha256`, `-sha1`).
+    fn signed(
+        dir: &std::path::Path,
+        by: &str,
+        digest: &str,
+        key: &str,
+        cn: &str,
+        ext: Option<&str>,
+    ) {
+        let mut req: Vec<&str> = vec!["req", "-new", "-nodes"];
+        let key = newkey(key);
+        req.extend(key.iter().map(String::as_str));
         let subj = format!("/CN={cn}");
         let (keyout, csr, crt) = (
             format!("{cn}.key"),
@@ -351,9 +409,10 @@ mod tests {
         );
         req.extend(["-subj", &subj, "-keyout", &keyout, "-out", &csr]);
         openssl(dir, &req);
+        let (ca, ca_key) = (format!("{by}.crt"), format!("{by}.key"));
         let mut x509 = vec![
-            "x509", "-req", "-in", &csr, "-CA", "weak.crt", "-CAkey", "weak.key", "-days", "30",
-            "-sha256", "-out", &crt,
+            "x509", "-req", "-in", &csr, "-CA", &ca, "-CAkey", &ca_key, "-days", "30", digest,
+            "-out", &crt,
         ];
         if let Some(ext) = ext {
             std::fs::write(dir.join(format!("{cn}.ext")), ext).unwrap();
@@ -363,6 +422,86 @@ mod tests {
             x509.extend(["-extfile", &extfile]);
         }
         openssl(dir, &x509);
+    }
+
+    /// What [`unverifiable_keys`] says of the PEM files `names` (`CN.crt`
+    /// in `dir`), in order: each note's position and `issued_here`.
+    fn named_in(dir: &std::path::Path, names: &[&str]) -> Vec<(usize, Vec<String>)> {
+        let pem: String = (names.iter())
+            .map(|cn| std::fs::read_to_string(dir.join(format!("{cn}.crt"))).unwrap())
+            .collect();
+        let (roots, certs) = certificates("ca.pem", pem.as_bytes()).unwrap();
+        unverifiable_keys("ca.pem", &roots, &certs)
+            .into_iter()
+            .map(|n| match n {
+                Note::UnverifiableCaKey {
+                    position,
+                    issued_here,
+                    ..
+                } => (position, issued_here),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    /// A CA re-keyed under its name, the weak RSA-1024 `CN=root` kept
+    /// beside its P-256 successor `CN=root`: the weak one's note names the
+    /// CAs its key issued, told by key identifier or, without one, by its
+    /// signature (SHA-256 or SHA-1), and not those the new key issued,
+    /// whose issuer bears the same name. Where neither tells (a secp256k1
+    /// CA, whose signatures are not checked here, and no key identifiers)
+    /// the name does, and the note says so. A CA of the root's own name
+    /// its old key signed (a key roll's link certificate) is one it
+    /// issued. Before: matched by the name alone, the new key's CAs were
+    /// named (certificates 4 and 7), the link left out as the root's own
+    /// name, and the secp256k1 CA's named without a word.
+    #[test]
+    fn a_weak_ca_names_what_its_key_issued_not_its_successor_s() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        root(dir, "rsa:1024", "root", "weak");
+        root(dir, "ec", "root", "new");
+        root(dir, "ec:secp256k1", "k1", "k1");
+        let ca = "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n";
+        let no_ids = format!("{ca}subjectKeyIdentifier=none\nauthorityKeyIdentifier=none\n");
+        signed(dir, "weak", "-sha256", "ec", "old-kid", Some(ca));
+        signed(dir, "new", "-sha256", "ec", "new-kid", Some(ca));
+        signed(dir, "weak", "-sha256", "ec", "old-sig", Some(&no_ids));
+        signed(dir, "weak", "-sha1", "ec", "old-sha1", Some(&no_ids));
+        signed(dir, "new", "-sha256", "ec", "new-sig", Some(&no_ids));
+        signed(dir, "k1", "-sha256", "ec", "k1-mid", Some(&no_ids));
+        // The old key's link to a new one: issued by it under its own name.
+        signed(dir, "weak", "-sha256", "ec", "root", Some(ca));
+        let named = named_in(
+            dir,
+            &[
+                "weak", "new", "old-kid", "new-kid", "old-sig", "old-sha1", "new-sig", "k1",
+                "k1-mid", "root",
+            ],
+        );
+        let cert = |n: usize, cn: &str| format!("certificate {n} (CN={cn})");
+        assert_eq!(
+            named,
+            [
+                (
+                    1,
+                    vec![
+                        cert(3, "old-kid"),
+                        cert(5, "old-sig"),
+                        cert(6, "old-sha1"),
+                        cert(10, "root")
+                    ]
+                ),
+                (
+                    8,
+                    vec![format!(
+                        "{} (told by its issuer name alone: no key identifiers to compare and \
+                         no signature check with this key)",
+                        cert(9, "k1-mid")
+                    )]
+                ),
+            ]
+        );
     }
 
     /// The certificates a weak root's warning names as anchors themselves

@@ -1,4 +1,4 @@
-//! DER read where x509-parser and webpki leave it raw: a signature checked as webpki checks it (a leaf's against its issuer), the TLS Feature extension.
+//! DER read where x509-parser and webpki leave it raw: a signature checked as webpki checks it (a leaf's against its issuer) or by a key it does not take (what a weak CA issued), the TLS Feature extension.
 
 const INTEGER: u8 = 0x02;
 const BIT_STRING: u8 = 0x03;
@@ -119,10 +119,20 @@ pub(crate) fn signed_by(signed: &[u8], spki: &[u8]) -> bool {
     verifies(signed, spki).unwrap_or(false)
 }
 
-/// [`signed_by`], `None` when it cannot tell: DER it does not read,
-/// algorithms rustls does not verify with (a SHA-1 signature), or an RSA
-/// key of a size it does not take (1024 or 16384 bits).
-fn verifies(signed: &[u8], spki: &[u8]) -> Option<bool> {
+/// The parts a signature check reads: of the signed DER, the signed part,
+/// its signature algorithm (the AlgorithmIdentifier's contents) and the
+/// signature; of the SubjectPublicKeyInfo, the key's algorithm and the key.
+struct Parts<'a> {
+    tbs: &'a [u8],
+    signature_alg: &'a [u8],
+    signature: &'a [u8],
+    key_alg: &'a [u8],
+    key: &'a [u8],
+}
+
+/// The [`Parts`] of `signed` (a certificate or a CRL) and `spki`; `None`
+/// for DER this does not read.
+fn parts<'a>(signed: &'a [u8], spki: &'a [u8]) -> Option<Parts<'a>> {
     let (SEQUENCE, body, _, []) = element(signed)? else {
         return None;
     };
@@ -145,6 +155,26 @@ fn verifies(signed: &[u8], spki: &[u8]) -> Option<bool> {
         return None;
     };
     let (signature, key) = (whole_bytes(signature)?, whole_bytes(key)?);
+    Some(Parts {
+        tbs,
+        signature_alg,
+        signature,
+        key_alg,
+        key,
+    })
+}
+
+/// [`signed_by`], `None` when it cannot tell: DER it does not read,
+/// algorithms rustls does not verify with (a SHA-1 signature), or an RSA
+/// key of a size it does not take (1024 or 16384 bits).
+fn verifies(signed: &[u8], spki: &[u8]) -> Option<bool> {
+    let Parts {
+        tbs,
+        signature_alg,
+        signature,
+        key_alg,
+        key,
+    } = parts(signed, spki)?;
     // rustls verifies with RSA keys of 2048 to 8192 bits alone (webpki's
     // RSA_*_2048_8192_* and RSA_PKCS1_3072_8192_SHA384, matched on the
     // same identifiers): another size is refused whatever the signature.
@@ -162,6 +192,83 @@ fn verifies(signed: &[u8], spki: &[u8]) -> Option<bool> {
         })
         .map(|a| a.verify_signature(key, tbs, signature).is_ok())
         .reduce(|a, b| a || b)
+}
+
+/// The PKCS#1 v1.5 RSA signature algorithms (sha1-, sha256- and
+/// sha512WithRSAEncryption) and aws-lc-rs's verification of each with a
+/// key of 1024 to 8192 bits, which rustls does not do under 2048.
+const LEGACY_RSA: [(&[u8], &aws_lc_rs::signature::RsaParameters); 3] = {
+    use aws_lc_rs::signature as sig;
+    [
+        (
+            &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x05],
+            &sig::RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY,
+        ),
+        (
+            &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b],
+            &sig::RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY,
+        ),
+        (
+            &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d],
+            &sig::RSA_PKCS1_1024_8192_SHA512_FOR_LEGACY_USE_ONLY,
+        ),
+    ]
+};
+
+/// The arc of PKCS #1 (1.2.840.113549.1.1): RSA keys (rsaEncryption,
+/// RSASSA-PSS) and RSA signature algorithms, and nothing else.
+const PKCS1: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
+
+/// [`verifies`], and also by an RSA key of 1024 to 2047 bits with
+/// [`LEGACY_RSA`]: whether a CA whose key rustls verifies nothing by
+/// signed `signed`, which no handshake checks but a warning about that CA
+/// names. A signature of another family than the key's (ECDSA by an RSA
+/// key) is not its. `None` when none of that tells (DSA, Ed448,
+/// secp256k1, an RSA key under 1024 bits or over 8192, RSA with SHA-384).
+fn verifies_any(signed: &[u8], spki: &[u8]) -> Option<bool> {
+    if let Some(verdict) = verifies(signed, spki) {
+        return Some(verdict);
+    }
+    let p = parts(signed, spki)?;
+    let (OID, key_oid, _, _) = element(p.key_alg)? else {
+        return None;
+    };
+    let (OID, oid, _, params) = element(p.signature_alg)? else {
+        return None;
+    };
+    if key_oid.starts_with(PKCS1) != oid.starts_with(PKCS1) {
+        return Some(false);
+    }
+    if !p.key_alg.starts_with(RSA_ENCRYPTION)
+        || !(1024..=8192).contains(&rsa_modulus_bits(p.key)?)
+        || !matches!(params, [] | [0x05, 0x00])
+    {
+        return None;
+    }
+    let (_, alg) = LEGACY_RSA.iter().find(|(o, _)| *o == oid)?;
+    let key = aws_lc_rs::signature::UnparsedPublicKey::new(*alg, p.key);
+    Some(key.verify(p.tbs, p.signature).is_ok())
+}
+
+/// Whether `cert` (its DER `der`) was issued by the CA certificate `ca`:
+/// it names `ca`'s subject as its issuer and, told by key rather than by
+/// name (a CA re-keyed under the same name, the old key beside the new),
+/// its authority key identifier is `ca`'s subject key identifier when both
+/// have one, else `ca`'s key verifies its signature ([`verifies_any`]).
+/// `None` when only the name tells: no key identifiers to compare, and a
+/// key or algorithm whose signature is not checked here.
+pub(super) fn issued_by(
+    cert: &x509_parser::prelude::X509Certificate<'_>,
+    der: &[u8],
+    ca: &x509_parser::prelude::X509Certificate<'_>,
+) -> Option<bool> {
+    if cert.issuer().as_raw() != ca.subject().as_raw() {
+        return Some(false);
+    }
+    if let ((Some(aki), _), (_, Some(ski))) = (key_ids(cert), key_ids(ca)) {
+        return Some(aki == ski);
+    }
+    verifies_any(der, ca.public_key().raw)
 }
 
 /// Whether the leaf `chain[0]` fails to verify against every issuer the

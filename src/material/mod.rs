@@ -175,7 +175,9 @@ pub enum Note {
     /// `RSA 1024-bit`) rustls verifies no signature by: a trust anchor
     /// under which every certificate is refused in the handshake, but for
     /// those under the CAs of the bundle it issued (`issued_here`:
-    /// `certificate 2 (CN=…)`), anchors themselves, whose paths end there.
+    /// `certificate 2 (CN=…)`), anchors themselves, whose paths end there;
+    /// told by key identifier or signature, and where only the issuer's
+    /// name tells, the entry says so.
     UnverifiableCaKey {
         file: String,
         position: usize,

@@ -259,3 +259,58 @@ fn a_weak_ca_over_an_anchor_of_the_bundle_is_worded_so() {
     );
     assert!(!out.contains("every certificate it issued"), "{out}");
 }
+
+/// A root re-keyed under its name, the old RSA-1024 `CN=root` kept beside
+/// its P-256 successor `CN=root`, and an intermediate the new key issued
+/// (with key identifiers, as `openssl x509 -req` writes them): the
+/// warning named the intermediate as issued by the weak root, whose name
+/// is its issuer's ("the CAs it issued that this bundle holds
+/// (certificate 3 (CN=issuing CA))"), though the old key never signed
+/// it. What issued it is told by key: the warning says every certificate
+/// the weak root issued is refused, and names no CA of the new key.
+#[test]
+fn a_weak_ca_does_not_name_what_its_re_keyed_successor_issued() {
+    let upstream = "certs:\n  - { id: ca, type: ca-bundle, ca_file: ca.pem }\nupstreams:\n  - name: api\n    servers: [https://127.0.0.1:9443]\n    tls: { ca: { ref: ca } }";
+    let (s, cfg) = scene("public", upstream);
+    let openssl = |args: &str| {
+        let status = Command::new("openssl")
+            .current_dir(s.dir.path())
+            .args(args.split(' '))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl on PATH");
+        assert!(status.success(), "openssl {args}");
+    };
+    openssl(
+        "req -x509 -newkey rsa:1024 -nodes -days 30 -subj /CN=root -keyout old.key -out old.crt",
+    );
+    let p256 = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+    openssl(&format!(
+        "req -x509 {p256} -days 30 -subj /CN=root -keyout new.key -out new.crt"
+    ));
+    openssl(&format!(
+        "req -new {p256} -subj /CN=issuing-CA -keyout mid.key -out mid.csr"
+    ));
+    write(
+        &s.path("mid.ext"),
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    );
+    openssl(
+        "x509 -req -in mid.csr -CA new.crt -CAkey new.key -set_serial 2 -days 30 -sha256 \
+         -extfile mid.ext -out mid.crt",
+    );
+    let read = |f: &str| std::fs::read_to_string(s.path(f)).unwrap();
+    let bundle = read("old.crt") + &read("new.crt") + &read("mid.crt");
+    write(&s.path("ca.pem"), &bundle);
+    let out = passes(&cfg, &[]);
+    assert!(
+        out.contains(&format!(
+            "warning: entry ca: {}: certificate 1 (CN=root): RSA 1024-bit key; rustls \
+             verifies no signature by it: every certificate it issued is refused",
+            s.path("ca.pem").display()
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("certificate 3 (CN=issuing-CA)"), "{out}");
+}
