@@ -8,6 +8,7 @@ pub mod per_name;
 pub mod provider;
 pub mod sent;
 pub mod server;
+pub mod session_cache;
 pub mod verifiers;
 
 /// Why a snapshot could not be built from otherwise valid material.

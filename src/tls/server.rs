@@ -7,8 +7,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{
-    ClientHello, NoServerSessionStorage, ProducesTickets, ResolvesServerCert,
-    ServerSessionMemoryCache, StoresServerSessions,
+    ClientHello, NoServerSessionStorage, ProducesTickets, ResolvesServerCert, StoresServerSessions,
 };
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, SignatureScheme};
@@ -17,6 +16,7 @@ use crate::config::{ClientAuthMode, ListenerConfig, TlsVersion};
 use crate::identity::gate::Gate;
 use crate::material::{CaBundle, Pair};
 use crate::tls::TlsError;
+use crate::tls::session_cache::{self, ExpiringSessions};
 use crate::tls::verifiers::client_verifier;
 
 /// One server pair on a listener, with the names it answers.
@@ -605,14 +605,15 @@ impl ResolvesServerCert for SniResolver {
 
 /// A listener's session state: the key its session tickets are sealed
 /// with (TLS 1.3, and TLS 1.2 clients that take tickets) and its session-ID
-/// cache (TLS 1.2 clients that do not). Each listener has its own, as nginx
+/// cache (TLS 1.2 clients that do not), whose sessions expire as tickets
+/// do ([`session_cache`]). Each listener has its own, as nginx
 /// keys tickets per server block: rustls resumes any session its ticketer
 /// opens or its cache holds whose SNI matches, so a session from another
 /// listener serving the same name would resume here, skipping this
 /// listener's certificate and its own policy (`min_version`, ALPN).
 struct Sessions {
     ticketer: Arc<dyn ProducesTickets>,
-    cache: Arc<dyn StoresServerSessions>,
+    cache: Arc<ExpiringSessions>,
 }
 
 /// The [`Sessions`] of listener `name` on `bind`: the ones its configs in
@@ -624,7 +625,7 @@ struct Sessions {
 /// once no config of the listener is left (removed, or no longer without
 /// client auth), its key goes with them.
 fn sessions(name: &str, bind: SocketAddr) -> Result<Sessions, TlsError> {
-    type Held = (Weak<dyn ProducesTickets>, Weak<dyn StoresServerSessions>);
+    type Held = (Weak<dyn ProducesTickets>, Weak<ExpiringSessions>);
     type Listener = (String, SocketAddr);
     static BY_LISTENER: Mutex<BTreeMap<Listener, Held>> = Mutex::new(BTreeMap::new());
     let mut held = BY_LISTENER.lock().unwrap_or_else(|e| e.into_inner());
@@ -637,8 +638,9 @@ fn sessions(name: &str, bind: SocketAddr) -> Result<Sessions, TlsError> {
     held.retain(|_, (t, _)| t.strong_count() > 0);
     let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
         .map_err(|e| TlsError::Build(format!("ticketer: {e}")))?;
-    // rustls's default size for a config's own cache.
-    let cache: Arc<dyn StoresServerSessions> = ServerSessionMemoryCache::new(256);
+    // rustls's default size for a config's own cache; its sessions expire
+    // as the tickets do (rustls's own cache would resume them for days).
+    let cache = Arc::new(ExpiringSessions::new(256, session_cache::LIFETIME));
     held.insert(key, (Arc::downgrade(&ticketer), Arc::downgrade(&cache)));
     Ok(Sessions { ticketer, cache })
 }
@@ -700,7 +702,7 @@ pub fn build(
     if inputs.mode == ClientAuthMode::None {
         let sessions = sessions(&inputs.listener.name, inputs.listener.bind)?;
         config.ticketer = sessions.ticketer;
-        config.session_storage = sessions.cache;
+        config.session_storage = sessions.cache as Arc<dyn StoresServerSessions>;
     } else {
         config.session_storage = Arc::new(NoServerSessionStorage {});
         config.send_tls13_tickets = 0;

@@ -304,3 +304,28 @@ mod one_pass {
         }
     }
 }
+
+/// A listener without client auth keeps its TLS 1.2 session IDs in the
+/// expiring cache its [`sessions`] hold (tested in `tls::session_cache`),
+/// not in one of rustls's, which resumes a session of any age.
+#[test]
+fn session_ids_go_to_the_listeners_expiring_cache() {
+    let yaml = "listeners:\n  - { name: session-ids, bind: 127.0.0.1:0, routes: [], tls: { certs: [{ cert_file: x.crt, key_file: x.key }] } }\n";
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::config::parse(yaml, &dir.path().join("config.yaml")).unwrap();
+    let listener = &config.listeners[0];
+    let inputs = ServerInputs {
+        listener,
+        mode: ClientAuthMode::None,
+        client_ca: None,
+        allow: None,
+        allow_expired_crl: false,
+        client_ca_source: None,
+    };
+    let (built, _) = build(&inputs, Arc::new(SniResolver::none())).unwrap();
+    let held = sessions(&listener.name, listener.bind).unwrap();
+    assert!(std::ptr::addr_eq(
+        Arc::as_ptr(&built.session_storage),
+        Arc::as_ptr(&held.cache)
+    ));
+}

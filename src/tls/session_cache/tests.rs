@@ -1,0 +1,175 @@
+//! Tests of the expiring session-ID cache: by its own clock, and under a rustls TLS 1.2 listener on a real socket.
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::sync::Mutex;
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::client::{Resumption, Tls12Resumption};
+use rustls::{ClientConfig, ClientConnection, HandshakeKind, ServerConfig, ServerConnection};
+
+use super::*;
+
+/// A clock the test moves forward; shared with the cache that reads it.
+#[derive(Clone)]
+struct TestClock(Arc<Mutex<Instant>>);
+
+impl TestClock {
+    fn new() -> Self {
+        TestClock(Arc::new(Mutex::new(Instant::now())))
+    }
+
+    fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> Instant {
+        *self.0.lock().unwrap()
+    }
+}
+
+fn cache(lifetime: Duration) -> (ExpiringSessions<TestClock>, TestClock) {
+    let clock = TestClock::new();
+    (
+        ExpiringSessions::with_clock(8, lifetime, clock.clone()),
+        clock,
+    )
+}
+
+/// rustls's own cache answers a session of any age; this one answers it
+/// until its lifetime has passed since it was put, then answers nothing
+/// and forgets it.
+#[test]
+fn a_session_is_answered_until_its_lifetime_then_removed() {
+    let (c, clock) = cache(LIFETIME);
+    assert!(c.put(b"id".to_vec(), b"secret".to_vec()));
+    assert_eq!(c.get(b"id").as_deref(), Some(&b"secret"[..]));
+    clock.advance(LIFETIME - Duration::from_nanos(1));
+    // Answered again: `get` is how rustls reads a session ID, every time.
+    assert_eq!(c.get(b"id").as_deref(), Some(&b"secret"[..]));
+    assert_eq!(c.get(b"id").as_deref(), Some(&b"secret"[..]));
+    // A session put now is not aged by the older one.
+    assert!(c.put(b"new".to_vec(), b"newer".to_vec()));
+    clock.advance(Duration::from_nanos(1));
+    assert_eq!(c.get(b"id"), None, "a session {LIFETIME:?} old");
+    assert_eq!(c.inner.get(b"id"), None, "its secret is still held");
+    assert_eq!(c.get(b"new").as_deref(), Some(&b"newer"[..]));
+}
+
+/// `take` (rustls's, for TLS 1.3 tickets where there is no ticket key)
+/// answers an aged session as
+/// absent too, and a fresh one once.
+#[test]
+fn take_answers_an_aged_session_as_absent() {
+    let (c, clock) = cache(Duration::from_secs(60));
+    c.put(b"old".to_vec(), b"1".to_vec());
+    clock.advance(Duration::from_secs(30));
+    c.put(b"young".to_vec(), b"2".to_vec());
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(c.take(b"old"), None);
+    assert_eq!(c.take(b"young").as_deref(), Some(&b"2"[..]));
+    assert_eq!(c.take(b"young"), None);
+}
+
+/// The default lifetime is the tickets' (rustls's ticketer: 12 hours),
+/// within RFC 5246 F.1.4's 24.
+#[test]
+fn the_lifetime_is_the_tickets() {
+    let tickets = rustls::crypto::aws_lc_rs::Ticketer::new().unwrap();
+    assert_eq!(LIFETIME, Duration::from_secs(tickets.lifetime().into()));
+}
+
+/// A CA and a `localhost` leaf it issued, made at runtime.
+fn pki() -> (
+    rustls_pki_types::CertificateDer<'static>,
+    rustls_pki_types::CertificateDer<'static>,
+    rustls_pki_types::PrivateKeyDer<'static>,
+) {
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.clone().self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let key = rustls_pki_types::PrivatePkcs8KeyDer::from(leaf_key.serialize_der());
+    (ca_cert.der().clone(), leaf.der().clone(), key.into())
+}
+
+/// Drive `conn`'s handshake over `sock` to its end.
+fn shake<D>(conn: &mut rustls::ConnectionCommon<D>, sock: &mut TcpStream) -> std::io::Result<()> {
+    while conn.is_handshaking() {
+        conn.complete_io(sock)?;
+    }
+    Ok(())
+}
+
+/// A TLS 1.2 listener keeping its session IDs in an expiring cache, on a
+/// real socket: a client offering its session ID alone resumes right
+/// after its full handshake, and after the lifetime has passed gets a
+/// full handshake (rustls's own cache resumed it), after which its new
+/// session resumes.
+#[test]
+fn an_aged_session_id_is_not_resumed_on_a_real_socket() {
+    let (ca, leaf, key) = pki();
+    let clock = TestClock::new();
+    let sessions = Arc::new(ExpiringSessions::with_clock(256, LIFETIME, clock.clone()));
+    let provider = crate::tls::provider::get();
+    let mut server = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf], key)
+        .unwrap();
+    server.session_storage = sessions;
+    let server = Arc::new(server);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let mut client = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.resumption =
+        Resumption::in_memory_sessions(8).tls12_resumption(Tls12Resumption::SessionIdOnly);
+    let client = Arc::new(client);
+
+    const CONNECTIONS: usize = 4;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serving = std::thread::spawn(move || {
+        for sock in listener.incoming().take(CONNECTIONS) {
+            let mut sock = sock.unwrap();
+            let mut conn = ServerConnection::new(server.clone()).unwrap();
+            shake(&mut conn, &mut sock).unwrap();
+            // Until the client's close_notify: the handshake is complete
+            // on both sides before the next connection is made.
+            let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+            let mut rest = Vec::new();
+            tls.read_to_end(&mut rest).unwrap();
+        }
+    });
+    let kind = || {
+        let mut sock = TcpStream::connect(addr).unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut conn = ClientConnection::new(client.clone(), name).unwrap();
+        shake(&mut conn, &mut sock).unwrap();
+        let kind = conn.handshake_kind().unwrap();
+        conn.send_close_notify();
+        while conn.wants_write() {
+            conn.write_tls(&mut sock).unwrap();
+        }
+        kind
+    };
+    assert_eq!(kind(), HandshakeKind::Full);
+    assert_eq!(kind(), HandshakeKind::Resumed, "right after its handshake");
+    clock.advance(LIFETIME);
+    assert_eq!(kind(), HandshakeKind::Full, "a session {LIFETIME:?} old");
+    assert_eq!(kind(), HandshakeKind::Resumed, "the session made then");
+    serving.join().unwrap();
+}
