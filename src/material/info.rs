@@ -5,6 +5,8 @@ use std::fmt::Write;
 use serde::Serialize;
 use x509_parser::prelude::*;
 
+use super::pem::MaterialError;
+
 /// What operators see about a certificate. Never holds key material.
 /// Serialized with RFC 3339 times (`not_before`, `not_after`) next to
 /// their Unix seconds (`*_unix`) for machines.
@@ -106,6 +108,21 @@ impl std::hash::Hash for Taken {
 thread_local! {
     /// How many times two [`Taken`] names were compared on this thread.
     pub(crate) static COMPARED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// [`inspect`] of a certificate read from `origin`. DER under whole PEM
+/// that does not parse is what a writer that does not truncate (`rsync
+/// --inplace`, `dd conv=notrunc`) leaves read half-way over a certificate
+/// of another length (an ECDSA signature a byte longer, a serial): the new
+/// PEM's head on the old one's tail, whole base64 up to the old END line,
+/// a certificate cut short or followed by trailing bytes. So it is
+/// [`MaterialError::Torn`], waited on, not refused at once.
+pub(super) fn certificate(origin: &str, der: &[u8]) -> Result<CertInfo, MaterialError> {
+    inspect(der).map_err(|reason| MaterialError::Torn {
+        origin: origin.into(),
+        what: "invalid certificate",
+        reason,
+    })
 }
 
 /// Parse one DER certificate's metadata.

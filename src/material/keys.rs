@@ -2,6 +2,8 @@
 
 use rustls_pki_types::PrivateKeyDer;
 
+use super::pem::MaterialError;
+
 /// The keys hotproxy signs with (rustls on aws-lc-rs).
 pub const SUPPORTED: &str = "RSA 2048-8192 bits, ECDSA P-256/P-384/P-521 or Ed25519";
 
@@ -15,23 +17,59 @@ pub const SUPPORTED: &str = "RSA 2048-8192 bits, ECDSA P-256/P-384/P-521 or Ed25
 /// (cut short, a byte flipped) is said not to parse, so that neither is
 /// taken for the other.
 pub fn refusal(key: &PrivateKeyDer<'_>, refused: &str) -> String {
+    judged(key, refused).0
+}
+
+/// The error for `key`, read from `origin` and refused by the signing
+/// provider with `refused`, in [`refusal`]'s words. A key whose DER reads
+/// as no kind, or as a kind taken whose values do not hold together, is
+/// what a writer that does not truncate (`rsync --inplace`, `dd
+/// conv=notrunc`) leaves read half-way over a key: cut short or followed
+/// by the old key's tail (another length), the new private key with the
+/// old one's public key (the same). It is [`MaterialError::Torn`], waited
+/// on. A kind or size not supported, or another kind's whole key under
+/// the label, is no writer's step: [`MaterialError::BadKey`], at once.
+pub fn refused(origin: &str, key: &PrivateKeyDer<'_>, refused: &str) -> MaterialError {
+    let (reason, torn) = judged(key, refused);
+    match torn {
+        true => MaterialError::Torn {
+            origin: origin.into(),
+            what: "unusable private key",
+            reason,
+        },
+        false => MaterialError::BadKey {
+            origin: origin.into(),
+            reason,
+        },
+    }
+}
+
+/// [`refusal`], and whether the key is damaged rather than refused for
+/// what it is.
+fn judged(key: &PrivateKeyDer<'_>, refused: &str) -> (String, bool) {
     match describe(key) {
-        Some((what, false)) => format!("{what} keys are not supported; use {SUPPORTED}"),
+        Some((what, false)) => (
+            format!("{what} keys are not supported; use {SUPPORTED}"),
+            false,
+        ),
         // A kind and size the provider takes, refused all the same: its
         // values do not hold together (a flipped byte the DER still reads).
-        Some((what, true)) => {
-            format!("the key could not be parsed ({what}; damaged or inconsistent): {refused}")
-        }
+        Some((what, true)) => (
+            format!("the key could not be parsed ({what}; damaged or inconsistent): {refused}"),
+            true,
+        ),
         None => match labelled(key) {
             // Another kind's whole body, the label changed by hand or
             // written so by a tool: what it is named for is not what it
             // holds.
-            Some((kind, label, body)) if shape(body).is_some_and(|s| s != label) => {
-                format!("its body is not the {kind} key its label ({label}) says: {refused}")
-            }
-            _ => {
-                format!("the key could not be parsed (its DER is damaged or cut short): {refused}")
-            }
+            Some((kind, label, body)) if shape(body).is_some_and(|s| s != label) => (
+                format!("its body is not the {kind} key its label ({label}) says: {refused}"),
+                false,
+            ),
+            _ => (
+                format!("the key could not be parsed (its DER is damaged or cut short): {refused}"),
+                true,
+            ),
         },
     }
 }

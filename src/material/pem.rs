@@ -73,6 +73,14 @@ pub enum MaterialError {
         "{origin}: the certificate's signature does not verify against its issuer in the file (written over in place half-way?)"
     )]
     BadSignature { origin: String },
+    /// DER of a certificate or key that does not parse, said as `BadCertificate` or
+    /// `BadKey` (`what`): a file written over in place read half-way (SPEC §3), waited on.
+    #[error("{origin}: {what}: {reason}")]
+    Torn {
+        origin: String,
+        what: &'static str,
+        reason: String,
+    },
     #[error("{key}: private key does not match the certificate in {cert}")]
     KeyMismatch { cert: String, key: String },
     /// A CA certificate x509-parser reads and webpki, which verifies
@@ -146,7 +154,8 @@ impl MaterialError {
             | MaterialError::Unsettled { .. }
             | MaterialError::Empty { .. }
             | MaterialError::BadPem { .. }
-            | MaterialError::BadSignature { .. } => Some(Step::Partial),
+            | MaterialError::BadSignature { .. }
+            | MaterialError::Torn { .. } => Some(Step::Partial),
             _ => None,
         }
     }
@@ -562,10 +571,7 @@ pub(super) fn certificates(
         if kind != SectionKind::Certificate {
             continue;
         }
-        let info = info::inspect(&der).map_err(|reason| MaterialError::BadCertificate {
-            origin: origin.into(),
-            reason,
-        })?;
+        let info = info::certificate(origin, &der)?;
         infos.push(info);
         ders.push(CertificateDer::from(der));
     }
@@ -678,10 +684,7 @@ pub fn parse(kind: EntryKind, source: &EntrySource, raw: &Raw) -> Result<Materia
         let signing = provider
             .key_provider
             .load_private_key(key.clone_key())
-            .map_err(|e| MaterialError::BadKey {
-                origin: names[1].clone(),
-                reason: keys::refusal(&key, &e.to_string()),
-            })?;
+            .map_err(|e| keys::refused(&names[1], &key, &e.to_string()))?;
         let certified = CertifiedKey::new(chain, signing);
         let matches = match certified.keys_match() {
             Ok(()) => Some(true),

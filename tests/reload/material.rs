@@ -704,9 +704,10 @@ async fn a_bad_write_waited_on_counts_though_it_fails_as_the_last() {
 
 /// A Secret whose new key is an RSA key with its DER cut short, under
 /// `BEGIN RSA PRIVATE KEY` (PKCS#1), written as kubelet writes (a
-/// `..data` swap): refused naming `tls.key` and saying the key could not
-/// be parsed, no key bytes in the line, and the good pair is still
-/// served. It was called "not the RSA key its label (RSA PRIVATE KEY)
+/// `..data` swap): refused (once it stays so for `settle_timeout`, as a
+/// key written over in place half-way would not) naming `tls.key` and
+/// saying the key could not be parsed, no key bytes in the line, and the
+/// good pair is still served. It was called "not the RSA key its label (RSA PRIVATE KEY)
 /// says", sending the operator after a mislabelled file.
 #[tokio::test]
 async fn a_damaged_rsa_key_is_refused_as_unparseable() {

@@ -1,4 +1,4 @@
-//! Writers caught mid-way: a file installed root-only for a moment, text before the PEM (a CRL's too), a pair file written one half at a time; waited on, never a failure.
+//! Writers caught mid-way: a file installed root-only for a moment, text before the PEM (a CRL's too), a pair file written one half at a time, a renewal of another length written in place; waited on, never a failure.
 
 use std::fs;
 use std::future::Future;
@@ -352,4 +352,63 @@ listeners:
         until_served(addr, "localhost", &ca.cert_pem, &new.fingerprint).await;
     }
     assert_no_failure(&p, api, "edge", "a pair file written one half at a time").await;
+}
+
+/// Renewals of `pair`'s key, one of each of three DER lengths, shortest
+/// first: an ECDSA signature is a byte longer or shorter from one to the
+/// next, so renewals of one key differ in length as often as not.
+fn renewals_of_three_lengths(ca: &TestCa, pair: &TestPair) -> [TestPair; 3] {
+    let mut by_length = std::collections::BTreeMap::new();
+    for _ in 0..200 {
+        let next = ca.renewed(pair, &["localhost"]);
+        by_length.entry(next.der.len()).or_insert(next);
+        if by_length.len() == 3 {
+            let mut shortest_first = by_length.into_values();
+            return [(); 3].map(|()| shortest_first.next().unwrap());
+        }
+    }
+    panic!("no three renewal lengths in 200 tries");
+}
+
+/// A renewal, its key reused, whose DER is of another length than the
+/// served certificate's, written over it in place by a writer that does
+/// not truncate before it writes (`rsync --inplace`, `dd conv=notrunc`):
+/// read half-way, the file holds the new PEM's head on the old one's
+/// tail, whole base64 up to the old END line, whose DER does not parse (a
+/// longer certificate cut short, trailing bytes after a shorter one). That
+/// is a writer at work, waited on as a file cut inside its PEM is, not a
+/// failure ("invalid certificate") counted and alerted on at once while
+/// the writer's last bytes are on their way. Longer, then shorter, each
+/// finished (and truncated to its length) once the proxy is seen to have
+/// read the splice.
+#[tokio::test]
+async fn a_renewal_of_another_length_written_in_place_is_waited_on() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let [shorter, middle, longer] = renewals_of_three_lengths(&ca, &ca.server_pair(&["localhost"]));
+    let config = edge_scene(&s, &middle);
+    let mut p = Proxy::start(&config);
+    let addr = p.listener_addr("public").await;
+    let api = p.admin_addr().await;
+    assert_serves(addr, "localhost", &ca.cert_pem, &middle.fingerprint).await;
+
+    let crt = s.path("edge.crt");
+    let unparsed = format!("{}: invalid certificate", crt.display());
+    for (old, new) in [(&middle, &longer), (&longer, &shorter)] {
+        let (pem, was) = (new.cert_pem.as_bytes(), old.cert_pem.len());
+        assert_ne!(pem.len(), was, "renewals of one length");
+        let mut f = fs::OpenOptions::new().write(true).open(&crt).unwrap();
+        f.write_all(&pem[..pem.len() / 2]).unwrap();
+        wait_until(
+            WAIT,
+            "the proxy read the new PEM's head on the old one's tail",
+            || last_reload_names(api, "edge", &unparsed),
+        )
+        .await;
+        f.write_all(&pem[pem.len() / 2..]).unwrap();
+        f.set_len(pem.len() as u64).unwrap();
+        drop(f);
+        until_served(addr, "localhost", &ca.cert_pem, &new.fingerprint).await;
+    }
+    assert_no_failure(&p, api, "edge", "a renewal written in place").await;
 }

@@ -211,23 +211,19 @@ impl TestCa {
     }
 
     /// `pair` renewed for `names` with its key reused: a new serial and
-    /// signature, the same DER length (ECDSA signatures vary by a byte or
-    /// two: issued again until it matches), as a renewal of the same shape.
-    /// Both are under 64 KiB (headers of 4 bytes).
+    /// signature (ECDSA: of one length or another, by a byte or two).
+    pub fn renewed(&self, pair: &TestPair, names: &[&str]) -> TestPair {
+        let key = KeyPair::from_pem(&pair.key_pem).unwrap();
+        let usage = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.issue_params(key, names[0], names, usage, false, &[], Vec::new(), &[])
+    }
+
+    /// `pair` [`renewed`](Self::renewed) to the same DER length (issued
+    /// again until it matches), as a renewal of the same shape. Both are
+    /// under 64 KiB (headers of 4 bytes).
     pub fn renewed_same_length(&self, pair: &TestPair, names: &[&str]) -> TestPair {
-        let usage = ExtendedKeyUsagePurpose::ServerAuth;
         for _ in 0..100 {
-            let key = KeyPair::from_pem(&pair.key_pem).unwrap();
-            let next = self.issue_params(
-                key,
-                names[0],
-                names,
-                vec![usage.clone()],
-                false,
-                &[],
-                Vec::new(),
-                &[],
-            );
+            let next = self.renewed(pair, names);
             // The signed part of one length too (its header): the two
             // differ in their serial and signature alone, spliced anywhere.
             if next.der.len() == pair.der.len() && next.der[..8] == pair.der[..8] {

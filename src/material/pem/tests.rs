@@ -743,3 +743,43 @@ fn a_key_under_another_label_is_not_named_an_rsa_key() {
         assert!(!e.contains("-bit"), "{e}");
     }
 }
+
+/// DER under whole PEM that does not parse is what a writer that does not
+/// truncate (`rsync --inplace`) leaves read half-way over material of
+/// another length: a certificate cut short or followed by bytes, a key cut
+/// short, or a new key's head on the old one's tail (its public key the
+/// old one's). Waited on (`Torn`, worded as before); what is refused for
+/// what it is (a key of a size not supported, a leaf not for TLS servers)
+/// still is at once.
+#[test]
+fn der_that_does_not_parse_is_waited_on() {
+    let d = tempfile::tempdir().unwrap();
+    let pair = rcgen::generate_simple_self_signed(vec!["a.test".into()]).unwrap();
+    let (cert, key) = (pair.cert.pem(), pair.signing_key.serialize_pem());
+    let der = pair.cert.der().to_vec();
+    let crt = d.path().join("tls.crt").display().to_string();
+    for body in [&der[..der.len() - 1], &[&der[..], &[0]].concat()] {
+        let e = load_pair(&d, &pem("CERTIFICATE", body), &key).unwrap_err();
+        let invalid = format!("{crt}: invalid certificate: ");
+        assert!(e.to_string().starts_with(&invalid), "{e}");
+        assert_eq!(e.step(), Some(Step::Partial), "{e}");
+    }
+    let old = pair.signing_key.serialize_der();
+    let new = rcgen::KeyPair::generate().unwrap().serialize_der();
+    let half = old.len() / 2;
+    for body in [&old[..half], &[&new[..half], &old[half..]].concat()] {
+        let e = load_pair(&d, &cert, &pem("PRIVATE KEY", body)).unwrap_err();
+        let damaged = "tls.key: unusable private key: the key could not be parsed (";
+        assert!(e.to_string().contains(damaged), "{e}");
+        assert_eq!(e.step(), Some(Step::Partial), "{e}");
+    }
+    let e = load_pair(&d, &cert, &openssl_key(&d, "genrsa", &["1024"])).unwrap_err();
+    assert!(matches!(e, MaterialError::BadKey { .. }), "{e}");
+    assert_eq!(e.step(), None, "{e}");
+    let mut p = rcgen::CertificateParams::new(vec!["a.test".to_string()]).unwrap();
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let client = p.self_signed(&pair.signing_key).unwrap();
+    let e = load_pair(&d, &client.pem(), &key).unwrap_err();
+    assert!(matches!(e, MaterialError::BadCertificate { .. }), "{e}");
+    assert_eq!(e.step(), None, "{e}");
+}
