@@ -44,7 +44,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::config::{ClientAuthConfig, Config, ListenerConfig, UpstreamConfig};
+use crate::config::{ClientAuthConfig, Config, ListenerCert, ListenerConfig, UpstreamConfig};
 use crate::material::catalogue::{Entry, EntryView, Reference};
 use crate::material::store::Store;
 use crate::proxy::drain::Drain;
@@ -554,9 +554,7 @@ impl Reloader {
             .iter()
             .map(|(name, l)| {
                 let client_auth = self.client_auth_for(name, &l.config);
-                let mut entries: Vec<String> =
-                    l.config.certs.iter().map(|c| c.entry.clone()).collect();
-                entries.extend(client_auth.ca.clone());
+                let entries = used_entries(&l.config.certs, &client_auth);
                 (
                     name.clone(),
                     ListenerView {
@@ -590,4 +588,24 @@ impl Reloader {
         }
         self.shared.entries.store(Arc::new(self.views.clone()));
     }
+}
+
+/// The entries a listener uses, as its view lists them (SPEC §4): each
+/// certificate entry then its own client-auth CA, in `certs` order, then
+/// the listener's CA, the order `references()` records them in; each
+/// once. The entries' own CAs were left out, while `referenced_by` and
+/// DELETE's 409 counted them.
+fn used_entries(certs: &[ListenerCert], client_auth: &ClientAuthConfig) -> Vec<String> {
+    let own_cas = |c: &ListenerCert| c.client_auth.as_ref().and_then(|a| a.ca.clone());
+    let mut entries: Vec<String> = Vec::new();
+    let named = certs
+        .iter()
+        .flat_map(|c| std::iter::once(c.entry.clone()).chain(own_cas(c)))
+        .chain(client_auth.ca.clone());
+    for id in named {
+        if !entries.contains(&id) {
+            entries.push(id);
+        }
+    }
+    entries
 }

@@ -421,3 +421,48 @@ async fn client_auth_on_a_redirect_https_listener_is_refused() {
     let r = a.editor("DELETE", "/api/v1/certs/runtime-ca", None).await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+/// `GET /api/v1/listeners` lists every entry the listener uses (SPEC §4),
+/// a certificate entry's own client-auth CA too, as `referenced_by` and
+/// DELETE's 409 count it: it showed `["edge"]` while `clients` could not
+/// be deleted for that listener's use. A CA named twice (the entry's and,
+/// set at runtime, the listener's) is listed once.
+#[tokio::test]
+async fn the_listener_view_lists_an_entry_s_own_client_auth_ca() {
+    let mut a = Admin::start_edited("", |config| {
+        let per_entry = "certs: [{ ref: edge, client_auth: { mode: require_and_verify, ca: { ref: clients } } }]";
+        assert!(config.contains("certs: [{ ref: edge }]"), "{config}");
+        config.replace("certs: [{ ref: edge }]", per_entry)
+    })
+    .await;
+    let r = a.editor("GET", "/api/v1/certs/clients", None).await;
+    assert_eq!(
+        r.json()["referenced_by"],
+        json!([{"listener": "public", "field": "tls.certs[0].client_auth.ca"}]),
+        "{}",
+        r.body
+    );
+    let r = a.editor("GET", "/api/v1/listeners", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json()[0]["entries"],
+        json!(["edge", "clients"]),
+        "{}",
+        r.body
+    );
+    let r = a
+        .editor(
+            "PUT",
+            "/api/v1/listeners/public/client-auth",
+            Some(json!({"mode": "verify_if_given", "ca": "clients"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = a.editor("GET", "/api/v1/listeners", None).await;
+    assert_eq!(
+        r.json()[0]["entries"],
+        json!(["edge", "clients"]),
+        "{}",
+        r.body
+    );
+}
