@@ -212,4 +212,10 @@ impl Reloader {
     pub fn entry_spec(&self, id: &str) -> Option<(&EntrySpec, Origin)> {
         self.entries.get(id).map(|e| (&e.spec, e.origin))
     }
+
+    /// Whether `id` holds material: a stored entry whose files did not
+    /// load at startup, or an unused one whose files never loaded, has none.
+    pub fn has_material(&self, id: &str) -> bool {
+        self.entries.get(id).is_some_and(|e| e.current.is_some())
+    }
 }

@@ -577,3 +577,40 @@ async fn a_rollback_of_files_broken_at_the_put_takes_over() {
         old.fingerprint
     );
 }
+
+/// Re-reading an entry that holds no material (a stored entry whose files
+/// were gone at startup, an unused one of the file whose files never
+/// loaded) and still does not load says the entry has no material yet: it
+/// answered "...; the previous material stays", naming material nothing
+/// serves.
+#[tokio::test]
+async fn reloading_an_entry_without_material_says_it_has_none() {
+    let extra =
+        "  - { id: unused, type: server-pair, cert_file: unused.crt, key_file: unused.key }";
+    let mut a = Admin::start(extra).await;
+    let kept = a.ca.server_pair(&["kept.local"]);
+    a.s.pair("kept", &kept);
+    let body = json!({"id": "kept", "type": "server-pair", "source": "file",
+        "cert_file": a.s.path("kept.crt"), "key_file": a.s.path("kept.key")});
+    let r = a.editor("POST", "/api/v1/certs", Some(body)).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // Restarted with the stored entry's files gone: kept without material.
+    a.p.signal("TERM");
+    a.p.wait_exit(Duration::from_secs(10)).await;
+    for f in ["kept.crt", "kept.key"] {
+        std::fs::remove_file(a.s.path(f)).unwrap();
+    }
+    let mut p = Proxy::start(&a.s.path("config.yaml"));
+    let api = p.admin_addr().await;
+    for id in ["kept", "unused"] {
+        let path = format!("/api/v1/certs/{id}/reload");
+        let r = admin(api, "POST", &path, Some(EDITOR), None, &[]).await;
+        assert_eq!(r.status, 422, "{}", r.body);
+        let message = r.json()["message"].as_str().unwrap().to_owned();
+        assert!(
+            message.ends_with(&format!("; entry {id} has no material yet: none is served")),
+            "{message}"
+        );
+        assert!(!message.contains("previous material"), "{message}");
+    }
+}

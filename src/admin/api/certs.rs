@@ -237,6 +237,13 @@ pub(super) fn reload_one(r: &mut Reloader, id: &str) -> Reply {
             body["changed"] = json!(changed);
             Ok((status, body, etag))
         }
+        // Nothing is served from an entry that never loaded (or lost its
+        // material to a redefinition): "the previous material stays" named
+        // material it does not have.
+        Err(e) if !r.has_material(id) => Err(problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{e}; entry {id} has no material yet: none is served"),
+        )),
         Err(e) => Err(problem(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("{e}; the previous material stays"),
