@@ -3,8 +3,9 @@
 //! The names and meanings are those every Prometheus client library
 //! exports, so the usual dashboards and alerts (fd exhaustion, memory
 //! growth, restarts) work unchanged. Reading happens on the admin
-//! listener's scrape, never on the data plane. Where `/proc` is missing
-//! (not Linux) the metrics are simply absent.
+//! listener's scrape, on a blocking thread of its own (`admin::render_metrics`),
+//! never on the runtime that serves the data plane. Where `/proc` is
+//! missing (not Linux) the metrics are simply absent.
 
 use std::fs;
 

@@ -30,13 +30,57 @@ upstreams: []
     // The log's `flavor` is worked out apart from the builder chosen, so
     // the threads say what ran. A multi-thread runtime's workers are
     // `tokio-rt-worker` (tokio 1.54); the reloader and watcher have own names.
-    let comms: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", p.pid()))
-        .expect("the proxy's /proc/PID/task")
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .map(|c| c.trim().to_owned())
-        .collect();
+    let comms = thread_names(&p);
     assert!(
         !comms.iter().any(|c| c == "tokio-rt-worker"),
         "a multi-thread runtime's worker runs: {comms:?}"
     );
+}
+
+/// A scrape is rendered off the current-thread runtime that serves every
+/// connection (SPEC §5): on a blocking
+/// thread, which tokio names as it names workers, `tokio-rt-worker`, and
+/// keeps for 10 s after its work. The runtime itself has no such thread
+/// (above), so one after the scrape is the one that rendered it; before,
+/// the render (every series, /proc reads) ran on the runtime's own thread
+/// and stalled every proxied request meanwhile, and none was there.
+#[tokio::test]
+async fn a_scrape_renders_off_the_current_thread_runtime() {
+    let scene = Scene::new();
+    let cfg = scene.config(
+        r#"
+runtime: { worker_threads: 0 }
+admin: { bind: "127.0.0.1:0" }
+listeners: []
+upstreams: []
+"#,
+    );
+    let mut p = Proxy::start_on_one_cpu(&cfg);
+    let line = p
+        .wait_log("the runtime line", |v| v["message"] == "runtime")
+        .await;
+    assert_eq!(line["flavor"], "current_thread", "{line}");
+    let api = p.admin_addr().await;
+    let before = thread_names(&p);
+    assert!(
+        !before.iter().any(|c| c == "tokio-rt-worker"),
+        "a blocking thread before any scrape: {before:?}"
+    );
+    let r = admin(api, "GET", "/metrics", None, None, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("process_open_fds "), "{}", r.body);
+    let after = thread_names(&p);
+    assert!(
+        after.iter().any(|c| c == "tokio-rt-worker"),
+        "the scrape was rendered on the runtime's thread: {after:?}"
+    );
+}
+
+/// The names (`comm`) of the proxy's threads.
+fn thread_names(p: &Proxy) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{}/task", p.pid()))
+        .expect("the proxy's /proc/PID/task")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_owned())
+        .collect()
 }

@@ -305,17 +305,7 @@ async fn answer(
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
             }
         }
-        (&Method::GET, "/metrics") => {
-            // The rendered String becomes the body as it is, not copied.
-            let mut resp = plain(StatusCode::OK, Bytes::from(METRICS.render()));
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            );
-            resp
-        }
+        (&Method::GET, "/metrics") => render_metrics().await,
         // SPEC §4: a method an endpoint does not take is 405 with `Allow`.
         (_, "/healthz" | "/readyz" | "/metrics") => {
             let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
@@ -325,6 +315,47 @@ async fn answer(
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// Scrapes rendering at once; the others wait their turn (the admin
+/// listener's connection cap bounds how many wait).
+const RENDERING_AT_ONCE: usize = 1;
+static RENDERING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(RENDERING_AT_ONCE);
+
+/// `/metrics`, rendered on a blocking thread: the admin listener runs on
+/// the proxy's runtime (with `worker_threads: 0`, the current-thread one
+/// that serves every connection), and a render walks every series (one
+/// per entry of a large catalogue) and reads /proc (`/proc/self/fd` holds
+/// one entry per open connection): on the runtime it stalled every
+/// proxied request meanwhile. Envoy's admin runs off its workers too.
+async fn render_metrics() -> Response<AdminBody> {
+    // Never closed, so the permit always comes.
+    let Ok(turn) = RENDERING.acquire().await else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "metrics unavailable\n");
+    };
+    // The turn ends with the render, not with this future: a scraper that
+    // hangs up mid-render does not let the next one render beside it.
+    let render = move || {
+        let rendered = METRICS.render();
+        drop(turn);
+        rendered
+    };
+    let Ok(rendered) = tokio::task::spawn_blocking(render).await else {
+        // A panic in a collector: this scrape fails, not the listener.
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics could not be rendered\n",
+        );
+    };
+    // The rendered String becomes the body as it is, not copied.
+    let mut resp = plain(StatusCode::OK, Bytes::from(rendered));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    resp
 }
 
 /// Whether the request declares (`Content-Length`) a body over
