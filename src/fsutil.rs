@@ -264,7 +264,13 @@ pub struct ReadError {
 pub enum ReadProblem {
     /// The system said no (missing, permission, …).
     #[error("{0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+    /// The process or the system was out of what the read takes (EMFILE,
+    /// ENFILE: file descriptors; ENOMEM): hotproxy's own shortage, which
+    /// says nothing of the file. Callers try again later; the errno is
+    /// in the message.
+    #[error("hotproxy is out of file descriptors or memory: {0}")]
+    OutOfResources(std::io::Error),
     /// A FIFO, device, socket or directory: reading it could block forever
     /// (a FIFO with no writer) or never end (`/dev/zero`).
     #[error("not a regular file ({0})")]
@@ -274,7 +280,31 @@ pub enum ReadProblem {
     TooLarge { limit: u64 },
 }
 
+/// Whether `e` is the process's or the system's shortage, not the
+/// file's: out of file descriptors (EMFILE, ENFILE) or memory (ENOMEM).
+pub fn out_of_resources(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+    )
+}
+
+impl From<std::io::Error> for ReadProblem {
+    fn from(e: std::io::Error) -> ReadProblem {
+        match out_of_resources(&e) {
+            true => ReadProblem::OutOfResources(e),
+            false => ReadProblem::Io(e),
+        }
+    }
+}
+
 impl ReadProblem {
+    /// Whether the read failed for want of the process's or the system's
+    /// resources ([`ReadProblem::OutOfResources`]), not for the file.
+    pub fn is_out_of_resources(&self) -> bool {
+        matches!(self, ReadProblem::OutOfResources(_))
+    }
+
     /// Whether the file is simply not there (callers treat that apart).
     pub fn is_not_found(&self) -> bool {
         matches!(self, ReadProblem::Io(e) if e.kind() == std::io::ErrorKind::NotFound)
@@ -641,6 +671,21 @@ mod tests {
             e.to_string(),
             format!("{}: larger than the 10-byte limit", f.display())
         );
+    }
+
+    /// The process's or the system's shortage (EMFILE, ENFILE, ENOMEM) is
+    /// told apart from the file's problems, and says its errno.
+    #[test]
+    fn a_shortage_is_the_process_s_own() {
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOMEM] {
+            let p = ReadProblem::from(std::io::Error::from_raw_os_error(errno));
+            assert!(p.is_out_of_resources(), "{p}");
+            assert!(p.to_string().contains(&format!("os error {errno}")), "{p}");
+        }
+        for errno in [libc::ENOENT, libc::EACCES, libc::EIO] {
+            let p = ReadProblem::from(std::io::Error::from_raw_os_error(errno));
+            assert!(!p.is_out_of_resources(), "{p}");
+        }
     }
 
     /// A missing file is a plain I/O error that says so.

@@ -45,6 +45,8 @@
 //! - `secret`: a string type that never prints (keys, tokens).
 //! - `material`: TLS material.
 //!   - `pem`: read + parse + validate an entry's files (consistent re-read, key match).
+//!   - `error`: why material did not load (`MaterialError`: the file's, or hotproxy's
+//!     own shortage), and which step of a writer's work a passing problem is (`Step`).
 //!   - `bundle`: a CA bundle's certificates (each a usable trust anchor) and CRLs, counted per file;
 //!     its CRLs chosen again once one dated in the future is issued.
 //!   - `crls`: a bundle's CRLs as webpki is given them: of an issuer's, the newest, newest first;
@@ -99,6 +101,9 @@
 //!   - `config_file`: when the configuration file may be read (still for a moment,
 //!     not changed by a writer during the read, naming entry files that load);
 //!     what a configuration reload did (`ConfigOutcome`).
+//!   - `shortage`: reads that found hotproxy out of file descriptors or memory
+//!     (EMFILE, ENFILE, ENOMEM): said as its own shortage, read again with
+//!     back-off, nothing of the files judged or counted.
 //!   - `snapshot`: listener and upstream TLS snapshots and the keys of their inputs.
 //!   - `keep`: names a renewal moves between a listener's entries, kept with the
 //!     entry whose client_auth they had (added, dropped, answered by resolution).
@@ -110,8 +115,8 @@
 //!     overlapping one; running listeners indexed by address, and the new ones by
 //!     name and address (the overrides set through the API kept or renamed), once
 //!     per reload.
-//!   - `rebind`: binding a new address beside an overlapping one a listener gives up;
-//!     a listener stopped, its socket handed over or given up.
+//!   - `rebind`: a listening socket bound; a new address bound beside an overlapping
+//!     one a listener gives up; a listener stopped, its socket handed over or given up.
 //!   - `api`: the catalogue queries and mutations the admin API runs.
 //!   - `tests`: the reloader's state driven by calls on real files and sockets, its
 //!     thread not started (a CA bundle's CRLs chosen again, a listener stopped).

@@ -3,7 +3,9 @@
 //! answers on both again once the flood is gone. Held at the limit while connections churn
 //! (each freed descriptor lets one accept succeed), it does not log a WARN per freed descriptor.
 //! Started under a low soft limit, `run` raises it to the hard one, and `run` and `check` say
-//! when the listeners' `max_connections` may need more than that.
+//! when the listeners' `max_connections` may need more than that. A certificate renewed or the
+//! configuration edited while no descriptor is free is read again, not refused, and applied once
+//! descriptors come free.
 
 mod support;
 
@@ -467,5 +469,205 @@ async fn listeners_that_may_need_more_than_the_hard_limit_are_warned_about() {
             "warning: open file limit 4096 is below the 6130 descriptors the listeners may hold at once (max_connections × descriptors per connection: public (3000 × 2);"
         ),
         "{stdout}"
+    );
+}
+
+/// The proxy under `ulimit -n 64` serving `a.example.com` from the Secret
+/// volume `secret/` (kubelet's layout, entry `a`), its scene, kubelet,
+/// CA, the pair served, and the listener's and admin's addresses.
+async fn secret_at_fd_limit() -> (
+    Scene,
+    writers::Kubelet,
+    TestCa,
+    TestPair,
+    Proxy,
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+) {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let kube = writers::Kubelet::new(&scene.path("secret"));
+    let first = ca.server_pair(&["a.example.com"]);
+    write_secret(&kube, &first);
+    let cfg = scene.config(&secret_config("120s"));
+    let mut p = Proxy::start_with_fd_limit(&cfg, 64);
+    let addr = p.listener_addr("public").await;
+    let admin_addr = p.admin_addr().await;
+    (scene, kube, ca, first, p, addr, admin_addr)
+}
+
+/// The configuration of [`secret_at_fd_limit`], the listener's
+/// `header_read_timeout` `timeout` (what a test edits).
+fn secret_config(timeout: &str) -> String {
+    format!(
+        r#"
+runtime: {{ worker_threads: 1 }}
+admin: {{ bind: "127.0.0.1:0" }}
+certs:
+  - {{ id: a, type: server-pair, cert_file: secret/tls.crt, key_file: secret/tls.key }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: {{ certs: [{{ ref: a }}] }}
+    routes: []
+    limits: {{ header_read_timeout: {timeout} }}
+upstreams: []
+"#
+    )
+}
+
+/// kubelet's update of the Secret to `pair` (the `..data` swap).
+fn write_secret(kube: &writers::Kubelet, pair: &TestPair) {
+    kube.write(
+        &[("tls.crt", &pair.cert_pem), ("tls.key", &pair.key_pem)],
+        false,
+    );
+}
+
+/// More connections to `addr` than the proxy has descriptors, held idle
+/// (no ClientHello): once its accept fails, every descriptor is taken
+/// and stays so until they are dropped.
+async fn hold_every_descriptor(
+    p: &mut Proxy,
+    addr: std::net::SocketAddr,
+) -> Vec<tokio::net::TcpStream> {
+    let mut flood = Vec::new();
+    for _ in 0..100 {
+        flood.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    p.wait_log("the first failed accept", |v| {
+        v["message"] == "accept failed; backing off" && v["listener"] == "public"
+    })
+    .await;
+    flood
+}
+
+/// The lines of `metrics` that say a reload failed or is failing: a
+/// failure counted, a configuration rejected, an entry failing.
+fn failures_in(metrics: &str) -> Vec<&str> {
+    metrics
+        .lines()
+        .filter(|l| {
+            (l.starts_with("hotproxy_cert_reloads_total{") && l.contains("result=\"failure\""))
+                || (l.starts_with("hotproxy_config_reloads_total{")
+                    && l.contains("result=\"failure\""))
+                || l.starts_with("hotproxy_cert_reload_failing{")
+        })
+        .filter(|l| !l.ends_with(" 0"))
+        .collect()
+}
+
+/// kubelet renews the Secret while a connection burst holds every
+/// descriptor: the read of the new certificate fails with EMFILE. That
+/// was taken as broken material: "certificate reload failed", counted in
+/// `hotproxy_cert_reloads_total{result="failure"}`, the entry failing
+/// (an alert), though nothing was wrong with the files. Now it is the
+/// proxy's own shortage, said naming the file and the errno, nothing
+/// counted, and read again until it gets through: once the burst is gone
+/// the renewed certificate is served.
+#[tokio::test]
+async fn a_certificate_renewed_while_out_of_descriptors_is_served_once_they_are_free() {
+    let (_scene, kube, ca, first, mut p, addr, admin_addr) = secret_at_fd_limit().await;
+    let leaf = served_leaf(addr, "a.example.com", &ca.cert_pem).await;
+    assert_eq!(
+        leaf.unwrap(),
+        first.fingerprint,
+        "not serving the first pair"
+    );
+
+    let flood = hold_every_descriptor(&mut p, addr).await;
+    let renewed = ca.server_pair(&["a.example.com"]);
+    write_secret(&kube, &renewed);
+    let short = p
+        .wait_log("the renewed files' read out of descriptors", |v| {
+            v["entry"] == "a"
+                && v["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("os error 24"))
+        })
+        .await;
+    drop(flood);
+    wait_until(WAIT, "the renewed certificate served", || async {
+        served_leaf(addr, "a.example.com", &ca.cert_pem)
+            .await
+            .is_ok_and(|leaf| leaf == renewed.fingerprint)
+    })
+    .await;
+
+    let metrics = metrics_text(admin_addr).await;
+    assert_eq!(
+        failures_in(&metrics),
+        Vec::<&str>::new(),
+        "counted as a failure"
+    );
+    let api = admin(admin_addr, "GET", "/api/v1/certs/a", None, None, &[]).await;
+    assert_eq!(api.status, 200, "{}", api.body);
+    assert_eq!(
+        api.json()["last_reload"]["result"],
+        "success",
+        "{}",
+        api.body
+    );
+    let refused = logged_with(&p, &["certificate reload failed"]);
+    assert!(refused.is_empty(), "taken as broken material: {refused:#?}");
+    let error = short["error"].as_str().unwrap();
+    assert!(
+        error.contains("secret/tls.crt"),
+        "the file not named: {short}"
+    );
+    assert_eq!(short["level"], "WARN", "{short}");
+    assert_eq!(
+        short["message"],
+        "cannot read certificate files: hotproxy is out of file descriptors or memory; keeping the served material and reading them again",
+        "{short}"
+    );
+}
+
+/// The configuration edited while a connection burst holds every
+/// descriptor: its read fails with EMFILE. That was a rejected
+/// configuration (logged at error, counted, `last_reload_successful` 0);
+/// now it is the proxy's own shortage, nothing counted, and read again
+/// until it gets through: the edit is applied once the burst is gone.
+#[tokio::test]
+async fn a_configuration_edited_while_out_of_descriptors_is_applied_once_they_are_free() {
+    let (scene, _kube, _ca, _first, mut p, addr, admin_addr) = secret_at_fd_limit().await;
+    let flood = hold_every_descriptor(&mut p, addr).await;
+    writers::mv_over(&scene.path("config.yaml"), &secret_config("119s"));
+    let short = p
+        .wait_log("the configuration's read out of descriptors", |v| {
+            v["target"] == "hotproxy::reload"
+                && v["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("os error 24"))
+        })
+        .await;
+    drop(flood);
+    p.wait_log("the edit applied", |v| {
+        v["message"] == "configuration reloaded"
+    })
+    .await;
+
+    let metrics = metrics_text(admin_addr).await;
+    assert_eq!(
+        failures_in(&metrics),
+        Vec::<&str>::new(),
+        "counted as a failure"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "hotproxy_config_last_reload_successful 1"),
+        "{metrics}"
+    );
+    let rejected = logged_with(&p, &["configuration rejected"]);
+    assert!(
+        rejected.is_empty(),
+        "taken as a bad configuration: {rejected:#?}"
+    );
+    assert_eq!(short["level"], "WARN", "{short}");
+    assert_eq!(
+        short["message"],
+        "cannot read the configuration: hotproxy is out of file descriptors or memory; the running configuration stays, read again soon",
+        "{short}"
     );
 }

@@ -5,6 +5,7 @@ pub mod catalogue;
 mod crls;
 mod der;
 pub mod dn;
+mod error;
 pub mod info;
 pub mod keys;
 pub mod pem;

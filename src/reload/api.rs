@@ -193,6 +193,7 @@ impl Reloader {
         if let Some(e) = self.entries.remove(id) {
             forget_entry_metrics(id, e.spec.kind.as_str());
             self.retries.remove(id);
+            self.short.remove(id);
         }
         self.rewatch();
         self.publish();

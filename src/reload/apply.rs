@@ -1,7 +1,6 @@
 //! Applying a configuration: entries, upstreams and listeners planned, bound and started or stopped.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +14,7 @@ use super::entry::{
 };
 use super::handover::{Givers, NewListeners};
 use super::rebind::Registered;
+use super::shortage::ENTRIES_SHORT;
 use super::snapshot::{client_ca, defined_alike, listener_tls, positions, upstream_tls};
 use super::warnings::warn_validity;
 use super::{LOG, LiveListener, LiveUpstream, Reloader};
@@ -80,6 +80,11 @@ impl Reloader {
             Ok(look) => look,
             Err(deferred) => return Ok(deferred),
         };
+        if let Err(e) = &look.checked
+            && crate::fsutil::out_of_resources(e)
+        {
+            return Ok(self.config_short(&shown, &e.to_string(), asked));
+        }
         let read = config::read(&path);
         // A writer that began between the check above and the read (its
         // truncate just then) left the read an empty or cut file: the file
@@ -165,6 +170,12 @@ impl Reloader {
         {
             return Ok(self.entries_unsettled(since, now, asked, &shown, problems, edit));
         }
+        if let Err(Some(problems)) = result.as_ref().map_err(|e| e.strip_prefix(ENTRIES_SHORT)) {
+            // A wait for a writer under way goes on from where it was.
+            self.config_unsettled_since = since;
+            return Ok(self.config_short(&shown, problems, asked));
+        }
+        self.config_short = 0;
         self.config_entries_waited = false;
         self.config_waited_edit = None;
         // Shutdown began while the reload was built (a name's lookup
@@ -310,6 +321,8 @@ impl Reloader {
         let mut unusable = Vec::new();
         // Referenced entries whose files are not settled (SPEC §3).
         let mut unsettled = Vec::new();
+        // Entries whose files were not read for want of descriptors or memory.
+        let mut short = Vec::new();
         for spec in &new.entries {
             if let Some(old) = self
                 .entries
@@ -327,6 +340,11 @@ impl Reloader {
                     // Redefined and loading: a previous definition's
                     // pending or failing state is over, once committed.
                     settled.push(spec.id.clone());
+                }
+                // Hotproxy's own shortage judges neither the files nor the
+                // configuration: the read is deferred (`shortage`).
+                Err(e) if e.is_out_of_resources() && !startup => {
+                    short.push(format!("entry {}: {e}", spec.id));
                 }
                 Err(e) if refs.contains_key(&spec.id) => {
                     if e.is_transient() {
@@ -353,6 +371,9 @@ impl Reloader {
             } else {
                 entries.insert(id.clone(), e.clone());
             }
+        }
+        if !short.is_empty() {
+            return Err(format!("{ENTRIES_SHORT}{}", short.join("\n")));
         }
         if self.config_entries_wait && !unsettled.is_empty() && unsettled.len() == problems.len() {
             self.config_unsettled_entries = unsettled;
@@ -464,6 +485,7 @@ impl Reloader {
         for (id, kind) in removed_entries {
             forget_entry_metrics(&id, kind);
             self.retries.remove(&id);
+            self.short.remove(&id);
             self.crl_retries.remove(&id);
         }
         for (id, e) in &entries {
@@ -758,32 +780,6 @@ impl Reloader {
         self.publish();
         Ok(())
     }
-}
-
-/// A listening socket on `addr`, with `SO_REUSEPORT` if `reuse_port` (only
-/// while binding beside an overlapping address: see `rebind`).
-pub(super) fn bind_std(
-    addr: SocketAddr,
-    rt: &tokio::runtime::Handle,
-    reuse_port: bool,
-) -> std::io::Result<std::net::TcpListener> {
-    // Bound through tokio's socket builder for SO_REUSEADDR, then handed
-    // back as a std listener so binding can happen before committing.
-    // `listen` registers with tokio's reactor: on the reloader thread (a
-    // config reload adds a listener) that needs the runtime entered.
-    let _enter = rt.enter();
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    if reuse_port {
-        socket.set_reuseport(true)?;
-    }
-    socket.bind(addr)?;
-    let l = socket.listen(1024)?;
-    l.into_std()
 }
 
 /// What [`Reloader::apply_config`] answers when shutdown began while it

@@ -255,6 +255,9 @@ pub(super) enum Deferral {
     File(&'static str),
     /// Entry files it names do not load yet: those entries' ids.
     Entries(String),
+    /// Hotproxy was out of file descriptors or memory to read it, or the
+    /// entry files it names (`shortage`).
+    Resources,
 }
 
 impl ConfigOutcome {
@@ -274,6 +277,9 @@ impl ConfigOutcome {
             }
             ConfigOutcome::Deferred(Deferral::Entries(ids)) => {
                 format!("deferred until the entry files it names settle: {ids}").into()
+            }
+            ConfigOutcome::Deferred(Deferral::Resources) => {
+                "deferred while hotproxy is out of file descriptors or memory".into()
             }
             ConfigOutcome::Ignored => "ignored: shutting down".into(),
         }

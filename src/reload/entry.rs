@@ -53,6 +53,9 @@ impl Reloader {
         let keeps_api = entry.from_api && !take_files;
         let raw = match pem::read_consistent(&entry.spec.source) {
             Ok(raw) => raw,
+            // Hotproxy's own shortage tells nothing of the files: what was
+            // known of them stays (`shortage`).
+            Err(e) if e.is_out_of_resources() => return Err(e),
             Err(e) => {
                 entry.read_state = match e {
                     pem::MaterialError::Unsettled { .. } => None,
@@ -139,6 +142,13 @@ impl Reloader {
         started: Instant,
     ) -> Result<bool, String> {
         let keeps_api = self.entries.get(id).is_some_and(|e| e.from_api) && !take_files;
+        match &loaded {
+            Err(e) if e.is_out_of_resources() => {
+                self.short_of_resources(id, e);
+                return Err(e.to_string());
+            }
+            _ => self.not_short(id),
+        }
         match loaded {
             Ok(None) if keeps_api => {
                 debug!(target: LOG, entry = %id, "certificate files re-read: unchanged since the API replaced their material; it stays");

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 
-use super::apply::bind_std;
+use super::rebind::bind_std;
 use super::rebind::{Registered, bind_beside, listen_beside, register};
 use super::{LiveListener, Reloader};
 use crate::config::{Config, ListenerConfig, Shown};

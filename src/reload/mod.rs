@@ -27,6 +27,7 @@ mod handover;
 mod keep;
 mod rebind;
 mod rotation;
+mod shortage;
 mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -204,6 +205,11 @@ pub struct Reloader {
     client_auth_file: BTreeMap<String, ClientAuthConfig>,
     /// Entries to retry, and when.
     retries: BTreeMap<String, Instant>,
+    /// Entries whose last reads in a row found hotproxy out of file
+    /// descriptors or memory, and how many (`shortage`).
+    short: BTreeMap<String, u32>,
+    /// How many reads of the configuration in a row found it so.
+    config_short: u32,
     /// Who asked for the re-read under way, which decides whether a
     /// failure it finds is counted (`entry::failed`).
     reading: Cause,
@@ -400,6 +406,8 @@ impl Reloader {
             client_auth_overrides: BTreeMap::new(),
             client_auth_file: BTreeMap::new(),
             retries: BTreeMap::new(),
+            short: BTreeMap::new(),
+            config_short: 0,
             reading: Cause::Asked,
             crl_retries: BTreeMap::new(),
             watcher,
@@ -496,12 +504,16 @@ impl Reloader {
         }
     }
 
-    /// Whether `id`'s files, refused, are waited on (a writer half-way).
+    /// Whether `id`'s files, refused, are waited on (a writer half-way),
+    /// or were not read for want of file descriptors or memory and are
+    /// read again (`shortage`): no refusal of the files either.
     fn is_pending(&self, id: &str) -> bool {
-        self.entries
-            .get(id)
-            .and_then(|e| e.last_reload.as_ref())
-            .is_some_and(|r| r.result == "pending")
+        self.short.contains_key(id)
+            || self
+                .entries
+                .get(id)
+                .and_then(|e| e.last_reload.as_ref())
+                .is_some_and(|r| r.result == "pending")
     }
 
     fn run_due_retries(&mut self) {

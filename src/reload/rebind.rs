@@ -177,3 +177,29 @@ fn reuse_port(l: &std::net::TcpListener, on: bool) -> std::io::Result<()> {
     let fd = OwnedFd::from(l.try_clone()?);
     tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(fd)).set_reuseport(on)
 }
+
+/// A listening socket on `addr`, with `SO_REUSEPORT` if `reuse_port` (only
+/// while binding beside an overlapping address, as this module does).
+pub(super) fn bind_std(
+    addr: SocketAddr,
+    rt: &tokio::runtime::Handle,
+    reuse_port: bool,
+) -> std::io::Result<std::net::TcpListener> {
+    // Bound through tokio's socket builder for SO_REUSEADDR, then handed
+    // back as a std listener so binding can happen before committing.
+    // `listen` registers with tokio's reactor: on the reloader thread (a
+    // config reload adds a listener) that needs the runtime entered.
+    let _enter = rt.enter();
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    let l = socket.listen(1024)?;
+    l.into_std()
+}
