@@ -179,7 +179,8 @@
 //!     the wait for such rarely-ready signals that is polled only when its own wake-up came.
 //!   - `readmit`: an open connection checked again under its listener's changed admission
 //!     rules (chain, `allow`, `allow_from`), an open tunnel under its listener's changed
-//!     routes (the route's `allow`, `allow_from`): kept if still admitted.
+//!     routes (the route's `allow`, `allow_from`), and one to another `certs` entry's host
+//!     under its changed admission rules (that entry's): kept if still admitted.
 //!   - `accept`: accept with back-off on EMFILE/ENFILE, for listeners and the admin listener.
 //!   - `proxy_protocol`: PROXY v1/v2 before TLS, from `proxy_protocol.from` only.
 //!   - `front`: what is in front of a listener: PROXY sources, `allow_from`, trusted proxies,

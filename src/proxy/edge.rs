@@ -277,38 +277,45 @@ impl Exchange {
     /// coalescing hosts onto one connection, is let in by it exactly as by
     /// the connection's entry. "The same" holds in the snapshot the
     /// connection shook hands under and in the one in force (`now`): a
-    /// reload can part the two entries, and only the connection's own
-    /// entry is checked again then ([`crate::proxy::readmit`]).
+    /// reload can part the two entries. Let through, such a request gives
+    /// that entry's position and the admission generation read before the
+    /// check: what it opens (a tunnel) is checked again against the host's
+    /// entry when the rules change, as the connection is against its own
+    /// ([`crate::proxy::readmit`]).
     pub fn misdirected<B>(
         &mut self,
         ctx: &RequestContext,
         req: &Request<B>,
-        now: &arc_swap::ArcSwap<crate::proxy::listener::Handshake>,
-    ) -> Option<Response<ResponseBody>> {
-        let (entries, at) = ctx.entry.as_ref()?;
+        listener: &crate::proxy::listener::Listener,
+    ) -> Result<Option<(usize, u64)>, Box<Response<ResponseBody>>> {
+        let Some((entries, at)) = ctx.entry.as_ref() else {
+            return Ok(None);
+        };
         let host = request_host(req);
         let entry_of = |p: &Entries| host.map_or(0, |h| p.position_of_host(h));
         let host_at = entry_of(entries);
         if host_at == *at {
-            return None;
+            return Ok(None);
         }
+        // Read before the rules are: a change after it is checked again.
+        let admission = listener.admission.borrow().generation;
         let same_now = || {
-            let now = now.load();
+            let now = listener.tls.load();
             (now.per_name.as_deref()).is_some_and(|p| {
                 let p = &p.entries;
                 p.same_client_auth(entry_of(p), *at)
             })
         };
         if entries.same_client_auth(host_at, *at) && same_now() {
-            return None;
+            return Ok(Some((host_at, admission)));
         }
         if let Some((line, _)) = &mut self.log {
             line.authz = "misdirected";
         }
-        Some(error_response(
+        Err(Box::new(error_response(
             StatusCode::MISDIRECTED_REQUEST,
             "misdirected request: this host is not served on this connection's server name",
-        ))
+        )))
     }
 
     /// Apply a route's policy: refuse (403) a client outside the route's

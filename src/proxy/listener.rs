@@ -653,10 +653,13 @@ async fn handle(
     if let Err(refused) = prepared {
         return refuse(listener, ctx, exchange, refused, start);
     }
-    if let Some(misdirected) = exchange.misdirected(ctx, &req, &listener.tls) {
-        listener.unrouted.record(421, start.elapsed());
-        return exchange.finish(misdirected);
-    }
+    let host_entry = match exchange.misdirected(ctx, &req, listener) {
+        Ok(host_entry) => host_entry,
+        Err(misdirected) => {
+            listener.unrouted.record(421, start.elapsed());
+            return exchange.finish(*misdirected);
+        }
+    };
     let (route, routes_generation) = {
         let router = listener.router.load();
         let route = router
@@ -711,15 +714,9 @@ async fn handle(
         return exchange.finish(refused.response());
     }
     let client_upgrade = handshake.and_then(Result::ok).map(|accept| {
-        // What the tunnel's route is found by again when the routes
-        // change: the request is gone by then.
-        let routed = Routed {
-            listener: listener.clone(),
-            ctx: ctx.clone(),
-            host: request::authority(&req).map(Box::from),
-            path: req.uri().path().into(),
-            generation: routes_generation,
-        };
+        // What the tunnel's route (and another entry's host) is checked
+        // again by when the rules change: the request is gone by then.
+        let routed = Routed::new(listener, ctx, &req, routes_generation, host_entry);
         (hyper::upgrade::on(&mut req), routed, accept)
     });
     let forwarding = exchange.forwarding(&route_metrics, &upstream.name);

@@ -21,14 +21,21 @@
 //! routes, each open tunnel is checked again ([`Routed`]) against the
 //! route its request takes under the new routes, and closes if that
 //! route's rules refuse its client, or if no route takes it any more.
+//!
+//! A tunnel to a host of another `certs` entry than its connection's (let
+//! through as the two share a `client_auth`) is checked again at each
+//! admission change against that host's entry too: the connection's check
+//! reads only the entry it shook hands under, which may still admit a
+//! client the host's entry no longer does.
 
 use std::sync::Arc;
 
 use tracing::debug;
 
 use crate::config::ClientAuthMode;
+use crate::identity::gate::Gate;
 use crate::proxy::forward::RequestContext;
-use crate::proxy::listener::Listener;
+use crate::proxy::listener::{Handshake, Listener};
 use crate::proxy::router::Router;
 
 /// What one connection was admitted with.
@@ -59,29 +66,46 @@ impl Admitted {
         let tls = self.listener.tls.load();
         // The config it shook hands under, in the snapshot of now: the
         // same entry (a change of the names that pick entries closes all).
-        let (mode, gate) = match (&self.ctx.entry, &tls.per_name) {
-            (None, None) => (tls.mode, tls.gate.as_ref()),
-            (Some((_, at)), Some(p)) => match (p.modes.get(*at), p.gates.get(*at)) {
-                (Some(mode), Some(gate)) => (*mode, gate.as_ref()),
-                _ => return false,
-            },
-            _ => return false,
-        };
-        if mode != self.mode {
-            return false;
+        let at = self.ctx.entry.as_ref().map(|(_, at)| *at);
+        match config_at(&tls, at) {
+            Some((mode, gate)) if mode == self.mode => verified(&self.ctx, mode, gate, generation),
+            _ => false,
         }
-        if !mode.verifies() {
-            // `none`, `request`, `require_any`: nothing was verified at
-            // the handshake, nothing is now.
-            return true;
-        }
-        match (&self.ctx.client_cert, gate) {
-            (Some(id), Some(gate)) => gate.still_admits(id, generation),
-            // No certificate presented, and the mode (`verify_if_given`)
-            // still lets a client without one in.
-            (None, _) => mode == ClientAuthMode::VerifyIfGiven,
-            (Some(_), None) => false,
-        }
+    }
+}
+
+/// The client-auth mode and gate of entry `at` in `tls` (the listener's
+/// own without per-entry client auth); `None` if there is no such entry.
+fn config_at(tls: &Handshake, at: Option<usize>) -> Option<(ClientAuthMode, Option<&Gate>)> {
+    match (at, &tls.per_name) {
+        (None, None) => Some((tls.mode, tls.gate.as_deref())),
+        (Some(at), Some(p)) => match (p.modes.get(at), p.gates.get(at)) {
+            (Some(mode), Some(gate)) => Some((*mode, gate.as_deref())),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Whether `ctx`'s client is let in under `mode` and `gate` as they are
+/// at admission `generation`.
+fn verified(
+    ctx: &RequestContext,
+    mode: ClientAuthMode,
+    gate: Option<&Gate>,
+    generation: u64,
+) -> bool {
+    if !mode.verifies() {
+        // `none`, `request`, `require_any`: nothing was verified at
+        // the handshake, nothing is now.
+        return true;
+    }
+    match (&ctx.client_cert, gate) {
+        (Some(id), Some(gate)) => gate.still_admits(id, generation),
+        // No certificate presented, and the mode (`verify_if_given`)
+        // still lets a client without one in.
+        (None, _) => mode == ClientAuthMode::VerifyIfGiven,
+        (Some(_), None) => false,
     }
 }
 
@@ -94,14 +118,47 @@ pub struct Routed {
     pub path: Box<str>,
     /// The generation of the routes it was let through under.
     pub generation: u64,
+    /// With a host of another `certs` entry than its connection's (let
+    /// through as that entry shares the connection's `client_auth`:
+    /// [`crate::proxy::edge::Exchange::misdirected`]): that entry's
+    /// position and the admission generation read before the check.
+    pub host_entry: Option<(usize, u64)>,
 }
 
 impl Routed {
+    /// What the tunnel of `req`, routed under routes `generation` (and
+    /// let through to `host_entry`'s host), is checked again by.
+    pub fn new<B>(
+        listener: &Arc<Listener>,
+        ctx: &Arc<RequestContext>,
+        req: &http::Request<B>,
+        generation: u64,
+        host_entry: Option<(usize, u64)>,
+    ) -> Routed {
+        Routed {
+            listener: listener.clone(),
+            ctx: ctx.clone(),
+            host: crate::proxy::request::authority(req).map(Box::from),
+            path: req.uri().path().into(),
+            generation,
+            host_entry,
+        }
+    }
+
     /// Ends when the listener's routes changed since the tunnel's request
-    /// was routed and no longer let its client through (its close is
-    /// logged by the tunnel, with `reason: admission_rules_changed`);
-    /// never before they change. Nothing runs until they do.
+    /// was routed and no longer let its client through, or, its host
+    /// another entry's, when its admission rules changed and no longer
+    /// admit it there ([`Routed::host_refused`]); its close is logged by
+    /// the tunnel, with `reason: admission_rules_changed`. Never before
+    /// they change; nothing runs until they do.
     pub async fn refused(self) {
+        tokio::select! {
+            () = self.route_refused() => {}
+            () = self.host_refused() => {}
+        }
+    }
+
+    async fn route_refused(&self) {
         let mut routes = self.listener.routes.subscribe();
         let mut seen = self.generation;
         loop {
@@ -127,6 +184,54 @@ impl Routed {
         match router.matched(self.host.as_deref(), &self.path) {
             Ok(Some(route)) => route.policy.refuses(&self.ctx).is_none(),
             Ok(None) | Err(_) => false,
+        }
+    }
+
+    /// With a host of another entry than its connection's: ends at a
+    /// change of the listener's admission rules after which that entry no
+    /// longer shares the connection's `client_auth` (a new request for
+    /// the host gets 421) or no longer admits its client. The
+    /// connection's [`Admitted`] check reads its own entry only: a client
+    /// taken out of the host's entry kept its tunnel to that host.
+    async fn host_refused(&self) {
+        let Some((host_at, since)) = self.host_entry else {
+            return std::future::pending().await;
+        };
+        let mut admission = self.listener.admission.subscribe();
+        let mut seen = since;
+        loop {
+            // Read before the rules are (stored before the bump), as
+            // the connection's check reads them (`lifetime::Rules`).
+            let now = admission
+                .wait_for(|a| a.generation != seen)
+                .await
+                .map(|a| *a);
+            let Ok(now) = now else {
+                // The listener gone: `removed` ends the tunnel.
+                return std::future::pending().await;
+            };
+            seen = now.generation;
+            if now.closes_all > since || !self.host_still(host_at, now.generation) {
+                return;
+            }
+            debug!(listener = %self.listener.name, peer = %self.ctx.client_addr, entry = host_at, "tunnel still admitted for its host's entry under the changed rules; kept");
+        }
+    }
+
+    /// Whether the host's entry (at `host_at`, as the handshake's entries
+    /// placed it: a change of which names pick which entry closes all),
+    /// in the rules stored now, shares the connection's `client_auth` (the
+    /// 421 check's `same_now`) and admits its client at admission
+    /// `generation`.
+    fn host_still(&self, host_at: usize, generation: u64) -> bool {
+        let Some((_, at)) = &self.ctx.entry else {
+            return true;
+        };
+        let tls = self.listener.tls.load();
+        let shares = (tls.per_name.as_deref()).is_some_and(|p| p.same_client_auth(host_at, *at));
+        match config_at(&tls, Some(host_at)) {
+            Some((mode, gate)) if shares => verified(&self.ctx, mode, gate, generation),
+            _ => false,
         }
     }
 }

@@ -25,6 +25,7 @@
 //! or, as its connection would, at `max_connection_lifetime` once the
 //! listener's material has rotated ([`crate::proxy::lifetime`]), or when
 //! changed admission rules refuse its client: the listener's (as its
+//! connection's, and its host's entry's when another than the
 //! connection's) or, the routes changed, its route's `allow` and
 //! `allow_from`, checked per request and so never again for a tunnel
 //! otherwise ([`crate::proxy::readmit::Routed`]).

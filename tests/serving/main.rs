@@ -28,6 +28,7 @@ mod slow_readers;
 mod smuggling;
 mod timeouts;
 mod tunnel_bytes;
+mod tunnel_hosts;
 mod tunnel_reloads;
 mod tunnels;
 mod upgrade_answers;

@@ -1,0 +1,132 @@
+//! A WebSocket tunnel to a host of another `certs` entry than its connection's: held to that entry's client auth across reloads.
+
+use std::path::PathBuf;
+
+use tokio::io::AsyncWriteExt;
+
+use super::tunnels::echo;
+use crate::common::*;
+use crate::support::*;
+
+/// `client_auth` verifying against the clients' CA, with `allow` rules
+/// `allow` (a YAML list) if given.
+fn verify(allow: Option<&str>) -> String {
+    let allow = allow.map_or(String::new(), |a| format!(", allow: {a}"));
+    format!("{{ mode: require_and_verify, ca: {{ ref: clients-ca }}{allow} }}")
+}
+
+/// Listener `public` serving `app.example` (entry 0, `app_auth`) and
+/// `admin.example` (entry 1, `admin_auth`), everything routed to the
+/// plain (echoing) backend; tunnels idle for up to an hour.
+fn config(w: &World, app_auth: &str, admin_auth: &str) -> PathBuf {
+    w.scene.config(&format!(
+        r#"
+runtime: {{ worker_threads: 1, shutdown_grace: 30s }}
+admin: {{ bind: "127.0.0.1:0" }}
+certs:
+  - {{ id: clients-ca, type: ca-bundle, ca_file: clients-ca.crt }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - {{ cert_file: app.crt, key_file: app.key, client_auth: {app_auth} }}
+        - {{ cert_file: admin.crt, key_file: admin.key, client_auth: {admin_auth} }}
+    routes: [{{ upstream: plain }}]
+    limits: {{ tunnel_idle_timeout: 1h }}
+upstreams:
+  - name: plain
+    servers: [http://{}]
+"#,
+        w.backend.addr
+    ))
+}
+
+/// The scene: both entries under one `client_auth` (no `allow`), so a
+/// request for `admin.example` on an `app.example` connection is served;
+/// alice's WebSocket tunnel opened that way, a byte echoed through it.
+async fn alices_tunnel_to_admin() -> (World, Proxy, Tls) {
+    let w = world().await;
+    w.scene.pair("app", &w.ca.server_pair(&["app.example"]));
+    w.scene.pair("admin", &w.ca.server_pair(&["admin.example"]));
+    let clients = TestCa::new("clients");
+    write(&w.scene.path("clients-ca.crt"), &clients.cert_pem);
+    let cfg = config(&w, &verify(None), &verify(None));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    let alice = client_config(
+        &w.ca.cert_pem,
+        Some(&clients.client_pair("alice")),
+        &[b"http/1.1"],
+    );
+    let mut s = connect(addr, "app.example", alice).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nhost: admin.example\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+          sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let head = read_head(&mut s).await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    echo(&mut s, b"hello").await;
+    (w, p, s)
+}
+
+/// A reload that takes alice out of `admin.example`'s rules (its entry now
+/// lets CN ops in only) ends her tunnel to it at once (SPEC §2, §3), as it
+/// would have had she connected with SNI `admin.example`. Her connection
+/// was made to `app.example`, whose entry still admits her, and only that
+/// entry was checked again: the tunnel stayed open up to
+/// `tunnel_idle_timeout` (an hour), bytes crossing it to admin's backend.
+#[tokio::test]
+async fn a_reload_taking_a_client_out_of_its_tunnels_host_entry_ends_the_tunnel() {
+    let (w, mut p, mut s) = alices_tunnel_to_admin().await;
+    config(&w, &verify(None), &verify(Some("[{ cn: ops }]")));
+    p.signal("HUP");
+    p.wait_log("the reload", |v| v["message"] == "configuration reloaded")
+        .await;
+    let rest = read_to_close(&mut s).await;
+    assert!(rest.is_empty(), "{rest:?}");
+    p.wait_log("the tunnel's close", |v| {
+        v["message"] == "tunnel closed" && v["reason"] == "admission_rules_changed"
+    })
+    .await;
+}
+
+/// A reload that gives `admin.example` a `client_auth` of its own, one
+/// still letting alice in, ends her tunnel too: its entry no longer shares
+/// her connection's `client_auth`, so a new request for it there gets 421
+/// (SPEC §2), and what the 421 would refuse is not kept open either.
+#[tokio::test]
+async fn a_reload_parting_the_tunnels_host_entry_from_its_connections_ends_the_tunnel() {
+    let (w, mut p, mut s) = alices_tunnel_to_admin().await;
+    config(&w, &verify(None), &verify(Some("[{ cn: alice }]")));
+    p.signal("HUP");
+    let rest = read_to_close(&mut s).await;
+    assert!(rest.is_empty(), "{rest:?}");
+    p.wait_log("the tunnel's close", |v| {
+        v["message"] == "tunnel closed" && v["reason"] == "admission_rules_changed"
+    })
+    .await;
+}
+
+/// The control: a reload that changes the rules but keeps `admin.example`
+/// under the connection's `client_auth`, still admitting alice (both
+/// entries now let alice and ops in), keeps the tunnel: checked again and
+/// kept, bytes still cross it.
+#[tokio::test]
+async fn a_reload_still_admitting_a_client_to_its_tunnels_host_keeps_the_tunnel() {
+    let (w, mut p, mut s) = alices_tunnel_to_admin().await;
+    let both = verify(Some("[{ cn: alice }, { cn: ops }]"));
+    config(&w, &both, &both);
+    p.signal("HUP");
+    p.wait_log("the tunnel checked again and kept", |v| {
+        v["message"] == "tunnel still admitted for its host's entry under the changed rules; kept"
+    })
+    .await;
+    echo(&mut s, b"still here").await;
+    assert!(
+        !p.logs().iter().any(|l| l.contains("\"tunnel closed\"")),
+        "the tunnel was closed"
+    );
+}
