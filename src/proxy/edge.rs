@@ -279,7 +279,7 @@ impl Exchange {
     /// connection shook hands under and in the one in force (`now`): a
     /// reload can part the two entries. Let through, such a request gives
     /// that entry's position and the admission generation read before the
-    /// check: what it opens (a tunnel) is checked again against the host's
+    /// check: what it opens (a tunnel, a response in flight) is checked again against the host's
     /// entry when the rules change, as the connection is against its own
     /// ([`crate::proxy::readmit`]).
     pub fn misdirected<B>(

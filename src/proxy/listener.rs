@@ -31,6 +31,7 @@ use crate::proxy::edge::{EdgePolicy, Exchange, UpstreamAddr};
 use crate::proxy::forward::{RequestContext, ResponseBody, client_fault, error_response};
 use crate::proxy::front::{self, Front};
 use crate::proxy::headers::client_ip_value;
+use crate::proxy::host_cut;
 use crate::proxy::lifetime::{Admissions, Lifetime};
 use crate::proxy::readmit::{Admitted, Routed};
 use crate::proxy::refused_head::protocol_error;
@@ -778,6 +779,9 @@ async fn handle(
         }
     }
     route_metrics.record(resp.status().as_u16(), start.elapsed());
+    if let Some(host_entry) = host_entry {
+        resp = host_cut::cut_when_refused(resp, listener, ctx, host_entry, slot.grace());
+    }
     exchange.finish(resp)
 }
 

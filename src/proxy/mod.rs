@@ -18,6 +18,7 @@ pub mod framing;
 pub mod front;
 pub mod headers;
 pub mod hop;
+pub mod host_cut;
 pub mod kept;
 pub mod lifetime;
 pub mod linger;

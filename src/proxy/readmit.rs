@@ -22,11 +22,12 @@
 //! route its request takes under the new routes, and closes if that
 //! route's rules refuse its client, or if no route takes it any more.
 //!
-//! A tunnel to a host of another `certs` entry than its connection's (let
-//! through as the two share a `client_auth`) is checked again at each
-//! admission change against that host's entry too: the connection's check
-//! reads only the entry it shook hands under, which may still admit a
-//! client the host's entry no longer does.
+//! A tunnel (or a response in flight, [`crate::proxy::host_cut`]) to a
+//! host of another `certs` entry than its connection's (let through as the
+//! two share a `client_auth`) is checked again at each admission change
+//! against that host's entry too ([`host_refused`]): the connection's
+//! check reads only the entry it shook hands under, which may still admit
+//! a client the host's entry no longer does.
 
 use std::sync::Arc;
 
@@ -148,13 +149,20 @@ impl Routed {
     /// Ends when the listener's routes changed since the tunnel's request
     /// was routed and no longer let its client through, or, its host
     /// another entry's, when its admission rules changed and no longer
-    /// admit it there ([`Routed::host_refused`]); its close is logged by
+    /// admit it there ([`host_refused`]); its close is logged by
     /// the tunnel, with `reason: admission_rules_changed`. Never before
     /// they change; nothing runs until they do.
     pub async fn refused(self) {
         tokio::select! {
             () = self.route_refused() => {}
             () = self.host_refused() => {}
+        }
+    }
+
+    async fn host_refused(&self) {
+        match self.host_entry {
+            Some((at, since)) => host_refused(&self.listener, &self.ctx, at, since, true).await,
+            None => std::future::pending().await,
         }
     }
 
@@ -186,52 +194,62 @@ impl Routed {
             Ok(None) | Err(_) => false,
         }
     }
+}
 
-    /// With a host of another entry than its connection's: ends at a
-    /// change of the listener's admission rules after which that entry no
-    /// longer shares the connection's `client_auth` (a new request for
-    /// the host gets 421) or no longer admits its client. The
-    /// connection's [`Admitted`] check reads its own entry only: a client
-    /// taken out of the host's entry kept its tunnel to that host.
-    async fn host_refused(&self) {
-        let Some((host_at, since)) = self.host_entry else {
+/// For a request (`tunnel`: a tunnel) on `ctx`'s connection for a host of entry
+/// `host_at`, another than the connection's (let through as it shares the
+/// connection's `client_auth`: [`crate::proxy::edge::Exchange::misdirected`],
+/// at admission generation `since`): ends at a change of the listener's
+/// admission rules after which that entry no longer shares the
+/// connection's `client_auth` (a new request for the host gets 421) or no
+/// longer admits its client. The connection's [`Admitted`] check reads
+/// its own entry only: a client taken out of the host's entry kept what
+/// it had open to that host.
+pub async fn host_refused(
+    listener: &Listener,
+    ctx: &RequestContext,
+    host_at: usize,
+    since: u64,
+    tunnel: bool,
+) {
+    let mut admission = listener.admission.subscribe();
+    let mut seen = since;
+    loop {
+        // Read before the rules are (stored before the bump), as the
+        // connection's check reads them (`lifetime::Rules`).
+        let now = (admission.wait_for(|a| a.generation != seen).await).map(|a| *a);
+        let Ok(now) = now else {
+            // The listener gone: `removed` (or the connection's close)
+            // ends what is open.
             return std::future::pending().await;
         };
-        let mut admission = self.listener.admission.subscribe();
-        let mut seen = since;
-        loop {
-            // Read before the rules are (stored before the bump), as
-            // the connection's check reads them (`lifetime::Rules`).
-            let now = admission
-                .wait_for(|a| a.generation != seen)
-                .await
-                .map(|a| *a);
-            let Ok(now) = now else {
-                // The listener gone: `removed` ends the tunnel.
-                return std::future::pending().await;
-            };
-            seen = now.generation;
-            if now.closes_all > since || !self.host_still(host_at, now.generation) {
-                return;
+        seen = now.generation;
+        if now.closes_all > since || !host_still(listener, ctx, host_at, now.generation) {
+            return;
+        }
+        match tunnel {
+            true => {
+                debug!(listener = %listener.name, peer = %ctx.client_addr, entry = host_at, "tunnel still admitted for its host's entry under the changed rules; kept");
             }
-            debug!(listener = %self.listener.name, peer = %self.ctx.client_addr, entry = host_at, "tunnel still admitted for its host's entry under the changed rules; kept");
+            false => {
+                debug!(listener = %listener.name, peer = %ctx.client_addr, entry = host_at, "response in flight still admitted for its host's entry under the changed rules; kept");
+            }
         }
     }
+}
 
-    /// Whether the host's entry (at `host_at`, as the handshake's entries
-    /// placed it: a change of which names pick which entry closes all),
-    /// in the rules stored now, shares the connection's `client_auth` (the
-    /// 421 check's `same_now`) and admits its client at admission
-    /// `generation`.
-    fn host_still(&self, host_at: usize, generation: u64) -> bool {
-        let Some((_, at)) = &self.ctx.entry else {
-            return true;
-        };
-        let tls = self.listener.tls.load();
-        let shares = (tls.per_name.as_deref()).is_some_and(|p| p.same_client_auth(host_at, *at));
-        match config_at(&tls, Some(host_at)) {
-            Some((mode, gate)) if shares => verified(&self.ctx, mode, gate, generation),
-            _ => false,
-        }
+/// Whether the host's entry (at `host_at`, as the handshake's entries
+/// placed it: a change of which names pick which entry closes all), in
+/// the rules stored now, shares the connection's `client_auth` (the 421
+/// check's `same_now`) and admits its client at admission `generation`.
+fn host_still(listener: &Listener, ctx: &RequestContext, host_at: usize, generation: u64) -> bool {
+    let Some((_, at)) = &ctx.entry else {
+        return true;
+    };
+    let tls = listener.tls.load();
+    let shares = (tls.per_name.as_deref()).is_some_and(|p| p.same_client_auth(host_at, *at));
+    match config_at(&tls, Some(host_at)) {
+        Some((mode, gate)) if shares => verified(ctx, mode, gate, generation),
+        _ => false,
     }
 }

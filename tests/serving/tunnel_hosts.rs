@@ -44,22 +44,27 @@ upstreams:
 
 /// The scene: both entries under one `client_auth` (no `allow`), so a
 /// request for `admin.example` on an `app.example` connection is served;
-/// alice's WebSocket tunnel opened that way, a byte echoed through it.
-async fn alices_tunnel_to_admin() -> (World, Proxy, Tls) {
+/// the proxy (its `shutdown_grace` `grace`) and alice's connection to
+/// `app.example`, offering `alpn`.
+async fn alice_on_app(grace: &str, alpn: &[u8]) -> (World, Proxy, Tls) {
     let w = world().await;
     w.scene.pair("app", &w.ca.server_pair(&["app.example"]));
     w.scene.pair("admin", &w.ca.server_pair(&["admin.example"]));
     let clients = TestCa::new("clients");
     write(&w.scene.path("clients-ca.crt"), &clients.cert_pem);
     let cfg = config(&w, &verify(None), &verify(None));
+    edit_config(&cfg, |t| t.replace("shutdown_grace: 30s", grace));
     let mut p = Proxy::start(&cfg);
     let addr = p.listener_addr("public").await;
-    let alice = client_config(
-        &w.ca.cert_pem,
-        Some(&clients.client_pair("alice")),
-        &[b"http/1.1"],
-    );
-    let mut s = connect(addr, "app.example", alice).await.unwrap();
+    let alice = client_config(&w.ca.cert_pem, Some(&clients.client_pair("alice")), &[alpn]);
+    let s = connect(addr, "app.example", alice).await.unwrap();
+    (w, p, s)
+}
+
+/// [`alice_on_app`] over HTTP/1.1, with alice's WebSocket tunnel to
+/// `admin.example` opened on it, a byte echoed through it.
+async fn alices_tunnel_to_admin() -> (World, Proxy, Tls) {
+    let (w, p, mut s) = alice_on_app("shutdown_grace: 30s", b"http/1.1").await;
     s.write_all(
         b"GET /ws HTTP/1.1\r\nhost: admin.example\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
           sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n",
@@ -129,4 +134,46 @@ async fn a_reload_still_admitting_a_client_to_its_tunnels_host_keeps_the_tunnel(
         !p.logs().iter().any(|l| l.contains("\"tunnel closed\"")),
         "the tunnel was closed"
     );
+}
+
+/// The same for an HTTP/2 stream to `admin.example` coalesced onto alice's
+/// `app.example` connection (a long response: server-sent events, gRPC):
+/// a reload taking alice out of `admin.example`'s rules cuts it
+/// `shutdown_grace` later, as a revoked connection's streams in flight are
+/// (SPEC §3), while her connection, still admitted for `app.example`,
+/// serves on. The stream went on for as long as its upstream did.
+#[tokio::test]
+async fn a_reload_taking_a_client_out_of_a_streams_host_entry_cuts_the_stream() {
+    let (w, mut p, tls) = alice_on_app("shutdown_grace: 1s", b"h2").await;
+    let mut client = h2_client(tls).await;
+    let get = |uri: &str| http::Request::get(uri).body(()).unwrap();
+    let (resp, _) = client
+        .send_request(get("https://admin.example/stall"), true)
+        .unwrap();
+    let resp = within_deadline("the stream's head", resp).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = within_deadline("the first chunk", body.data()).await;
+    assert_eq!(&first.unwrap().unwrap()[..], b"first");
+
+    config(&w, &verify(None), &verify(Some("[{ cn: ops }]")));
+    p.signal("HUP");
+    let cut = within_deadline("the stream's cut", body.data()).await;
+    assert!(cut.as_ref().is_some_and(Result::is_err), "{cut:?}");
+    p.wait_log("the cut", |v| {
+        v["reason"] == "admission_rules_changed"
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("response in flight cut"))
+    })
+    .await;
+    // Her connection serves on for its own entry.
+    let mut client = within_deadline("the connection", client.ready())
+        .await
+        .unwrap();
+    let (resp, _) = client
+        .send_request(get("https://app.example/"), true)
+        .unwrap();
+    let resp = within_deadline("a request for app.example", resp).await;
+    assert_eq!(resp.unwrap().status(), 200);
 }
