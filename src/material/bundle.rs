@@ -504,6 +504,47 @@ mod tests {
         );
     }
 
+    /// A weak CA's key tells its signatures by family, not as RSA or not:
+    /// an Ed448 and a DSA `CN=root` re-keyed to P-256 did not sign the
+    /// ECDSA signature of what the new key issued (no key identifiers),
+    /// and an RSA-1024 CA's RSA signature outside the PKCS #1 arc (SHA3-256)
+    /// may be its, which the name alone tells, with the caveat. Before:
+    /// the Ed448 and the DSA CA's notes named `new-sig` by name alone (not
+    /// RSA either), and the RSA CA's left `sha3` out without a word.
+    #[test]
+    fn a_weak_ca_tells_a_signature_of_another_family_by_its_oid() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        let params = [
+            "genpkey",
+            "-genparam",
+            "-algorithm",
+            "DSA",
+            "-pkeyopt",
+            "dsa_paramgen_bits:2048",
+            "-out",
+            "dsa.param",
+        ];
+        openssl(dir, &params);
+        root(dir, "ed448", "root", "ed");
+        root(dir, "dsa:dsa.param", "root", "dsa");
+        root(dir, "ec", "root", "new");
+        root(dir, "rsa:1024", "rsa-root", "rsa");
+        let no_ids = "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n\
+                      subjectKeyIdentifier=none\nauthorityKeyIdentifier=none\n";
+        signed(dir, "new", "-sha256", "ec", "new-sig", Some(no_ids));
+        signed(dir, "rsa", "-sha3-256", "ec", "sha3", Some(no_ids));
+        let named = named_in(dir, &["ed", "dsa", "new", "new-sig", "rsa", "sha3"]);
+        assert_eq!(
+            named,
+            [
+                (1, vec![]),
+                (2, vec![]),
+                (5, vec![format!("certificate 6 (CN=sha3) ({NAME_ONLY})")]),
+            ]
+        );
+    }
+
     /// The certificates a weak root's warning names as anchors themselves
     /// are those of the bundle it issued that webpki ends a path at
     /// without its key: a CA or a certificate without basicConstraints

@@ -215,16 +215,106 @@ const LEGACY_RSA: [(&[u8], &aws_lc_rs::signature::RsaParameters); 3] = {
     ]
 };
 
-/// The arc of PKCS #1 (1.2.840.113549.1.1): RSA keys (rsaEncryption,
-/// RSASSA-PSS) and RSA signature algorithms, and nothing else.
-const PKCS1: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
+/// A signature family: the key algorithms of its keys, and its signature
+/// algorithms, each an OID's contents that stands for itself and every
+/// OID under it (a byte under 0x80 ends a subidentifier, so an OID under
+/// an arc starts with the arc's bytes and no other does).
+struct Family {
+    keys: &'static [&'static [u8]],
+    signatures: &'static [&'static [u8]],
+}
+
+/// The signature families whose signature algorithms a key of another
+/// family cannot have made (ecdsa-with-SHA256 by a DSA key). An OID none
+/// of them holds tells nothing.
+const FAMILIES: [Family; 5] = [
+    // rsaEncryption and RSASSA-PSS; the PKCS #1 arc
+    // (1.2.840.113549.1.1: md5-, sha1-, sha256WithRSAEncryption, PSS ...),
+    // OIW's md4WithRSA, md5WithRSA, md4WithRSAEncryption and
+    // sha1WithRSASignature (1.3.14.3.2.2-4, .29), NIST's
+    // id-rsassa-pkcs1-v1_5-with-sha3-* (2.16.840.1.101.3.4.3.13-16).
+    Family {
+        keys: &[
+            &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01],
+            &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a],
+        ],
+        signatures: &[
+            &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01],
+            &[0x2b, 0x0e, 0x03, 0x02, 0x02],
+            &[0x2b, 0x0e, 0x03, 0x02, 0x03],
+            &[0x2b, 0x0e, 0x03, 0x02, 0x04],
+            &[0x2b, 0x0e, 0x03, 0x02, 0x1d],
+            &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x0d],
+            &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x0e],
+            &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x0f],
+            &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x10],
+        ],
+    },
+    // id-ecPublicKey, whatever its curve; ecdsa-with-* (1.2.840.10045.4),
+    // NIST's id-ecdsa-with-sha3-* (2.16.840.1.101.3.4.3.9-12).
+    Family {
+        keys: &[&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]],
+        signatures: &[
+            &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04],
+            &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x09],
+            &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x0a],
+            &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x0b],
+            &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x0c],
+        ],
+    },
+    // id-dsa and OIW's dsa key (1.3.14.3.2.12); id-dsa-with-sha1
+    // (1.2.840.10040.4.3), OIW's dsaWithSHA and dsaWithSHA1
+    // (1.3.14.3.2.13, .27), NIST's dsa-with-sha224 ... and
+    // id-dsa-with-sha3-* (2.16.840.1.101.3.4.3.1-8).
+    Family {
+        keys: &[
+            &[0x2a, 0x86, 0x48, 0xce, 0x38, 0x04, 0x01],
+            &[0x2b, 0x0e, 0x03, 0x02, 0x0c],
+        ],
+        signatures: &[
+            &[0x2a, 0x86, 0x48, 0xce, 0x38, 0x04, 0x03],
+            &[0x2b, 0x0e, 0x03, 0x02, 0x0d],
+            &[0x2b, 0x0e, 0x03, 0x02, 0x1b],
+            &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x01],
+            &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x02],
+            &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x03],
+            &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x04],
+            &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x05],
+            &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x06],
+            &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x07],
+            &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x08],
+        ],
+    },
+    // Ed25519 (1.3.101.112): the key's algorithm is its signature's.
+    Family {
+        keys: &[&[0x2b, 0x65, 0x70]],
+        signatures: &[&[0x2b, 0x65, 0x70]],
+    },
+    // Ed448 (1.3.101.113), likewise.
+    Family {
+        keys: &[&[0x2b, 0x65, 0x71]],
+        signatures: &[&[0x2b, 0x65, 0x71]],
+    },
+];
+
+/// The index in [`FAMILIES`] of the family whose `of` (its keys or its
+/// signatures) holds `oid`; `None` for an OID none of them holds.
+fn family(oid: &[u8], of: fn(&Family) -> &[&[u8]]) -> Option<usize> {
+    FAMILIES
+        .iter()
+        .position(|f| of(f).iter().any(|arc| oid.starts_with(arc)))
+}
 
 /// [`verifies`], and also by an RSA key of 1024 to 2047 bits with
 /// [`LEGACY_RSA`]: whether a CA whose key rustls verifies nothing by
 /// signed `signed`, which no handshake checks but a warning about that CA
 /// names. A signature of another family than the key's (ECDSA by an RSA
-/// key) is not its. `None` when none of that tells (DSA, Ed448,
-/// secp256k1, an RSA key under 1024 bits or over 8192, RSA with SHA-384).
+/// or a DSA key, RSA by an Ed448 one) is not its. `None` when none of
+/// that tells: a key or signature algorithm of no family known here, a
+/// DSA, Ed448 or secp256k1 key's signature of its own family, an RSA key
+/// under 1024 bits or over 8192, an RSA signature other than PKCS #1
+/// v1.5 with SHA-1, SHA-256 or SHA-512 of the PKCS #1 arc (SHA-384, MD5,
+/// SHA-3, PSS, OIW's sha1WithRSASignature).
 fn verifies_any(signed: &[u8], spki: &[u8]) -> Option<bool> {
     if let Some(verdict) = verifies(signed, spki) {
         return Some(verdict);
@@ -236,7 +326,7 @@ fn verifies_any(signed: &[u8], spki: &[u8]) -> Option<bool> {
     let (OID, oid, _, params) = element(p.signature_alg)? else {
         return None;
     };
-    if key_oid.starts_with(PKCS1) != oid.starts_with(PKCS1) {
+    if family(key_oid, |f| f.keys)? != family(oid, |f| f.signatures)? {
         return Some(false);
     }
     if !p.key_alg.starts_with(RSA_ENCRYPTION)
