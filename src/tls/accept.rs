@@ -88,9 +88,13 @@ pub async fn accept(
     };
     let config = if resuming { one_ticket(config) } else { config };
     // The certificate is chosen as rustls takes the ClientHello, before
-    // `into_stream` returns.
-    let (handshake, served) =
-        crate::tls::server::noting_choice(|| start.into_stream(config).into_fallible());
+    // `into_stream_with` returns; a TLS 1.3 resumption's tickets keep its
+    // session's birth (`session_cache::keep_tls13_birth`).
+    let (handshake, served) = crate::tls::server::noting_choice(|| {
+        start
+            .into_stream_with(config, crate::tls::session_cache::keep_tls13_birth)
+            .into_fallible()
+    });
     match handshake.await {
         Ok(tls) => Ok(Accepted {
             tls,

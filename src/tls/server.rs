@@ -16,7 +16,7 @@ use crate::config::{ClientAuthMode, ListenerConfig, TlsVersion};
 use crate::identity::gate::Gate;
 use crate::material::{CaBundle, Pair};
 use crate::tls::TlsError;
-use crate::tls::session_cache::{self, ExpiringSessions};
+use crate::tls::session_cache::{self, AgedTickets, ExpiringSessions};
 use crate::tls::verifiers::client_verifier;
 
 /// One server pair on a listener, with the names it answers.
@@ -605,12 +605,13 @@ impl ResolvesServerCert for SniResolver {
 
 /// A listener's session state: the key its session tickets are sealed
 /// with (TLS 1.3, and TLS 1.2 clients that take tickets) and its session-ID
-/// cache (TLS 1.2 clients that do not), whose sessions expire as tickets
-/// do ([`session_cache`]). Each listener has its own, as nginx
-/// keys tickets per server block: rustls resumes any session its ticketer
-/// opens or its cache holds whose SNI matches, so a session from another
-/// listener serving the same name would resume here, skipping this
-/// listener's certificate and its own policy (`min_version`, ALPN).
+/// cache (TLS 1.2 clients that do not); either way a session expires 12
+/// hours after its full handshake ([`session_cache`]). Each listener has
+/// its own, as nginx keys tickets per server block: rustls resumes any
+/// session its ticketer opens or its cache holds whose SNI matches, so a
+/// session from another listener serving the same name would resume here,
+/// skipping this listener's certificate and its own policy
+/// (`min_version`, ALPN).
 struct Sessions {
     ticketer: Arc<dyn ProducesTickets>,
     cache: Arc<ExpiringSessions>,
@@ -636,8 +637,13 @@ fn sessions(name: &str, bind: SocketAddr) -> Result<Sessions, TlsError> {
         return Ok(Sessions { ticketer, cache });
     }
     held.retain(|_, (t, _)| t.strong_count() > 0);
-    let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+    let rotating = rustls::crypto::aws_lc_rs::Ticketer::new()
         .map_err(|e| TlsError::Build(format!("ticketer: {e}")))?;
+    // rustls's tickets carry no age it checks (TLS 1.2) and its previous
+    // key opens any ticket after a quiet spell: each is refused once its
+    // session is as old as a session ID may be.
+    let ticketer: Arc<dyn ProducesTickets> =
+        Arc::new(AgedTickets::new(rotating, session_cache::LIFETIME));
     // rustls's default size for a config's own cache; its sessions expire
     // as the tickets do (rustls's own cache would resume them for days).
     let cache = Arc::new(ExpiringSessions::new(256, session_cache::LIFETIME));

@@ -1,10 +1,11 @@
-//! A listener's TLS 1.2 session-ID cache whose sessions expire: one older than its lifetime is absent.
+//! A listener's session expiry: its session-ID cache and its tickets answer nothing older than their lifetime.
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::server::{ServerSessionMemoryCache, StoresServerSessions};
+use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
 
 /// How long a TLS 1.2 session ID resumes after its full handshake: as long
 /// as the listener's session tickets live (rustls's ticketer keeps each key
@@ -65,11 +66,16 @@ impl<C: Clock> ExpiringSessions<C> {
 
     /// The session behind its stamp, if it is younger than the lifetime.
     fn fresh(&self, stored: Vec<u8>) -> Option<Vec<u8>> {
-        let (stamp, session) = stored.split_first_chunk::<8>()?;
-        let put = Duration::from_nanos(u64::from_be_bytes(*stamp));
-        let age = self.since_born().saturating_sub(put);
+        let (_, session) = stored.split_first_chunk::<8>()?;
+        let age = self.since_born().saturating_sub(stamp_of(&stored));
         (age < self.lifetime).then(|| session.to_vec())
     }
+}
+
+/// When a stored session was put, after the cache was made.
+fn stamp_of(stored: &[u8]) -> Duration {
+    let stamp = stored.first_chunk::<8>().copied().unwrap_or_default();
+    Duration::from_nanos(u64::from_be_bytes(stamp))
 }
 
 impl<C: Clock> StoresServerSessions for ExpiringSessions<C> {
@@ -84,10 +90,16 @@ impl<C: Clock> StoresServerSessions for ExpiringSessions<C> {
 
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
         let stored = self.inner.get(key)?;
-        let session = self.fresh(stored);
-        if session.is_none() {
+        let session = self.fresh(stored.clone());
+        match &session {
+            // A ticket this resumption issues (a client offering its
+            // session ID and the ticket extension) is as old as the session.
+            Some(value) => {
+                let age = self.since_born().saturating_sub(stamp_of(&stored));
+                carry(value, Origin::Age(age));
+            }
             // Gone for good: its master secret is not kept past its use.
-            self.inner.take(key);
+            None => drop(self.inner.take(key)),
         }
         session
     }
@@ -106,6 +118,229 @@ impl<C: Clock> fmt::Debug for ExpiringSessions<C> {
         f.debug_struct("ExpiringSessions")
             .field("lifetime", &self.lifetime)
             .finish_non_exhaustive()
+    }
+}
+
+/// Where "now" comes from for tickets: wall-clock unix seconds, or a test's.
+pub trait WallClock: Send + Sync {
+    fn unix_secs(&self) -> u64;
+}
+
+/// The system's wall clock, as rustls reads it for its own tickets.
+#[derive(Debug, Default)]
+pub struct SystemWall;
+
+impl WallClock for SystemWall {
+    fn unix_secs(&self) -> u64 {
+        rustls_pki_types::UnixTime::now().as_secs()
+    }
+}
+
+/// A listener's ticketer (rustls's rotating one) with the session's birth
+/// sealed in front of each ticket's plaintext: `decrypt` answers a ticket
+/// at least [`LIFETIME`] (or the lifetime given) past its birth, or one
+/// without a birth, as none. rustls rotates its key only when it is used,
+/// one step per use, and still opens with the key before, so on a quiet
+/// listener a ticket days old decrypted; it checks no TLS 1.2 ticket's age;
+/// and a TLS 1.2 resumption re-issues a ticket with the same master secret
+/// stamped now, so a client resuming every few hours kept its secret for
+/// ever. Here a ticket re-issued by a resumption keeps the birth of the
+/// session it resumed.
+///
+/// The birth is wall-clock unix seconds, as rustls's own tickets and key
+/// rotation use: it is written into the ticket, where an `Instant` has no
+/// meaning, and a clock step moves it and rustls's key rotation alike.
+pub struct AgedTickets<W: WallClock = SystemWall> {
+    inner: Arc<dyn ProducesTickets>,
+    lifetime: Duration,
+    clock: W,
+}
+
+impl AgedTickets {
+    /// `inner`'s tickets, each resumed for `lifetime` after its session's
+    /// full handshake.
+    pub fn new(inner: Arc<dyn ProducesTickets>, lifetime: Duration) -> Self {
+        Self::with_clock(inner, lifetime, SystemWall)
+    }
+}
+
+impl<W: WallClock> AgedTickets<W> {
+    pub(crate) fn with_clock(
+        inner: Arc<dyn ProducesTickets>,
+        lifetime: Duration,
+        clock: W,
+    ) -> Self {
+        Self {
+            inner,
+            lifetime,
+            clock,
+        }
+    }
+}
+
+impl<W: WallClock> ProducesTickets for AgedTickets<W> {
+    fn enabled(&self) -> bool {
+        self.inner.enabled()
+    }
+
+    fn lifetime(&self) -> u32 {
+        u32::try_from(self.lifetime.as_secs())
+            .unwrap_or(u32::MAX)
+            .min(self.inner.lifetime())
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        let now = self.clock.unix_secs();
+        let birth = match carried(plain) {
+            Some(Origin::Birth(birth)) => birth,
+            // Rounded up: the session is never younger than it was.
+            Some(Origin::Age(age)) => {
+                now.saturating_sub(age.as_secs() + u64::from(age.subsec_nanos() > 0))
+            }
+            // A TLS 1.3 resumption's, else a full handshake's: now.
+            None => tls13_birth(plain).map_or(now, |birth| birth.min(now)),
+        };
+        let mut stamped = Vec::with_capacity(8 + plain.len());
+        stamped.extend_from_slice(&birth.to_be_bytes());
+        stamped.extend_from_slice(plain);
+        self.inner.encrypt(&stamped)
+    }
+
+    fn decrypt(&self, ticket: &[u8]) -> Option<Vec<u8>> {
+        // Nothing from an earlier ClientHello stays to be matched.
+        CARRIED.take();
+        OPENED_TLS13.take();
+        let stamped = self.inner.decrypt(ticket)?;
+        let (birth, plain) = stamped.split_first_chunk::<8>()?;
+        let birth = u64::from_be_bytes(*birth);
+        let age = self.clock.unix_secs().saturating_sub(birth);
+        if age >= self.lifetime.as_secs() {
+            return None;
+        }
+        carry(plain, Origin::Birth(birth));
+        if session_version(plain).is_some_and(|(version, _)| version == [3, 4]) {
+            OPENED_TLS13.set(Some(birth));
+        }
+        Some(plain.to_vec())
+    }
+}
+
+impl<W: WallClock> fmt::Debug for AgedTickets<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgedTickets")
+            .field("lifetime", &self.lifetime)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How old a resumed session is: its birth (a ticket's) or its age (a
+/// session ID's, on the cache's monotonic clock).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Origin {
+    Birth(u64),
+    Age(Duration),
+}
+
+thread_local! {
+    /// The TLS 1.2 session a ClientHello on this thread resumed: a digest of
+    /// its master secret, and how old it is. rustls opens a TLS 1.2 ticket
+    /// (or looks up a session ID) and issues the resumption's new ticket in
+    /// one call on one thread (the ClientHello's, in `start_resumption`).
+    /// The next `encrypt` takes it and uses it only for the same master
+    /// secret, so a full handshake, whose secret is new, is stamped now
+    /// even when an earlier resumption attempt left one here.
+    static CARRIED: Cell<Option<([u8; 32], Origin)>> = const { Cell::new(None) };
+}
+
+/// Note how old the TLS 1.2 session in `plain` (rustls's encoding) is, for
+/// the ticket its resumption issues.
+fn carry(plain: &[u8], origin: Origin) {
+    CARRIED.set(tls12_secret(plain).map(|digest| (digest, origin)));
+}
+
+/// How old the session `plain` re-issues is, if this thread just resumed it.
+fn carried(plain: &[u8]) -> Option<Origin> {
+    let (digest, origin) = CARRIED.take()?;
+    (tls12_secret(plain)? == digest).then_some(origin)
+}
+
+/// A digest of the master secret of a TLS 1.2 session in rustls's
+/// `ServerSessionValue` encoding; none for TLS 1.3, whose tickets after a
+/// resumption carry new secrets (their birth comes through
+/// [`keep_tls13_birth`]).
+fn tls12_secret(plain: &[u8]) -> Option<[u8; 32]> {
+    let (version, rest) = session_version(plain)?;
+    if version != [3, 3] {
+        return None;
+    }
+    let (secret, _) = sized(rest.get(2..)?, 1)?;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret);
+    digest.as_ref().try_into().ok()
+}
+
+/// The birth a TLS 1.3 session in rustls's encoding carries in its
+/// resumption data (put there by [`keep_tls13_birth`]), if any.
+fn tls13_birth(plain: &[u8]) -> Option<u64> {
+    let (version, rest) = session_version(plain)?;
+    if version != [3, 4] {
+        return None;
+    }
+    // Suite, then the secret, then the EMS flag.
+    let (_, rest) = sized(rest.get(2..)?, 1)?;
+    let (&has_chain, mut rest) = rest.get(1..)?.split_first()?;
+    if has_chain == 1 {
+        rest = sized(rest, 3)?.1;
+    }
+    let (&has_alpn, mut rest) = rest.split_first()?;
+    if has_alpn == 1 {
+        rest = sized(rest, 1)?.1;
+    }
+    let (data, _) = sized(rest, 2)?;
+    let birth = data.strip_prefix(BIRTH_DATA)?;
+    Some(u64::from_be_bytes(birth.try_into().ok()?))
+}
+
+/// The version of a session in rustls's `ServerSessionValue` encoding (an
+/// optional SNI, the version, the suite, the secret, ...) and what follows it.
+fn session_version(plain: &[u8]) -> Option<([u8; 2], &[u8])> {
+    let (&has_sni, mut rest) = plain.split_first()?;
+    if has_sni == 1 {
+        rest = sized(rest, 1)?.1;
+    }
+    let (version, rest) = rest.split_first_chunk::<2>()?;
+    Some((*version, rest))
+}
+
+/// A field behind its `width`-byte big-endian length, and what follows it.
+fn sized(bytes: &[u8], width: usize) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = bytes.split_at_checked(width)?;
+    let len = len.iter().fold(0usize, |n, &b| n << 8 | usize::from(b));
+    rest.split_at_checked(len)
+}
+
+/// What a resumed TLS 1.3 connection's resumption data starts with: the
+/// birth of the session it resumed follows (8 bytes, unix seconds).
+const BIRTH_DATA: &[u8] = b"hotproxy birth ";
+
+thread_local! {
+    /// The birth of the TLS 1.3 ticket rustls last opened on this thread:
+    /// when its ClientHello resumed, the one it resumed (rustls stops at
+    /// the first identity it takes, and `decrypt` clears this first).
+    static OPENED_TLS13: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// Call as soon as rustls has read a ClientHello on this thread (the hook
+/// of tokio-rustls's `into_stream_with`). A TLS 1.3 resumption's tickets
+/// carry new secrets and are sealed after the client's Finished, in a
+/// later call (maybe on another thread): so a resumed connection gets its
+/// session's birth as resumption data, which rustls puts into each ticket
+/// it issues and `encrypt` reads back. A full handshake's are stamped now.
+pub fn keep_tls13_birth(conn: &mut rustls::ServerConnection) {
+    let birth = OPENED_TLS13.take();
+    let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+        && conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
+    if let (true, Some(birth)) = (resumed, birth) {
+        conn.set_resumption_data(&[BIRTH_DATA, &birth.to_be_bytes()].concat());
     }
 }
 

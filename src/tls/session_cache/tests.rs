@@ -1,4 +1,4 @@
-//! Tests of the expiring session-ID cache: by its own clock, and under a rustls TLS 1.2 listener on a real socket.
+//! Tests of session expiry (session IDs and tickets): by injected clocks, and under a rustls TLS 1.2 listener on a real socket.
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
@@ -109,6 +109,50 @@ fn shake<D>(conn: &mut rustls::ConnectionCommon<D>, sock: &mut TcpStream) -> std
     Ok(())
 }
 
+/// Serve `connections` TLS connections on 127.0.0.1 with `server`, one
+/// after another, each until the client's close_notify.
+fn serve(
+    server: Arc<ServerConfig>,
+    connections: usize,
+) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serving = std::thread::spawn(move || {
+        for sock in listener.incoming().take(connections) {
+            let mut sock = sock.unwrap();
+            let mut conn = ServerConnection::new(server.clone()).unwrap();
+            shake(&mut conn, &mut sock).unwrap();
+            close(&mut conn, &mut sock);
+        }
+    });
+    (addr, serving)
+}
+
+/// Send our close_notify and read to the peer's: the handshake is complete
+/// on both sides before the next connection is made, and a TLS 1.3 client
+/// takes the tickets sent after it on the way.
+fn close<C, S>(conn: &mut C, sock: &mut TcpStream)
+where
+    C: std::ops::DerefMut + std::ops::Deref<Target = rustls::ConnectionCommon<S>>,
+    S: rustls::SideData,
+{
+    conn.send_close_notify();
+    let mut rest = Vec::new();
+    rustls::Stream::new(conn, sock)
+        .read_to_end(&mut rest)
+        .unwrap();
+}
+
+/// Connect to `addr` as `localhost`, handshake, close: which kind it was.
+fn handshake_kind(client: &Arc<ClientConfig>, addr: std::net::SocketAddr) -> HandshakeKind {
+    let mut sock = TcpStream::connect(addr).unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = ClientConnection::new(client.clone(), name).unwrap();
+    shake(&mut conn, &mut sock).unwrap();
+    close(&mut conn, &mut sock);
+    conn.handshake_kind().unwrap()
+}
+
 /// A TLS 1.2 listener keeping its session IDs in an expiring cache, on a
 /// real socket: a client offering its session ID alone resumes right
 /// after its full handshake, and after the lifetime has passed gets a
@@ -139,33 +183,8 @@ fn an_aged_session_id_is_not_resumed_on_a_real_socket() {
         Resumption::in_memory_sessions(8).tls12_resumption(Tls12Resumption::SessionIdOnly);
     let client = Arc::new(client);
 
-    const CONNECTIONS: usize = 4;
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let serving = std::thread::spawn(move || {
-        for sock in listener.incoming().take(CONNECTIONS) {
-            let mut sock = sock.unwrap();
-            let mut conn = ServerConnection::new(server.clone()).unwrap();
-            shake(&mut conn, &mut sock).unwrap();
-            // Until the client's close_notify: the handshake is complete
-            // on both sides before the next connection is made.
-            let mut tls = rustls::Stream::new(&mut conn, &mut sock);
-            let mut rest = Vec::new();
-            tls.read_to_end(&mut rest).unwrap();
-        }
-    });
-    let kind = || {
-        let mut sock = TcpStream::connect(addr).unwrap();
-        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-        let mut conn = ClientConnection::new(client.clone(), name).unwrap();
-        shake(&mut conn, &mut sock).unwrap();
-        let kind = conn.handshake_kind().unwrap();
-        conn.send_close_notify();
-        while conn.wants_write() {
-            conn.write_tls(&mut sock).unwrap();
-        }
-        kind
-    };
+    let (addr, serving) = serve(server, 4);
+    let kind = || handshake_kind(&client, addr);
     assert_eq!(kind(), HandshakeKind::Full);
     assert_eq!(kind(), HandshakeKind::Resumed, "right after its handshake");
     clock.advance(LIFETIME);
@@ -173,3 +192,5 @@ fn an_aged_session_id_is_not_resumed_on_a_real_socket() {
     assert_eq!(kind(), HandshakeKind::Resumed, "the session made then");
     serving.join().unwrap();
 }
+
+mod tickets;

@@ -1,0 +1,226 @@
+//! Tests of ticket expiry: the wrapper by an injected wall clock, and a rustls TLS 1.2 listener resuming by ticket on a real socket.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustls::server::NoServerSessionStorage;
+
+use super::*;
+
+/// A wall clock the test moves forward.
+#[derive(Clone)]
+struct TestWall(Arc<AtomicU64>);
+
+impl TestWall {
+    fn new() -> Self {
+        TestWall(Arc::new(AtomicU64::new(1_800_000_000)))
+    }
+
+    fn advance(&self, by: Duration) {
+        self.0.fetch_add(by.as_secs(), Ordering::SeqCst);
+    }
+}
+
+impl WallClock for TestWall {
+    fn unix_secs(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// rustls's rotating ticketer, behind the wrapper on `clock`.
+fn tickets(clock: &TestWall) -> AgedTickets<TestWall> {
+    let rotating = rustls::crypto::aws_lc_rs::Ticketer::new().unwrap();
+    AgedTickets::with_clock(rotating, LIFETIME, clock.clone())
+}
+
+/// A TLS 1.2 session as rustls encodes it (SNI, version, suite, master
+/// secret, then the rest), with master secret `secret` and `rest` after it.
+fn tls12_session(secret: u8, rest: &[u8]) -> Vec<u8> {
+    let mut plain = vec![1, 9];
+    plain.extend_from_slice(b"localhost");
+    plain.extend_from_slice(&[3, 3, 0xc0, 0x2b, 48]);
+    plain.extend_from_slice(&[secret; 48]);
+    plain.extend_from_slice(rest);
+    plain
+}
+
+/// rustls's ticketer opens a ticket of any age while its key (or the one
+/// before) lives, and a quiet listener rotates one step at a time; the
+/// wrapper answers a ticket at its lifetime as none, and one younger with
+/// the plaintext sealed.
+#[test]
+fn a_ticket_opens_until_its_lifetime() {
+    let clock = TestWall::new();
+    let t = tickets(&clock);
+    let plain = tls12_session(1, b"rest");
+    let ticket = t.encrypt(&plain).unwrap();
+    assert_eq!(t.decrypt(&ticket).as_deref(), Some(&plain[..]));
+    clock.advance(LIFETIME - Duration::from_secs(1));
+    assert_eq!(t.decrypt(&ticket).as_deref(), Some(&plain[..]), "fresh");
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(t.decrypt(&ticket), None, "a ticket {LIFETIME:?} old");
+    // A ticket of the inner ticketer alone carries no birth: refused.
+    let bare = rustls::crypto::aws_lc_rs::Ticketer::new().unwrap();
+    let unstamped = AgedTickets::with_clock(bare.clone(), LIFETIME, clock.clone());
+    assert_eq!(unstamped.decrypt(&bare.encrypt(b"1234567").unwrap()), None);
+}
+
+/// The ticket a TLS 1.2 resumption issues (same master secret) keeps the
+/// birth of the ticket it resumed; a full handshake's, after that
+/// resumption on the same thread, is stamped now.
+#[test]
+fn a_reissued_ticket_keeps_its_sessions_birth() {
+    let clock = TestWall::new();
+    let t = tickets(&clock);
+    let first = t.encrypt(&tls12_session(1, b"a")).unwrap();
+    clock.advance(LIFETIME / 2);
+    // Resumed: rustls opens the ticket, then issues one for the session.
+    assert!(t.decrypt(&first).is_some());
+    let reissued = t.encrypt(&tls12_session(1, b"later")).unwrap();
+    // A resumption attempt the handshake did not take, then another
+    // connection's full handshake (a new secret) on this thread.
+    assert!(t.decrypt(&first).is_some());
+    let full = t.encrypt(&tls12_session(2, b"a")).unwrap();
+    clock.advance(LIFETIME / 2);
+    assert_eq!(t.decrypt(&reissued), None, "re-issued at half its lifetime");
+    assert!(t.decrypt(&full).is_some(), "a full handshake's, made then");
+}
+
+/// A session-ID resumption that issues a ticket (the client offers the
+/// ticket extension too) gives it the session's age, not a new one.
+#[test]
+fn a_ticket_issued_on_a_session_id_resumption_keeps_its_age() {
+    let (ids, mono) = cache(LIFETIME);
+    let clock = TestWall::new();
+    let t = tickets(&clock);
+    let plain = tls12_session(3, b"id");
+    ids.put(b"id".to_vec(), plain.clone());
+    mono.advance(LIFETIME / 2);
+    clock.advance(LIFETIME / 2);
+    assert_eq!(ids.get(b"id").as_deref(), Some(&plain[..]));
+    let ticket = t.encrypt(&plain).unwrap();
+    clock.advance(LIFETIME / 2 - Duration::from_secs(1));
+    assert!(t.decrypt(&ticket).is_some());
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(t.decrypt(&ticket), None, "a session {LIFETIME:?} old");
+}
+
+/// A rustls TLS 1.2-only listener resuming by ticket alone, on a real
+/// socket: a client resumes right after its full handshake, and at half
+/// the lifetime (getting a re-issued ticket); at the lifetime since its
+/// full handshake it gets a full handshake (rustls's ticketer resumed it,
+/// and a re-issued ticket would have resumed it for ever), then resumes
+/// the session made then.
+#[test]
+fn a_ticket_resumes_for_its_lifetime_on_a_real_socket() {
+    let (ca, leaf, key) = pki();
+    let clock = TestWall::new();
+    let provider = crate::tls::provider::get();
+    let mut server = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf], key)
+        .unwrap();
+    server.ticketer = Arc::new(tickets(&clock));
+    // No session IDs: every resumption here is by ticket.
+    server.session_storage = Arc::new(NoServerSessionStorage {});
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let mut client = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.resumption =
+        Resumption::in_memory_sessions(8).tls12_resumption(Tls12Resumption::SessionIdOrTickets);
+    let client = Arc::new(client);
+
+    let (addr, serving) = serve(Arc::new(server), 6);
+    let kind = || handshake_kind(&client, addr);
+    assert_eq!(kind(), HandshakeKind::Full);
+    assert_eq!(kind(), HandshakeKind::Resumed, "right after its handshake");
+    clock.advance(LIFETIME);
+    assert_eq!(kind(), HandshakeKind::Full, "a ticket {LIFETIME:?} old");
+    clock.advance(LIFETIME / 2);
+    assert_eq!(kind(), HandshakeKind::Resumed, "half its lifetime on");
+    clock.advance(LIFETIME / 2);
+    assert_eq!(kind(), HandshakeKind::Full, "re-issued, {LIFETIME:?} on");
+    assert_eq!(kind(), HandshakeKind::Resumed, "the session made then");
+    serving.join().unwrap();
+}
+
+/// As `tls::accept` serves: rustls's Acceptor reads the ClientHello,
+/// [`keep_tls13_birth`] sees the connection, then the handshake ends.
+fn serve_accepting(
+    server: Arc<ServerConfig>,
+    connections: usize,
+) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serving = std::thread::spawn(move || {
+        for sock in listener.incoming().take(connections) {
+            let mut sock = sock.unwrap();
+            let mut acceptor = rustls::server::Acceptor::default();
+            let accepted = loop {
+                acceptor.read_tls(&mut sock).unwrap();
+                if let Some(accepted) = acceptor.accept().map_err(|(e, _)| e).unwrap() {
+                    break accepted;
+                }
+            };
+            let mut conn = accepted
+                .into_connection(server.clone())
+                .map_err(|(e, _)| e)
+                .unwrap();
+            keep_tls13_birth(&mut conn);
+            shake(&mut conn, &mut sock).unwrap();
+            close(&mut conn, &mut sock);
+        }
+    });
+    (addr, serving)
+}
+
+/// A rustls TLS 1.3 listener served as `tls::accept` serves, on a real
+/// socket: the tickets a resumption issues (new secrets) keep the birth of
+/// the session resumed, so a client resuming every half lifetime gets a
+/// full handshake once its full handshake is a lifetime old (without
+/// `keep_tls13_birth` the client resumed for ever).
+#[test]
+fn tls13_resumptions_do_not_lengthen_a_session_on_a_real_socket() {
+    let (ca, leaf, key) = pki();
+    let clock = TestWall::new();
+    let provider = crate::tls::provider::get();
+    let mut server = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf], key)
+        .unwrap();
+    server.ticketer = Arc::new(tickets(&clock));
+    server.session_storage = Arc::new(NoServerSessionStorage {});
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let client = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let client = Arc::new(client);
+
+    let (addr, serving) = serve_accepting(Arc::new(server), 6);
+    let kind = || handshake_kind(&client, addr);
+    assert_eq!(kind(), HandshakeKind::Full);
+    assert_eq!(kind(), HandshakeKind::Resumed, "right after its handshake");
+    clock.advance(LIFETIME / 2);
+    assert_eq!(kind(), HandshakeKind::Resumed, "half its lifetime on");
+    clock.advance(LIFETIME / 2);
+    // rustls's client offers the newest ticket: the resumption's.
+    assert_eq!(
+        kind(),
+        HandshakeKind::Full,
+        "{LIFETIME:?} after the full one"
+    );
+    assert_eq!(kind(), HandshakeKind::Resumed, "the session made then");
+    clock.advance(LIFETIME);
+    assert_eq!(kind(), HandshakeKind::Full, "a ticket {LIFETIME:?} old");
+    serving.join().unwrap();
+}
