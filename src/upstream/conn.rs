@@ -236,7 +236,7 @@ pub struct H1 {
     /// The connection future; `None` once it has finished (the connection
     /// is closed). Dropped then, not kept: a request queued on it comes
     /// back only when the dispatcher is dropped (see [`H1::send`]).
-    conn: Option<http1::Connection<UpstreamIo, ClientBody>>,
+    pub conn: Option<http1::Connection<UpstreamIo, ClientBody>>,
     /// When it last went back to the pool; `None` = never used yet.
     pub idle_since: Option<Instant>,
     /// The pool generation it was made in (`drain_on_rotation`).
