@@ -16,11 +16,13 @@
 //! edit replaces (its requests' retries still run), taken by a [`Slot`] for
 //! the length of one retry's attempt and given back when it is dropped.
 //!
-//! Resends on a new connection to the same endpoint (a request never
+//! Resends to the same endpoint (on a new connection: a request never
 //! written, one an HTTP/2 upstream left unprocessed, an idempotent one on a
 //! reused connection closed before its answer) are outside the budget: they
-//! repeat nothing the endpoint processed and are at most two per attempt
-//! (the second for an HTTP/2 request the first left unprocessed too).
+//! repeat nothing the endpoint processed and are at most four per attempt
+//! (five sends to one endpoint, `resends`): two at most on new
+//! connections (the second for an HTTP/2 request the first left
+//! unprocessed too), the rest on any, of an HTTP/2 request refused.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -428,17 +428,17 @@ impl Upstream {
                     let fields = Fields::of(req.headers());
                     let same = !stand_in_host(&mut req, endpoint, fields.host) && !fields.te;
                     fields.name_te(req.headers_mut());
-                    // The request is copied only where a replay may be
-                    // needed: an idempotent one whose body can be sent twice
-                    // (none, or read whole), on a reused connection while
-                    // the sends again allow one, or on any when another
-                    // endpoint may take it. On a reused one any other, for
-                    // none of it reaching the socket (`Kept::unwritten`).
+                    // Kept only where a replay may be needed: an idempotent
+                    // request whose body can be sent twice (none, or read
+                    // whole), on a reused connection the sends again allow,
+                    // or on any another endpoint may take it. On a reused
+                    // one any other, for none of it reaching the socket.
                     let reused = c.reused();
                     let again = !fresh && reused && resends.on_new(false);
+                    let fields = same.then_some(fields.bytes);
                     let copy = ((may_retry || again) && replayable(&req))
-                        .then(|| Kept::of(&req, same.then_some(fields.bytes)))
-                        .or_else(|| Kept::unwritten(&req, reused));
+                        .then(|| Kept::of(&req, fields))
+                        .or_else(|| Kept::unwritten(&req, reused, fields));
                     // hyper's HTTP/1.1 client frames a GET or HEAD body of
                     // unknown length as none: the upstream got a bare GET
                     // and the connection, the body unsent, was closed. Told

@@ -14,9 +14,12 @@ use crate::upstream::conn::H1;
 /// sent again from its head as written ([`H1::sent_head`]), which costs no
 /// copy of its fields per request; any other, from a copy taken before.
 /// A request none of which reached the socket is sent again whatever its
-/// method ([`Kept::unwritten`]): from its head as written and its `body`.
+/// method ([`Kept::unwritten`]): from its head as written and its `body`,
+/// or, its head too big to be kept as written, from a copy.
 pub(super) enum Kept {
     Copy(Box<Request<ClientBody>>),
+    /// A copy sent again only if none of it reached the socket.
+    Unwritten(Box<Request<ClientBody>>),
     Written {
         version: Version,
         stand_in: bool,
@@ -63,6 +66,19 @@ impl Fields {
     }
 }
 
+/// Whether `req`'s head (its fields' bytes: `fields`, or counted here)
+/// is no more than [`WRITTEN_HEAD_KEPT`], to be sent again from what was
+/// written: the rest of [`crate::upstream::io`]'s bound leaves room for the
+/// request line and what is added after (a stand-in `Host`, a framing
+/// field).
+fn small(req: &Request<ClientBody>, fields: Option<usize>) -> bool {
+    let uri = req.uri();
+    let fields = fields.unwrap_or_else(|| req.headers().iter().map(|(n, v)| line(n, v)).sum());
+    let size =
+        req.method().as_str().len() + uri.path().len() + uri.query().map_or(0, str::len) + fields;
+    size <= WRITTEN_HEAD_KEPT
+}
+
 /// A field's `name: value` line, as hyper writes it.
 fn line(name: &HeaderName, value: &HeaderValue) -> usize {
     name.as_str().len() + value.len() + 4
@@ -73,21 +89,12 @@ impl Kept {
     /// known: read before a stand-in `Host` or a `te` in `Connection` was
     /// added, they are not (`None`: counted here).
     pub(super) fn of(req: &Request<ClientBody>, fields: Option<usize>) -> Kept {
-        if hyper::body::Body::is_end_stream(req.body()) {
-            let uri = req.uri();
-            let fields =
-                fields.unwrap_or_else(|| req.headers().iter().map(|(n, v)| line(n, v)).sum());
-            let size = req.method().as_str().len()
-                + uri.path().len()
-                + uri.query().map_or(0, str::len)
-                + fields;
-            if size <= WRITTEN_HEAD_KEPT {
-                return Kept::Written {
-                    version: req.version(),
-                    stand_in: req.extensions().get::<StandInHost>().is_some(),
-                    body: None,
-                };
-            }
+        if hyper::body::Body::is_end_stream(req.body()) && small(req, fields) {
+            return Kept::Written {
+                version: req.version(),
+                stand_in: req.extensions().get::<StandInHost>().is_some(),
+                body: None,
+            };
         }
         Kept::Copy(Box::new(copy_of(req)))
     }
@@ -99,15 +106,26 @@ impl Kept {
     /// the write failed). hyper hands back no request it has taken, and
     /// such a `POST` got a `502` the upstream never saw a byte of. Costs
     /// no copy: the head comes from what hyper meant to write, a body
-    /// read whole shares its bytes.
-    pub(super) fn unwritten(req: &Request<ClientBody>, reused: bool) -> Option<Kept> {
+    /// read whole shares its bytes. A head too big to be kept as written
+    /// (big cookies, a forwarded client certificate) is kept in a copy:
+    /// none of it kept, such a `POST` got the `502` all the same.
+    /// `fields`: as for [`Kept::of`].
+    pub(super) fn unwritten(
+        req: &Request<ClientBody>,
+        reused: bool,
+        fields: Option<usize>,
+    ) -> Option<Kept> {
         if !reused {
             return None;
+        }
+        let body = req.body().kept()?;
+        if !small(req, fields) {
+            return Some(Kept::Unwritten(Box::new(copy_of(req))));
         }
         Some(Kept::Written {
             version: req.version(),
             stand_in: req.extensions().get::<StandInHost>().is_some(),
-            body: Some(req.body().kept()?),
+            body: Some(body),
         })
     }
 
@@ -122,8 +140,12 @@ impl Kept {
         c: &H1,
         path: &PathAndQuery,
     ) -> Option<(Request<ClientBody>, bool)> {
+        // Whether none of it reached the socket, whether or not its head
+        // was small enough to be kept as written.
+        let none_reached = c.head.unreached();
         let (version, stand_in, body) = match self {
-            Kept::Copy(req) => return Some((*req, c.sent_head().is_some_and(|(_, u)| u))),
+            Kept::Copy(req) => return Some((*req, none_reached)),
+            Kept::Unwritten(req) => return none_reached.then_some((*req, true)),
             Kept::Written {
                 version,
                 stand_in,
@@ -216,23 +238,27 @@ mod tests {
         (head, body)
     }
 
-    /// A `POST` whose body was read whole, taken by a pooled connection
-    /// the upstream reset while it was idle, after the pool found it
-    /// ready but before any byte of the request reached its socket (the
-    /// reset in the kernel, not yet in tokio's readiness: hyper's idle
-    /// read sees nothing, its write fails). hyper hands back no request
-    /// it has taken, and only an idempotent one was kept to send again:
-    /// the `POST` got a `502`, counted against the endpoint, which never
-    /// saw a byte of it (SPEC: a request never written is sent again,
-    /// whatever its method). It is sent again on a new connection: the
-    /// upstream gets it once, the client its answer.
-    #[tokio::test]
-    async fn a_post_a_reused_connection_never_wrote_is_sent_again() {
+    /// What the upstream gets on the new connections of [`reset_idle`]:
+    /// each request's head and body.
+    type Seen = tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>;
+
+    /// An upstream named `name` with one pooled connection that carried a
+    /// request, which the upstream reset while it was idle, after the
+    /// pool found it ready (the reset in the kernel, not yet in tokio's
+    /// readiness: hyper's idle read sees nothing, its next write fails).
+    /// Every new connection answers `done`.
+    async fn reset_idle(
+        name: &str,
+    ) -> (
+        Arc<Upstream>,
+        Arc<crate::upstream::endpoint::Endpoint>,
+        Seen,
+    ) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let endpoint = Arc::new(crate::upstream::endpoint::tests::endpoint(port, false, 4));
         let mut config = crate::upstream::endpoint::tests::config(4, Duration::from_secs(2));
-        config.name = "kept-post-unwritten".into();
+        config.name = name.into();
         let tls = crate::tls::client::build(None, None, &[]).unwrap();
         let upstream = Upstream::new(config, tls, None);
         // A connection that carried one request, answered keep-alive.
@@ -267,8 +293,7 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "the reset never came");
             std::thread::yield_now();
         }
-        // What the upstream gets on its next connections.
-        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        let (seen_tx, seen) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             loop {
                 let (mut s, _) = listener.accept().await.unwrap();
@@ -283,26 +308,104 @@ mod tests {
                 });
             }
         });
+        (upstream, endpoint, seen)
+    }
+
+    /// A `POST /x` with body `hello`, and a `cookie` of `cookie` bytes.
+    fn post(cookie: usize) -> http::Request<ClientBody> {
         let (body, _) = ClientBody::whole(Bytes::from_static(b"hello"), None, Duration::ZERO);
         let mut req = http::Request::post("/x").body(body).unwrap();
         let headers = req.headers_mut();
         headers.insert(http::header::HOST, "app.example.com".parse().unwrap());
         headers.insert(http::header::CONTENT_LENGTH, "5".parse().unwrap());
-        let resp = sent(&upstream, &endpoint, req, "/x")
+        if cookie > 0 {
+            let value = format!("s={}", "c".repeat(cookie - 2));
+            headers.insert(http::header::COOKIE, value.parse().unwrap());
+        }
+        req
+    }
+
+    /// [`post`] sent on [`reset_idle`]'s connection of upstream `name`:
+    /// answered from a new connection, which got it once (the head it got
+    /// checked by `head`), and counted as sent again.
+    async fn post_is_sent_again(name: &str, cookie: usize, head: impl Fn(&str) -> bool) {
+        let (upstream, endpoint, mut seen) = reset_idle(name).await;
+        let resp = sent(&upstream, &endpoint, post(cookie), "/x")
             .await
             .unwrap_or_else(|e| panic!("not sent again: {e}"));
         assert_eq!(resp.status(), http::StatusCode::OK);
         let answer = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&answer[..], b"done");
-        let (head, body) = seen.recv().await.unwrap();
-        assert!(head.starts_with("POST /x HTTP/1.1\r\n"), "{head}");
+        let (got, body) = seen.recv().await.unwrap();
+        assert!(got.starts_with("POST /x HTTP/1.1\r\n"), "{got}");
+        assert!(head(&got), "{got}");
         assert_eq!(body, b"hello");
         assert!(seen.try_recv().is_err(), "the upstream got it twice");
         // Sent again after a failed write (counted), not dialled anew by
         // a pool that saw the reset (the race this test is about).
-        let resends = "hotproxy_upstream_resends_total{upstream=\"kept-post-unwritten\"} 1";
+        let resends = format!("hotproxy_upstream_resends_total{{upstream=\"{name}\"}} 1");
         let metrics = crate::metrics::METRICS.render();
         assert!(metrics.lines().any(|l| l == resends), "{metrics}");
+    }
+
+    /// A `POST` whose body was read whole, taken by a pooled connection
+    /// the upstream reset while it was idle, before any byte of the
+    /// request reached its socket ([`reset_idle`]). hyper hands back no
+    /// request it has taken, and only an idempotent one was kept to send
+    /// again: the `POST` got a `502`, counted against the endpoint, which
+    /// never saw a byte of it (SPEC: a request never written is sent
+    /// again, whatever its method). It is sent again on a new connection:
+    /// the upstream gets it once, the client its answer.
+    #[tokio::test]
+    async fn a_post_a_reused_connection_never_wrote_is_sent_again() {
+        post_is_sent_again("kept-post-unwritten", 0, |_| true).await;
+    }
+
+    /// As above, with a head over the 4 KiB kept as written (a big
+    /// cookie; a forwarded client certificate): none of it kept, whether
+    /// any of it reached the socket went unasked, and such a `POST` got
+    /// the `502` (`protocol`, counted against the endpoint: five ejected
+    /// a healthy one) the SPEC's resend promise rules out.
+    #[tokio::test]
+    async fn a_post_with_a_big_head_a_reused_connection_never_wrote_is_sent_again() {
+        let cookie = |head: &str| {
+            head.lines()
+                .any(|l| l.len() > 6000 && l.starts_with("cookie: s=c"))
+        };
+        post_is_sent_again("kept-big-post-unwritten", 6144, cookie).await;
+    }
+
+    /// A `GET` with a head over the 4 KiB kept as written, on
+    /// [`reset_idle`]'s connection, with no send again to its endpoint
+    /// left: none of it reached the socket, so it was never processed
+    /// ([`crate::proxy::failure::h1_spent`]'s `IdleClosed`), kept for
+    /// another endpoint. Its copy was kept, but whether it was written
+    /// was read from the head kept as written: a `protocol` failure
+    /// counted against an endpoint that never saw a byte of it.
+    #[tokio::test]
+    async fn a_big_get_a_reused_connection_never_wrote_is_no_failure_of_the_endpoint() {
+        use crate::proxy::failure::{diagnose, h1_spent, never_processed};
+        let (_upstream, endpoint, _seen) = reset_idle("kept-big-get-spent").await;
+        let mut c = endpoint
+            .pool
+            .take_oldest_idle()
+            .expect("the pooled connection");
+        let cookie = format!("s={}", "c".repeat(6142));
+        let req = http::Request::get("/x")
+            .header(http::header::COOKIE, cookie)
+            .body(ClientBody::empty())
+            .unwrap();
+        let kept = super::Kept::of(&req, None);
+        assert!(matches!(kept, super::Kept::Copy(_)), "a big head is copied");
+        let sent = tokio::time::timeout(Duration::from_secs(5), c.send(req)).await;
+        let e = sent.expect("no answer").expect_err("answered");
+        assert!(e.message().is_none(), "handed back: {:?}", e.error());
+        let path = http::uri::PathAndQuery::from_static("/x");
+        let copy = kept.request(&c, &path);
+        let (failure, again) = h1_spent(e, copy, c.reused());
+        let (reason, cause, _) = diagnose(&failure);
+        assert!(never_processed(&failure), "counted: {reason}, {cause}");
+        assert!(again.is_some(), "the request kept for another endpoint");
     }
 
     /// A `POST` whose body the upstream stops reading once it has

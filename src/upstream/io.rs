@@ -229,6 +229,16 @@ impl HeadWait {
         sent.whole.then(|| (sent.bytes.clone(), !sent.reached))
     }
 
+    /// Whether some of the request handed over was given to a write and
+    /// none of what was written since reached the socket: the upstream got
+    /// no byte of it. Apart from [`HeadWait::written`]: a head over
+    /// [`SENT_HEAD_KEPT`] is not kept, and was sent no less unwritten (a
+    /// `POST` with a big cookie got a `502`, counted against the endpoint).
+    pub fn unreached(&self) -> bool {
+        let sent = self.sent_head();
+        (sent.whole || sent.over || !sent.bytes.is_empty()) && !sent.reached
+    }
+
     /// Whether the connection's last write or flush waited on its socket:
     /// hyper holds bytes it has not written, maybe the tail of a request
     /// body it took whole (`BodySent::done`) that the upstream stopped
