@@ -52,10 +52,7 @@ pub(super) fn parse(names: &[String], parts: &[Vec<u8>]) -> Result<Material, Mat
             if kind != SectionKind::Crl {
                 continue;
             }
-            x509_parser::parse_x509_crl(&der).map_err(|e| MaterialError::BadCrl {
-                origin: origin.clone(),
-                reason: e.to_string(),
-            })?;
+            crl_read_whole(origin, &der)?;
             // What verifies client certificates is webpki, which is
             // stricter (RFC 5280's profile: a v2 CRL): a CRL it refuses
             // is refused here, where the file is named, not when the
@@ -90,6 +87,26 @@ pub(super) fn parse(names: &[String], parts: &[Vec<u8>]) -> Result<Material, Mat
     Ok(Material::Ca(choose(
         origin, roots, certs, crls, crl_counts, now,
     )))
+}
+
+/// Checks that `der`, a CRL of `origin` under whole PEM, parses to its
+/// end. One that does not (cut short, or followed by trailing bytes) is
+/// what a writer that does not truncate (`rsync --inplace`, `dd
+/// conv=notrunc`) leaves read half-way over a CRL of another length (a
+/// re-issue revoking one more serial): the new PEM's head on the old
+/// one's tail, whole base64 up to the old END line. So it is
+/// [`MaterialError::Torn`], waited on, as a certificate so read is.
+fn crl_read_whole(origin: &str, der: &[u8]) -> Result<(), MaterialError> {
+    let torn = |reason: String| MaterialError::Torn {
+        origin: origin.into(),
+        what: "invalid CRL",
+        reason,
+    };
+    match x509_parser::parse_x509_crl(der) {
+        Ok(([], _)) => Ok(()),
+        Ok((rest, _)) => Err(torn(format!("{} trailing bytes after the CRL", rest.len()))),
+        Err(e) => Err(torn(e.to_string())),
+    }
 }
 
 /// The bundle of `roots` (from `origin`, described by `certs`) with the
@@ -335,6 +352,49 @@ mod tests {
         assert_eq!(in_use(&still), ["ahead"]);
         assert_eq!((still.rechosen, still.crl_due), (1, None));
         assert!(still.pending.is_none() && still.chosen_again(i64::MAX).is_none());
+    }
+
+    /// A CRL re-issued with a revoked serial more or fewer, written over
+    /// the one before in place and read half-way: the new PEM's head on
+    /// the old one's tail, a CRL cut short or followed by trailing
+    /// bytes. Each is a writer's step (Torn), said as an invalid CRL;
+    /// each CRL whole loads.
+    #[test]
+    fn a_crl_spliced_over_another_of_another_length_is_torn() {
+        let (root, issuer) = ca("a");
+        let t0 = OffsetDateTime::now_utc();
+        let pem = |label: &str, der: &[u8]| {
+            use base64::Engine;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+            let lines: Vec<&str> = b64
+                .as_bytes()
+                .chunks(64)
+                .map(|l| std::str::from_utf8(l).unwrap())
+                .collect();
+            format!(
+                "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+                lines.join("\n")
+            )
+        };
+        let crl_pem = |revokes| pem("X509 CRL", &crl(&issuer, t0, revokes, "a.crl").der);
+        let (short, long) = (crl_pem(false), crl_pem(true));
+        let ca_pem = pem("CERTIFICATE", &root);
+        let load = |crl: &str| {
+            let names = ["a.crt".to_owned(), "a.crl".to_owned()];
+            parse(
+                &names,
+                &[ca_pem.clone().into_bytes(), crl.as_bytes().to_vec()],
+            )
+        };
+        for (old, new) in [(&short, &long), (&long, &short)] {
+            assert!(load(new).is_ok());
+            let half = new.len() / 2;
+            let spliced = format!("{}{}", &new[..half], &old[half..]);
+            let e = load(&spliced).unwrap_err();
+            assert!(matches!(e, MaterialError::Torn { .. }), "{e}");
+            assert!(e.to_string().starts_with("a.crl: invalid CRL: "), "{e}");
+            assert!(e.is_transient(), "{e}");
+        }
     }
 
     /// `openssl ARGS`, run in `dir`.

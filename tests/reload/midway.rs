@@ -1,4 +1,4 @@
-//! Writers caught mid-way: a file installed root-only for a moment, text before the PEM (a CRL's too), a pair file written one half at a time, a renewal of another length written in place; waited on, never a failure.
+//! Writers caught mid-way: a file installed root-only for a moment, text before the PEM (a CRL's too), a pair file written one half at a time, a renewal of another length written in place (a re-issued CRL too); waited on, never a failure.
 
 use std::fs;
 use std::future::Future;
@@ -411,4 +411,77 @@ async fn a_renewal_of_another_length_written_in_place_is_waited_on() {
         until_served(addr, "localhost", &ca.cert_pem, &new.fingerprint).await;
     }
     assert_no_failure(&p, api, "edge", "a renewal written in place").await;
+}
+
+/// A CRL re-issued with one more revoked serial, written over the one
+/// in use in place by a writer that does not truncate (`rsync
+/// --inplace`, `dd conv=notrunc`): read half-way, the file holds the new
+/// PEM's head on the old one's tail, whole base64 up to the old END
+/// line, a CRL cut short. That was refused at once ("invalid CRL"), a
+/// failure counted and alerted on while the writer's last bytes were on
+/// their way; it is waited on now, as a certificate so read is, the old
+/// CRL enforced meanwhile. Finished (and truncated to its length) once
+/// the proxy is seen to have read the splice, the new CRL is applied:
+/// bob, whom it revokes too, is refused.
+#[tokio::test]
+async fn a_crl_re_issued_written_in_place_is_waited_on() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let clients = TestCa::new("clients");
+    let (alice, bob) = (clients.client_pair("alice"), clients.client_pair("bob"));
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    write(&s.path("clients.crt"), &clients.cert_pem);
+    let now = time::OffsetDateTime::now_utc();
+    let (day, minute) = (time::Duration::days(1), time::Duration::minutes(1));
+    let old = clients.crl_of(&[alice.serial], now - minute * 2, now + day, 1);
+    let new = clients.crl_of(&[alice.serial, bob.serial], now - minute, now + day, 2);
+    assert!(
+        new.len() > old.len(),
+        "one more revoked serial, a longer PEM"
+    );
+    let crl = s.path("clients.crl");
+    write(&crl, &old);
+    let config = s.config(
+        r#"
+admin: { bind: "127.0.0.1:0" }
+watch: { debounce: 50ms, poll_interval: 300ms, settle_timeout: 60s }
+certs:
+  - { id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }
+  - { id: clients, type: ca-bundle, ca_file: clients.crt, crl_files: [clients.crl] }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [ { ref: edge } ]
+      client_auth: { mode: require_and_verify, ca: { ref: clients } }
+    routes: []
+"#,
+    );
+    let mut p = Proxy::start(&config);
+    let addr = p.listener_addr("public").await;
+    let api = p.admin_addr().await;
+    assert!(!admits(addr, &ca, &alice).await, "alice is revoked");
+    assert!(admits(addr, &ca, &bob).await, "bob is not revoked");
+
+    let pem = new.as_bytes();
+    let mut f = fs::OpenOptions::new().write(true).open(&crl).unwrap();
+    f.write_all(&pem[..pem.len() / 2]).unwrap();
+    let unparsed = format!("{}: invalid CRL", crl.display());
+    wait_until(
+        WAIT,
+        "the proxy read the new CRL's head on the old one's tail",
+        || last_reload_names(api, "clients", &unparsed),
+    )
+    .await;
+    assert!(!admits(addr, &ca, &alice).await, "alice admitted meanwhile");
+    assert!(admits(addr, &ca, &bob).await, "bob refused meanwhile");
+    f.write_all(&pem[pem.len() / 2..]).unwrap();
+    f.set_len(pem.len() as u64).unwrap();
+    drop(f);
+    wait_until(WAIT, "the new CRL applied (bob refused)", || async {
+        !admits(addr, &ca, &bob).await
+    })
+    .await;
+    assert!(!admits(addr, &ca, &alice).await, "alice admitted");
+    assert_no_failure(&p, api, "clients", "a CRL re-issued written in place").await;
 }
