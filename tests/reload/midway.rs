@@ -354,20 +354,30 @@ listeners:
     assert_no_failure(&p, api, "edge", "a pair file written one half at a time").await;
 }
 
-/// Renewals of `pair`'s key, one of each of three DER lengths, shortest
-/// first: an ECDSA signature is a byte longer or shorter from one to the
-/// next, so renewals of one key differ in length as often as not.
-fn renewals_of_three_lengths(ca: &TestCa, pair: &TestPair) -> [TestPair; 3] {
-    let mut by_length = std::collections::BTreeMap::new();
-    for _ in 0..200 {
+/// Three renewals of `pair`'s key whose PEM lengths go one way, then
+/// back: one PEM length, another, the first again. An ECDSA signature is
+/// a byte longer or shorter from one renewal to the next, but base64 puts
+/// three DER bytes in four characters: DER lengths that differ need not
+/// give PEM lengths that differ (three consecutive ones can give one), so
+/// the renewals are chosen by their PEM's length, which a splice needs.
+fn renewals_there_and_back(ca: &TestCa, pair: &TestPair) -> [TestPair; 3] {
+    let mut by_length: std::collections::BTreeMap<usize, Vec<TestPair>> = Default::default();
+    for _ in 0..2000 {
         let next = ca.renewed(pair, &["localhost"]);
-        by_length.entry(next.der.len()).or_insert(next);
-        if by_length.len() == 3 {
-            let mut shortest_first = by_length.into_values();
-            return [(); 3].map(|()| shortest_first.next().unwrap());
+        by_length.entry(next.cert_pem.len()).or_default().push(next);
+        // Short, long, short again when the short length has two;
+        // long, short, long again when only the long one has.
+        let mut lengths = by_length.values_mut();
+        if let (Some(short), Some(long)) = (lengths.next(), lengths.next_back()) {
+            if short.len() >= 2 {
+                return [short.remove(0), long.remove(0), short.remove(0)];
+            }
+            if long.len() >= 2 {
+                return [long.remove(0), short.remove(0), long.remove(0)];
+            }
         }
     }
-    panic!("no three renewal lengths in 200 tries");
+    panic!("no renewals of two PEM lengths in 2000 tries");
 }
 
 /// A renewal, its key reused, whose DER is of another length than the
@@ -378,25 +388,25 @@ fn renewals_of_three_lengths(ca: &TestCa, pair: &TestPair) -> [TestPair; 3] {
 /// longer certificate cut short, trailing bytes after a shorter one). That
 /// is a writer at work, waited on as a file cut inside its PEM is, not a
 /// failure ("invalid certificate") counted and alerted on at once while
-/// the writer's last bytes are on their way. Longer, then shorter, each
-/// finished (and truncated to its length) once the proxy is seen to have
-/// read the splice.
+/// the writer's last bytes are on their way. Longer, then shorter (or
+/// the other way round), each finished (and truncated to its length)
+/// once the proxy is seen to have read the splice.
 #[tokio::test]
 async fn a_renewal_of_another_length_written_in_place_is_waited_on() {
     let s = Scene::new();
     let ca = TestCa::new("ca");
-    let [shorter, middle, longer] = renewals_of_three_lengths(&ca, &ca.server_pair(&["localhost"]));
-    let config = edge_scene(&s, &middle);
+    let [first, then, back] = renewals_there_and_back(&ca, &ca.server_pair(&["localhost"]));
+    let config = edge_scene(&s, &first);
     let mut p = Proxy::start(&config);
     let addr = p.listener_addr("public").await;
     let api = p.admin_addr().await;
-    assert_serves(addr, "localhost", &ca.cert_pem, &middle.fingerprint).await;
+    assert_serves(addr, "localhost", &ca.cert_pem, &first.fingerprint).await;
 
     let crt = s.path("edge.crt");
     let unparsed = format!("{}: invalid certificate", crt.display());
-    for (old, new) in [(&middle, &longer), (&longer, &shorter)] {
+    for (old, new) in [(&first, &then), (&then, &back)] {
         let (pem, was) = (new.cert_pem.as_bytes(), old.cert_pem.len());
-        assert_ne!(pem.len(), was, "renewals of one length");
+        assert_ne!(pem.len(), was, "renewals of one PEM length");
         let mut f = fs::OpenOptions::new().write(true).open(&crt).unwrap();
         f.write_all(&pem[..pem.len() / 2]).unwrap();
         wait_until(
