@@ -300,7 +300,7 @@ impl Metrics {
         );
         registry.register(
             "hotproxy_cert_reload_failing",
-            "1 while an entry's files were refused and its previous material is still served",
+            "1 while an entry's files are refused (the previous material, if any, is still served)",
             m.cert_reload_failing.clone(),
         );
         registry.register(

@@ -622,7 +622,14 @@ impl Reloader {
             debug!(target: LOG, entry = %id, "certificate files re-read on a change hold what was refused already; not counted again");
         }
         if say && (waited || entry.last_logged.as_deref() != Some(error.as_str())) {
-            warn!(target: LOG, entry = %id, error = %error, "certificate reload failed; keeping the previous material");
+            // An entry that never loaded (an unused one of the file, a
+            // stored one whose files were gone at startup) has nothing to
+            // keep: saying it keeps its material would name what no one serves.
+            if entry.current.is_some() {
+                warn!(target: LOG, entry = %id, error = %error, "certificate reload failed; keeping the previous material");
+            } else {
+                warn!(target: LOG, entry = %id, error = %error, "certificate reload failed; the entry has no material: none is served");
+            }
             entry.last_logged = Some(error);
         }
         let backoff = Duration::from_millis(500)

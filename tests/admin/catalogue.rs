@@ -612,5 +612,17 @@ async fn reloading_an_entry_without_material_says_it_has_none() {
             "{message}"
         );
         assert!(!message.contains("previous material"), "{message}");
+        // Its warning says so too: it said "keeping the previous material".
+        p.wait_log("the refusal's warning", |v| {
+            v["message"] == "certificate reload failed; the entry has no material: none is served"
+                && v["entry"] == id
+        })
+        .await;
     }
+    assert!(
+        !p.logs()
+            .iter()
+            .any(|l| l.contains("keeping the previous material")),
+        "an entry without material said to keep it"
+    );
 }
