@@ -31,7 +31,7 @@ use crate::proxy::edge::{EdgePolicy, Exchange, UpstreamAddr};
 use crate::proxy::forward::{RequestContext, ResponseBody, client_fault, error_response};
 use crate::proxy::front::{self, Front};
 use crate::proxy::headers::client_ip_value;
-use crate::proxy::host_cut;
+use crate::proxy::host_cut::{self, HostWatch};
 use crate::proxy::lifetime::{Admissions, Lifetime};
 use crate::proxy::readmit::{Admitted, Routed};
 use crate::proxy::refused_head::protocol_error;
@@ -531,7 +531,8 @@ async fn connection(
                     return Err(h2::Error::from(h2::Reason::REFUSED_STREAM));
                 };
                 let (begun, ctx, req) = unstarted.start();
-                let mut resp = handle(begun, req, &ctx, &slot, &tunnel, &mut in_flight).await;
+                let resp = handle(begun, req, &ctx, &slot, &tunnel, &mut in_flight).await;
+                let (mut resp, in_flight) = host_cut::not_cut(resp, in_flight)?;
                 front.set_response_headers(resp.headers_mut());
                 if is_h2 {
                     crate::proxy::date::never_indexed(resp.headers_mut()); // no HPACK walk
@@ -722,16 +723,14 @@ async fn handle(
     });
     let forwarding = exchange.forwarding(&route_metrics, &upstream.name);
     let accept = client_upgrade.as_ref().map(|(_, _, accept)| accept);
-    let mut resp = upstream
-        .forward(
-            req,
-            ctx,
-            max_body,
-            in_flight,
-            accept,
-            forwarding.abandoned(),
-        )
-        .await;
+    // Another entry's host: watched from now, head or no head (`host_cut`).
+    let watch = host_entry.map(|h| HostWatch::start(listener, ctx, h, slot.grace()));
+    let abandoned = forwarding.abandoned();
+    let forward = upstream.forward(req, ctx, max_body, in_flight, accept, abandoned);
+    let mut resp = host_cut::forwarded(watch.as_ref(), forward).await;
+    if host_cut::was_cut(&resp) {
+        return resp; // `forwarding` dropped: its `499` line
+    }
     let head_came = forwarding.abandoned().answered();
     if !head_came && crate::proxy::drain::cutting() {
         // Cut by the shutdown, which is dropping every task: dropped, this one logs
@@ -779,8 +778,8 @@ async fn handle(
         }
     }
     route_metrics.record(resp.status().as_u16(), start.elapsed());
-    if let Some(host_entry) = host_entry {
-        resp = host_cut::cut_when_refused(resp, listener, ctx, host_entry, slot.grace());
+    if let Some(watch) = watch {
+        resp = watch.on_body(resp);
     }
     exchange.finish(resp)
 }

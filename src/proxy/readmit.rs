@@ -22,7 +22,7 @@
 //! route its request takes under the new routes, and closes if that
 //! route's rules refuse its client, or if no route takes it any more.
 //!
-//! A tunnel (or a response in flight, [`crate::proxy::host_cut`]) to a
+//! A tunnel (or a request in flight, [`crate::proxy::host_cut`]) to a
 //! host of another `certs` entry than its connection's (let through as the
 //! two share a `client_auth`) is checked again at each admission change
 //! against that host's entry too ([`host_refused`]): the connection's

@@ -17,7 +17,9 @@ fn verify(allow: Option<&str>) -> String {
 
 /// Listener `public` serving `app.example` (entry 0, `app_auth`) and
 /// `admin.example` (entry 1, `admin_auth`), everything routed to the
-/// plain (echoing) backend; tunnels idle for up to an hour.
+/// plain (echoing) backend (a response head awaited for up to 120 s, past
+/// any step's deadline: a cut seen is none of its); tunnels idle for up to
+/// an hour.
 fn config(w: &World, app_auth: &str, admin_auth: &str) -> PathBuf {
     w.scene.config(&format!(
         r#"
@@ -37,6 +39,7 @@ listeners:
 upstreams:
   - name: plain
     servers: [http://{}]
+    request_timeout: 120s
 "#,
         w.backend.addr
     ))
@@ -168,6 +171,48 @@ async fn a_reload_taking_a_client_out_of_a_streams_host_entry_cuts_the_stream() 
     })
     .await;
     // Her connection serves on for its own entry.
+    let mut client = within_deadline("the connection", client.ready())
+        .await
+        .unwrap();
+    let (resp, _) = client
+        .send_request(get("https://app.example/"), true)
+        .unwrap();
+    let resp = within_deadline("a request for app.example", resp).await;
+    assert_eq!(resp.unwrap().status(), 200);
+}
+
+/// A stream to `admin.example` still waiting for its response head (a long
+/// poll, an upload: the backend holds `/hold` unanswered) is cut as one
+/// with a head is: `shutdown_grace` after the reload, its stream reset, her
+/// connection serving on. Its watch began with the head: it went on to
+/// admin's backend until `request_timeout` (here 120 s).
+#[tokio::test]
+async fn a_reload_taking_a_client_out_of_a_waiting_streams_host_entry_cuts_it() {
+    let (w, mut p, tls) = alice_on_app("shutdown_grace: 1s", b"h2").await;
+    let mut client = h2_client(tls).await;
+    let get = |uri: &str| http::Request::get(uri).body(()).unwrap();
+    let (resp, _) = client
+        .send_request(get("https://admin.example/hold"), true)
+        .unwrap();
+    let held = |n| {
+        let held = w.backend.held.clone();
+        move || std::future::ready(held.load(std::sync::atomic::Ordering::SeqCst) == n)
+    };
+    wait_until(CLIENT_DEADLINE, "the request held at the backend", held(1)).await;
+
+    config(&w, &verify(None), &verify(Some("[{ cn: ops }]")));
+    p.signal("HUP");
+    let cut = within_deadline("the waiting stream's cut", resp).await;
+    assert!(cut.is_err(), "{cut:?}");
+    p.wait_log("the cut", |v| {
+        v["reason"] == "admission_rules_changed"
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("request in flight cut"))
+    })
+    .await;
+    // The upstream request went with it.
+    wait_until(CLIENT_DEADLINE, "the backend's request released", held(0)).await;
     let mut client = within_deadline("the connection", client.ready())
         .await
         .unwrap();
