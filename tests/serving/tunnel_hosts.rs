@@ -1,4 +1,4 @@
-//! A WebSocket tunnel to a host of another `certs` entry than its connection's: held to that entry's client auth across reloads.
+//! A WebSocket tunnel or a request in flight to a host of another `certs` entry than its connection's: held to that entry's client auth across reloads.
 
 use std::path::PathBuf;
 
@@ -221,4 +221,61 @@ async fn a_reload_taking_a_client_out_of_a_waiting_streams_host_entry_cuts_it() 
         .unwrap();
     let resp = within_deadline("a request for app.example", resp).await;
     assert_eq!(resp.unwrap().status(), 200);
+}
+
+/// The same over HTTP/1.1 for a response in flight (`/stall`: its head
+/// and a first chunk, then nothing): the reload closes her connection, the
+/// one way to cut an HTTP/1.1 response, with no chunked end sent.
+#[tokio::test]
+async fn a_reload_taking_a_client_out_of_an_http1_responses_host_entry_closes_it() {
+    let (w, mut p, mut s) = alice_on_app("shutdown_grace: 1s", b"http/1.1").await;
+    s.write_all(b"GET /stall HTTP/1.1\r\nhost: admin.example\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let mut first = [0u8; 64];
+    let n = within_deadline(
+        "the first chunk",
+        tokio::io::AsyncReadExt::read(&mut s, &mut first),
+    );
+    assert!(n.await.unwrap() > 0);
+
+    config(&w, &verify(None), &verify(Some("[{ cn: ops }]")));
+    p.signal("HUP");
+    let rest = read_to_close(&mut s).await;
+    assert!(!rest.ends_with(b"0\r\n\r\n"), "{rest:?}");
+    p.wait_log("the cut", |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("response in flight cut"))
+    })
+    .await;
+}
+
+/// And an HTTP/1.1 request still waiting for its head (`/hold`): the
+/// reload closes her connection with nothing sent, as a revoked
+/// connection's would be, and the backend's request is released.
+#[tokio::test]
+async fn a_reload_taking_a_client_out_of_a_waiting_http1_requests_host_entry_closes_it() {
+    let (w, mut p, mut s) = alice_on_app("shutdown_grace: 1s", b"http/1.1").await;
+    s.write_all(b"GET /hold HTTP/1.1\r\nhost: admin.example\r\n\r\n")
+        .await
+        .unwrap();
+    let held = |n| {
+        let held = w.backend.held.clone();
+        move || std::future::ready(held.load(std::sync::atomic::Ordering::SeqCst) == n)
+    };
+    wait_until(CLIENT_DEADLINE, "the request held at the backend", held(1)).await;
+    config(&w, &verify(None), &verify(Some("[{ cn: ops }]")));
+    p.signal("HUP");
+    let rest = read_to_close(&mut s).await;
+    assert!(rest.is_empty(), "{rest:?}");
+    p.wait_log("the cut", |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("request in flight cut"))
+    })
+    .await;
+    wait_until(CLIENT_DEADLINE, "the backend's request released", held(0)).await;
 }
