@@ -307,7 +307,9 @@ mod one_pass {
 
 /// A listener without client auth keeps its TLS 1.2 session IDs in the
 /// expiring cache its [`sessions`] hold (tested in `tls::session_cache`),
-/// not in one of rustls's, which resumes a session of any age.
+/// not in one of rustls's, which resumes a session of any age; its tickets
+/// come from the `AgedTickets` wrapper, not straight from rustls's
+/// ticketer, which opens a ticket of any age while its key lives.
 #[test]
 fn session_ids_go_to_the_listeners_expiring_cache() {
     let yaml = "listeners:\n  - { name: session-ids, bind: 127.0.0.1:0, routes: [], tls: { certs: [{ cert_file: x.crt, key_file: x.key }] } }\n";
@@ -328,4 +330,7 @@ fn session_ids_go_to_the_listeners_expiring_cache() {
         Arc::as_ptr(&built.session_storage),
         Arc::as_ptr(&held.cache)
     ));
+    assert!(Arc::ptr_eq(&built.ticketer, &held.ticketer));
+    let ticketer = format!("{:?}", built.ticketer);
+    assert!(ticketer.starts_with("AgedTickets"), "{ticketer}");
 }

@@ -1,4 +1,4 @@
-//! Tests of ticket expiry: the wrapper by an injected wall clock, and a rustls TLS 1.2 listener resuming by ticket on a real socket.
+//! Tests of ticket expiry: the wrapper by an injected wall clock, rustls listeners resuming by ticket on real sockets, and `tls::accept` carrying a TLS 1.3 session's birth.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -223,4 +223,84 @@ fn tls13_resumptions_do_not_lengthen_a_session_on_a_real_socket() {
     clock.advance(LIFETIME);
     assert_eq!(kind(), HandshakeKind::Full, "a ticket {LIFETIME:?} old");
     serving.join().unwrap();
+}
+
+/// Serve `connections` on 127.0.0.1 through `tls::accept` itself (tokio,
+/// on this thread's runtime), each until the client's close_notify: what
+/// each server side received as resumption data.
+fn serve_through_accept(
+    server: Arc<ServerConfig>,
+    connections: usize,
+) -> (
+    std::net::SocketAddr,
+    std::thread::JoinHandle<Vec<Option<Vec<u8>>>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let serving = std::thread::spawn(move || {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let resolver = crate::tls::server::SniResolver::none();
+            let mut received = Vec::new();
+            for _ in 0..connections {
+                let (sock, _) = listener.accept().await.unwrap();
+                let seen = std::sync::OnceLock::new();
+                let accepted =
+                    crate::tls::accept::accept("tickets", &resolver, &server, None, sock, &seen);
+                let Ok(mut accepted) = accepted.await else {
+                    panic!("handshake refused");
+                };
+                let conn = accepted.tls.get_ref().1;
+                received.push(conn.received_resumption_data().map(<[u8]>::to_vec));
+                let mut rest = Vec::new();
+                accepted.tls.read_to_end(&mut rest).await.unwrap();
+                accepted.tls.shutdown().await.unwrap();
+            }
+            received
+        })
+    });
+    (addr, serving)
+}
+
+/// `tls::accept` gives a resumed TLS 1.3 connection its session's birth:
+/// a client resuming the ticket a resumption issued brings it back (with
+/// `into_stream`, without the hook, its tickets were stamped as new).
+#[test]
+fn tls_accept_carries_the_birth_into_a_resumptions_tickets() {
+    let (ca, leaf, key) = pki();
+    let provider = crate::tls::provider::get();
+    let mut server = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf], key)
+        .unwrap();
+    let rotating = rustls::crypto::aws_lc_rs::Ticketer::new().unwrap();
+    server.ticketer = Arc::new(AgedTickets::new(rotating, LIFETIME));
+    server.session_storage = Arc::new(NoServerSessionStorage {});
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let client = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let client = Arc::new(client);
+
+    let (addr, serving) = serve_through_accept(Arc::new(server), 3);
+    let kinds: Vec<_> = (0..3).map(|_| handshake_kind(&client, addr)).collect();
+    let received = serving.join().unwrap();
+    use HandshakeKind::{Full, Resumed};
+    assert_eq!(kinds, [Full, Resumed, Resumed]);
+    let third = received[2].as_deref().unwrap_or_default();
+    assert!(
+        third.starts_with(BIRTH_DATA),
+        "the third connection's resumption data: {third:?}"
+    );
 }
