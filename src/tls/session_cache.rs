@@ -214,7 +214,7 @@ impl<W: WallClock> ProducesTickets for AgedTickets<W> {
         let (birth, plain) = stamped.split_first_chunk::<8>()?;
         let birth = u64::from_be_bytes(*birth);
         let age = self.clock.unix_secs().saturating_sub(birth);
-        if age >= self.lifetime.as_secs() {
+        if age >= self.lifetime.as_secs() || !parses(plain) {
             return None;
         }
         carry(plain, Origin::Birth(birth));
@@ -278,9 +278,27 @@ fn tls12_secret(plain: &[u8]) -> Option<[u8; 32]> {
     digest.as_ref().try_into().ok()
 }
 
+/// Whether `plain` is a TLS 1.2 or 1.3 session in the rustls encoding read
+/// here. Fail safe: were a rustls update to change it, the birth of a
+/// resumption's ticket would not be carried (each stamped now), and
+/// sessions would resume for ever; no resumption is the safe side.
+fn parses(plain: &[u8]) -> bool {
+    match session_version(plain) {
+        Some(([3, 3], _)) => tls12_secret(plain).is_some(),
+        Some(([3, 4], _)) => tls13_data(plain).is_some(),
+        _ => false,
+    }
+}
+
 /// The birth a TLS 1.3 session in rustls's encoding carries in its
 /// resumption data (put there by [`keep_tls13_birth`]), if any.
 fn tls13_birth(plain: &[u8]) -> Option<u64> {
+    let birth = tls13_data(plain)?.strip_prefix(BIRTH_DATA)?;
+    Some(u64::from_be_bytes(birth.try_into().ok()?))
+}
+
+/// The resumption data of a TLS 1.3 session in rustls's encoding.
+fn tls13_data(plain: &[u8]) -> Option<&[u8]> {
     let (version, rest) = session_version(plain)?;
     if version != [3, 4] {
         return None;
@@ -295,9 +313,7 @@ fn tls13_birth(plain: &[u8]) -> Option<u64> {
     if has_alpn == 1 {
         rest = sized(rest, 1)?.1;
     }
-    let (data, _) = sized(rest, 2)?;
-    let birth = data.strip_prefix(BIRTH_DATA)?;
-    Some(u64::from_be_bytes(birth.try_into().ok()?))
+    Some(sized(rest, 2)?.0)
 }
 
 /// The version of a session in rustls's `ServerSessionValue` encoding (an

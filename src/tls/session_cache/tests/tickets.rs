@@ -64,6 +64,25 @@ fn a_ticket_opens_until_its_lifetime() {
     assert_eq!(unstamped.decrypt(&bare.encrypt(b"1234567").unwrap()), None);
 }
 
+/// A ticket whose session is not in the encoding read here (another TLS
+/// version, or a layout a rustls update changed) is refused: its
+/// resumption's tickets could not keep the session's birth.
+#[test]
+fn a_ticket_of_an_unparseable_session_is_refused() {
+    let clock = TestWall::new();
+    let t = tickets(&clock);
+    let mut other_version = tls12_session(1, b"rest");
+    other_version[12] = 5;
+    // A TLS 1.3 session cut inside its secret: no resumption data follows.
+    let mut cut = tls12_session(1, b"");
+    cut[12] = 4;
+    cut.truncate(20);
+    for plain in [&b"not a session"[..], &other_version, &cut, &[]] {
+        let ticket = t.encrypt(plain).unwrap();
+        assert_eq!(t.decrypt(&ticket), None, "{plain:?}");
+    }
+}
+
 /// The ticket a TLS 1.2 resumption issues (same master secret) keeps the
 /// birth of the ticket it resumed; a full handshake's, after that
 /// resumption on the same thread, is stamped now.
