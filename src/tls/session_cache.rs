@@ -351,6 +351,13 @@ thread_local! {
 /// later call (maybe on another thread): so a resumed connection gets its
 /// session's birth as resumption data, which rustls puts into each ticket
 /// it issues and `encrypt` reads back. A full handshake's are stamped now.
+/// This caps a chain of resumptions as RFC 8446 4.6.1 recommends (BoringSSL,
+/// so Envoy, caps it at 7 days; OpenSSL, so nginx, does not for TLS 1.3).
+/// A resumption after a HelloRetryRequest, which any client can provoke
+/// (a group listed first with no key share), has its second ClientHello
+/// read after this hook: its tickets are stamped then. For TLS 1.3 the
+/// lifetime is a default, not a guarantee; each resumption mixes in a new
+/// key exchange all the same.
 pub fn keep_tls13_birth(conn: &mut rustls::ServerConnection) {
     let birth = OPENED_TLS13.take();
     let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
