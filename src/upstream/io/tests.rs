@@ -335,3 +335,45 @@ fn an_indexed_101_status_past_the_first_field_is_refused_however_reads_split_it(
         assert_eq!(read, want, "reads of {size} bytes");
     }
 }
+
+/// A head over [`SENT_HEAD_KEPT`] is not kept, yet whether any of it
+/// reached the socket is still told ([`HeadWait::unreached`]): a write
+/// that failed first reached nothing (sent again, whatever the method);
+/// one after a part was taken, or after a TLS stream flushed records,
+/// did (a `POST` sent again then could be processed twice); a write
+/// still pending gave nothing to the socket yet, and is no failure.
+#[test]
+fn a_big_head_is_unreached_only_if_no_byte_reached_the_socket() {
+    let head = format!(
+        "POST /a HTTP/1.1\r\ncookie: {}\r\n\r\n",
+        "c".repeat(SENT_HEAD_KEPT)
+    );
+    let head = head.as_bytes();
+    let wait = Arc::new(HeadWait::default());
+    let failed = || Poll::Ready(Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe)));
+    // The first write failed: nothing reached the socket.
+    let _counted = wait.count();
+    wait.polled(&[std::io::IoSlice::new(head)], &failed(), false);
+    assert_eq!(wait.sent(), None, "too big to keep");
+    assert!(wait.unreached(), "failed first");
+    // A part taken by the socket, then a write failed: reached.
+    let _counted = wait.count();
+    wait.polled(&[std::io::IoSlice::new(head)], &Poll::Ready(Ok(7)), true);
+    wait.polled(&[std::io::IoSlice::new(&head[7..])], &failed(), false);
+    assert!(!wait.unreached(), "after a part was taken");
+    // All taken into a TLS stream's buffer, records flushed, then a
+    // write failed: reached.
+    let _counted = wait.count();
+    wait.polled(
+        &[std::io::IoSlice::new(head)],
+        &Poll::Ready(Ok(head.len())),
+        false,
+    );
+    wait.wrote(&[], 0, true);
+    wait.polled(&[std::io::IoSlice::new(b"body")], &failed(), false);
+    assert!(!wait.unreached(), "after TLS records were flushed");
+    // Pending alone: nothing given to a write yet.
+    let _counted = wait.count();
+    wait.polled(&[std::io::IoSlice::new(head)], &Poll::Pending, false);
+    assert!(!wait.unreached(), "pending");
+}
