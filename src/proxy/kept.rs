@@ -8,6 +8,7 @@ use crate::proxy::body::{ClientBody, KeptBody};
 use crate::proxy::failure::copy_of;
 use crate::proxy::forward::StandInHost;
 use crate::upstream::conn::H1;
+use crate::upstream::io::SENT_HEAD_KEPT;
 
 /// What an HTTP/1.1 attempt keeps to send its request again: hyper takes
 /// the request it writes. A request without a body whose head is small is
@@ -66,17 +67,28 @@ impl Fields {
     }
 }
 
-/// Whether `req`'s head (its fields' bytes: `fields`, or counted here)
-/// is no more than [`WRITTEN_HEAD_KEPT`], to be sent again from what was
-/// written: the rest of [`crate::upstream::io`]'s bound leaves room for the
-/// request line and what is added after (a stand-in `Host`, a framing
-/// field).
-fn small(req: &Request<ClientBody>, fields: Option<usize>) -> bool {
+/// The largest head (as counted by [`head_size`]) sent again from what a
+/// failed first write was given ([`Kept::unwritten`]): hyper hands a
+/// socket its whole head in one buffer, kept whole up to
+/// [`SENT_HEAD_KEPT`]; the rest leaves room for what `head_size` does not
+/// count (the request line's spaces and version, the empty line, a
+/// framing field hyper adds). A bigger head is copied before it is sent.
+const UNWRITTEN_HEAD_KEPT: usize = SENT_HEAD_KEPT - 256;
+
+/// `req`'s head, roughly: method, path and query, and its fields' bytes
+/// (`fields`, or counted here).
+fn head_size(req: &Request<ClientBody>, fields: Option<usize>) -> usize {
     let uri = req.uri();
     let fields = fields.unwrap_or_else(|| req.headers().iter().map(|(n, v)| line(n, v)).sum());
-    let size =
-        req.method().as_str().len() + uri.path().len() + uri.query().map_or(0, str::len) + fields;
-    size <= WRITTEN_HEAD_KEPT
+    req.method().as_str().len() + uri.path().len() + uri.query().map_or(0, str::len) + fields
+}
+
+/// Whether `req`'s head is no more than [`WRITTEN_HEAD_KEPT`], to be sent
+/// again from what was written: the rest of [`crate::upstream::io`]'s
+/// bound leaves room for the request line and what is added after (a
+/// stand-in `Host`, a framing field).
+fn small(req: &Request<ClientBody>, fields: Option<usize>) -> bool {
+    head_size(req, fields) <= WRITTEN_HEAD_KEPT
 }
 
 /// A field's `name: value` line, as hyper writes it.
@@ -107,8 +119,9 @@ impl Kept {
     /// such a `POST` got a `502` the upstream never saw a byte of. Costs
     /// no copy: the head comes from what hyper meant to write, a body
     /// read whole shares its bytes. A head too big to be kept as written
-    /// (big cookies, a forwarded client certificate) is kept in a copy:
-    /// none of it kept, such a `POST` got the `502` all the same.
+    /// ([`UNWRITTEN_HEAD_KEPT`]: big cookies, a forwarded client
+    /// certificate) is kept in a copy: none of it kept, such a `POST` got
+    /// the `502` all the same.
     /// `fields`: as for [`Kept::of`].
     pub(super) fn unwritten(
         req: &Request<ClientBody>,
@@ -119,7 +132,9 @@ impl Kept {
             return None;
         }
         let body = req.body().kept()?;
-        if !small(req, fields) {
+        // Not `small`: that bound is for a head written whole over maybe
+        // several writes; here the first write failed, given all of it.
+        if head_size(req, fields) > UNWRITTEN_HEAD_KEPT {
             return Some(Kept::Unwritten(Box::new(copy_of(req))));
         }
         Some(Kept::Written {
@@ -373,6 +388,24 @@ mod tests {
                 .any(|l| l.len() > 6000 && l.starts_with("cookie: s=c"))
         };
         post_is_sent_again("kept-big-post-unwritten", 6144, cookie).await;
+    }
+
+    /// As above, with a head of 3 KiB (two JWT cookies): over the 2 KiB
+    /// a head written whole is sent again from, within the 4 KiB a failed
+    /// first write keeps of what it was given. It is sent again from
+    /// that, with no copy taken per request; a copy was taken for every
+    /// such `POST` on a reused connection.
+    #[tokio::test]
+    async fn a_post_with_a_3_kib_head_a_reused_connection_never_wrote_is_sent_again() {
+        let kept = super::Kept::unwritten(&post(3072), true, None);
+        assert!(matches!(kept, Some(super::Kept::Written { .. })), "copied");
+        let big = super::Kept::unwritten(&post(6144), true, None);
+        assert!(matches!(big, Some(super::Kept::Unwritten(_))), "not copied");
+        let cookie = |head: &str| {
+            head.lines()
+                .any(|l| l.len() > 3000 && l.starts_with("cookie: s=c"))
+        };
+        post_is_sent_again("kept-3k-post-unwritten", 3072, cookie).await;
     }
 
     /// A `GET` with a head over the 4 KiB kept as written, on

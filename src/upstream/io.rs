@@ -185,7 +185,7 @@ struct SentHead {
 }
 
 /// The most of a request's head kept as written.
-const SENT_HEAD_KEPT: usize = 4096;
+pub(crate) const SENT_HEAD_KEPT: usize = 4096;
 
 impl Default for HeadWait {
     fn default() -> HeadWait {
