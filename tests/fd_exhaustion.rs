@@ -671,3 +671,82 @@ async fn a_configuration_edited_while_out_of_descriptors_is_applied_once_they_ar
         "{short}"
     );
 }
+
+/// One admin call on `send`, a connection opened before the flood and
+/// kept alive: its status, `Retry-After` and JSON body.
+async fn admin_on(
+    send: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    admin_addr: std::net::SocketAddr,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, Option<String>, serde_json::Value) {
+    use http_body_util::BodyExt;
+    let req = http::Request::post(path)
+        .header("host", admin_addr.to_string())
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
+        .unwrap();
+    let resp = within_deadline(format!("admin POST {path}"), send.send_request(req))
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, retry, serde_json::from_slice(&bytes).unwrap())
+}
+
+/// While a connection burst holds every descriptor, the admin API could
+/// not open an entry's files: that was answered as the caller's fault, a
+/// `400` for a validation ("cannot read now ...": the files were fine)
+/// and a `422` "...; the previous material stays" for a reload. Now it is
+/// hotproxy's own shortage: `503` with `Retry-After`, naming the file,
+/// nothing changed.
+#[tokio::test]
+async fn admin_calls_that_read_files_while_out_of_descriptors_get_503() {
+    let (scene, _kube, _ca, first, mut p, addr, admin_addr) = secret_at_fd_limit().await;
+    let tcp = tokio::net::TcpStream::connect(admin_addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let crt = scene.path("secret/tls.crt");
+    let key = scene.path("secret/tls.key");
+    let spec = serde_json::json!({
+        "type": "server-pair", "source": "file",
+        "cert_file": crt.to_str().unwrap(), "key_file": key.to_str().unwrap(),
+    });
+    let (status, _, ok) = admin_on(
+        &mut send,
+        admin_addr,
+        "/api/v1/certs/validate",
+        spec.clone(),
+    )
+    .await;
+    assert_eq!(status, 200, "{ok}");
+
+    let flood = hold_every_descriptor(&mut p, addr).await;
+    for path in ["/api/v1/certs/validate", "/api/v1/certs/a/reload"] {
+        let (status, retry, body) = admin_on(&mut send, admin_addr, path, spec.clone()).await;
+        assert_eq!(status, 503, "{path}: {body}");
+        assert_eq!(retry.as_deref(), Some("1"), "{path}: {body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains("tls.crt"),
+            "{path}: the file not named: {message}"
+        );
+        assert!(message.contains("os error 24"), "{path}: {message}");
+    }
+    drop(flood);
+    let api = admin(admin_addr, "GET", "/api/v1/certs/a", None, None, &[]).await;
+    assert_eq!(
+        api.json()["fingerprint_sha256"],
+        first.fingerprint,
+        "{}",
+        api.body
+    );
+}

@@ -84,6 +84,13 @@ impl Reloader {
     pub(super) fn not_short(&mut self, id: &str) {
         self.short.remove(id);
     }
+
+    /// Whether the last read of `id`'s files found hotproxy out of file
+    /// descriptors or memory: the admin API answers a reload or rotation
+    /// that failed so `503`, the caller's files not judged (SPEC §4).
+    pub fn is_short(&self, id: &str) -> bool {
+        self.short.contains_key(id)
+    }
 }
 
 #[cfg(test)]

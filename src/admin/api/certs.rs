@@ -7,7 +7,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use tracing::info;
 
-use super::{Reply, bad_request, no_entry, problem};
+use super::{Reply, bad_request, load_refused, no_entry, problem, short_of_resources};
 use crate::admin::paths;
 use crate::config::EntrySpec;
 use crate::material::catalogue::{EntryView, Origin};
@@ -78,7 +78,7 @@ pub(super) fn create(r: &mut Reloader, spec: EntrySpec) -> Reply {
         ));
     };
     // Read once: what is checked here is what is applied below.
-    let loaded = pem::load(spec.kind, &spec.source).map_err(|e| bad_request(e.to_string()))?;
+    let loaded = pem::load(spec.kind, &spec.source).map_err(load_refused)?;
     let before = r.stored_entries();
     let mut after = before.clone();
     after.push(spec.clone());
@@ -129,7 +129,7 @@ pub(super) fn replace(r: &mut Reloader, spec: EntrySpec, if_match: Option<&str>)
         Origin::Config => {}
     }
     // Read once: what is checked here is what is applied below.
-    let loaded = pem::load(spec.kind, &spec.source).map_err(|e| bad_request(e.to_string()))?;
+    let loaded = pem::load(spec.kind, &spec.source).map_err(load_refused)?;
     match origin {
         Origin::Store => {
             let store = r.store().expect("stored entries exist only with a store");
@@ -237,6 +237,8 @@ pub(super) fn reload_one(r: &mut Reloader, id: &str) -> Reply {
             body["changed"] = json!(changed);
             Ok((status, body, etag))
         }
+        // hotproxy's own shortage says nothing of the files (SPEC §4).
+        Err(e) if r.is_short(id) => Err(short_of_resources(&e)),
         // Nothing is served from an entry that never loaded (or lost its
         // material to a redefinition): "the previous material stays" named
         // material it does not have.

@@ -266,7 +266,22 @@ async fn route(
                 // before any is applied, so one bad pair leaves the others
                 // as they were too; the answer then names the bad ones.
                 let results = r.rotate(&ids);
+                // A pair not read for want of descriptors or memory is
+                // hotproxy's shortage, not invalid material (SPEC §4).
+                let short: Vec<String> = results
+                    .iter()
+                    .filter(|(id, res)| res.is_err() && r.is_short(id))
+                    .filter_map(|(_, res)| res.clone().err())
+                    .collect();
                 let body = certs::outcomes(r, results);
+                if !short.is_empty() {
+                    let mut p = short_of_resources(&format!(
+                        "listener {name}: {}; no pair changed",
+                        short.join("; ")
+                    ));
+                    p.1["entries"] = body["entries"].clone();
+                    return Err(p);
+                }
                 if body["failed"].as_array().is_some_and(|f| !f.is_empty()) {
                     let mut p = problem(
                         StatusCode::UNPROCESSABLE_ENTITY,
@@ -357,7 +372,7 @@ async fn load_off_workers(
         // opened, against the roots published now: checked on the
         // worker, a reload in the wait for a blocking thread got past it.
         paths::check(&spec.source, &paths::roots(&shared.config.load())).map_err(bad_request)?;
-        pem::load(spec.kind, &spec.source).map_err(|e| bad_request(e.to_string()))
+        pem::load(spec.kind, &spec.source).map_err(load_refused)
     })
     .await
     .map_err(|_| {
@@ -559,6 +574,32 @@ fn too_large() -> (StatusCode, Value) {
     )
 }
 
+/// What `Retry-After` a [`short_of_resources`] answer carries, in
+/// seconds: the reloader reads a short entry again within 2 s.
+const SHORT_RETRY_AFTER: u64 = 1;
+
+/// A load's refusal: `400` for the files, or [`short_of_resources`]'s
+/// `503` when hotproxy was out of descriptors or memory to read them.
+pub(super) fn load_refused(e: pem::MaterialError) -> (StatusCode, Value) {
+    match e.is_out_of_resources() {
+        true => short_of_resources(&e.to_string()),
+        false => bad_request(e.to_string()),
+    }
+}
+
+/// SPEC §4's `503` with `Retry-After` for a call whose files hotproxy
+/// could not read for want of file descriptors or memory (`why` names
+/// the file and the errno): its own shortage, which says nothing of the
+/// caller's files; nothing was changed.
+pub(super) fn short_of_resources(why: &str) -> (StatusCode, Value) {
+    let mut p = problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("{why}; nothing was changed, try again later"),
+    );
+    p.1["retry_after"] = json!(SHORT_RETRY_AFTER);
+    p
+}
+
 pub(super) fn bad_request(message: impl Into<String>) -> (StatusCode, Value) {
     problem(StatusCode::BAD_REQUEST, message)
 }
@@ -623,6 +664,15 @@ fn respond(reply: Reply) -> Response<AdminBody> {
         .and_then(|a| header::HeaderValue::from_str(a).ok())
     {
         resp.headers_mut().insert(header::ALLOW, allow);
+    }
+    // RFC 9110 §10.2.3: a 503 for hotproxy's own shortage says when to
+    // try again.
+    if let Some(after) = body["retry_after"]
+        .as_u64()
+        .filter(|_| status == StatusCode::SERVICE_UNAVAILABLE)
+    {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(after));
     }
     if let Some(tag) = etag.and_then(|t| header::HeaderValue::from_str(&t).ok()) {
         resp.headers_mut().insert(header::ETAG, tag);
