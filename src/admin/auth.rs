@@ -43,7 +43,11 @@ impl Tokens {
     /// Read every token; an unreadable or empty source is an error naming it.
     pub fn load(config: &AdminConfig) -> Result<Tokens, String> {
         let tokens = (0..config.tokens.len())
-            .map(|i| read_token(config, i).map(|(role, token, _)| (role, token)))
+            .map(|i| {
+                read_token(config, i)
+                    .map(|(role, token, _)| (role, token))
+                    .map_err(|e| e.message)
+            })
             .collect::<Result<_, _>>()?;
         Ok(Tokens {
             config: config.clone(),
@@ -62,7 +66,7 @@ impl Tokens {
                     warnings.extend(warning);
                     None
                 }
-                Err(e) => Some(e),
+                Err(e) => Some(e.message),
             })
             .collect()
     }
@@ -84,16 +88,26 @@ impl Tokens {
     /// Read token `i` again (its file may have changed). A file that is now
     /// unreadable, empty, not text or not carriable in a header keeps the
     /// running token: a Secret caught mid-update, or edited by appending,
-    /// must not lock the operator out.
-    pub fn reread(&self, i: usize) {
+    /// must not lock the operator out. Returns whether the read failed for
+    /// want of file descriptors or memory (hotproxy's own shortage): the
+    /// caller reads it again after a back-off, or a token rotated then
+    /// would never be taken, the revoked one staying valid.
+    pub fn reread(&self, i: usize) -> bool {
         let _one_at_a_time = self.rereading.lock().unwrap_or_else(|e| e.into_inner());
         let Some((_, running)) = self.current.load().get(i).cloned() else {
-            return;
+            return false;
         };
         match read_token(&self.config, i) {
             // The error names the file and the reason, never the token.
+            Err(problem) if problem.short => {
+                tracing::warn!(
+                    error = %problem.message,
+                    "admin token file not read for want of file descriptors or memory; the running token stays, read again soon"
+                );
+                return true;
+            }
             Err(problem) => tracing::warn!(
-                error = %problem,
+                error = %problem.message,
                 "admin token file refused; the running token stays"
             ),
             Ok((_, token, _)) if token == running => {}
@@ -111,6 +125,7 @@ impl Tokens {
                 );
             }
         }
+        false
     }
 
     /// Whether the token, not the Host/Origin, decides about a request
@@ -132,6 +147,8 @@ impl Tokens {
     /// SIGHUP: read every token file again.
     pub fn reread_files(&self) {
         for (i, _) in self.files() {
+            // A shortage here is not read again (the watcher's re-reads
+            // are): a later SIGHUP or change reads it.
             self.reread(i);
         }
     }
@@ -271,13 +288,17 @@ const MAX_TOKEN_FILE_BYTES: u64 = 64 << 10;
 /// The text of token file `p`, or why not; with the error, whether the
 /// system found no file there (missing, or a path through no directory).
 /// A regular file only: a FIFO in its place must not block startup.
-fn read_token_file(p: &std::path::Path) -> Result<String, (String, bool)> {
+fn read_token_file(p: &std::path::Path) -> Result<String, (String, bool, bool)> {
     let bytes = crate::fsutil::read_regular(p, MAX_TOKEN_FILE_BYTES).map_err(|e| {
         let missing = matches!(e.problem, crate::fsutil::ReadProblem::Io(_))
             && !e.problem.is_permission_denied();
-        (e.problem.to_string(), missing)
+        (
+            e.problem.to_string(),
+            missing,
+            e.problem.is_out_of_resources(),
+        )
     })?;
-    String::from_utf8(bytes).map_err(|_| ("not UTF-8 text".to_owned(), false))
+    String::from_utf8(bytes).map_err(|_| ("not UTF-8 text".to_owned(), false, false))
 }
 
 /// The text of token `t`, whose `token_file` or `token_env` was set
@@ -294,7 +315,7 @@ fn read_set_by_env(
     let what = &env.what;
     let hint = env.token_hint();
     match &t.source {
-        TokenSource::File(p) => read_token_file(p).map_err(|(e, missing)| match missing {
+        TokenSource::File(p) => read_token_file(p).map_err(|(e, missing, _)| match missing {
             true => format!(
                 "admin.tokens[{i}].token_file: {what} names no file that can be read \
                  ({e}; {hint})"
@@ -331,15 +352,34 @@ fn place(t: &crate::config::TokenConfig) -> String {
 /// than 16 characters); an unreadable or empty source, the placeholder,
 /// or a token no header can carry is an error naming the field (the
 /// entry's position in the file, not `i`), never the token.
-fn read_token(config: &AdminConfig, i: usize) -> Result<(Role, Secret, Option<String>), String> {
+/// Why a token was not read; `short`: for want of file descriptors or
+/// memory (its file not judged).
+struct TokenError {
+    message: String,
+    short: bool,
+}
+
+impl From<String> for TokenError {
+    fn from(message: String) -> TokenError {
+        TokenError {
+            message,
+            short: false,
+        }
+    }
+}
+
+fn read_token(
+    config: &AdminConfig,
+    i: usize,
+) -> Result<(Role, Secret, Option<String>), TokenError> {
     let t = &config.tokens[i];
     let n = t.index;
     let text = match (&t.source, &t.set_by_env) {
         (_, Some(env)) => read_set_by_env(t, env)?,
-        (TokenSource::File(p), None) => read_token_file(p).map_err(|(e, _)| {
+        (TokenSource::File(p), None) => read_token_file(p).map_err(|(e, _, short)| {
             // A token pasted in place of the path, or of a directory in
             // it: not repeated.
-            if t.path_withheld {
+            let message = if t.path_withheld {
                 format!(
                     "admin.tokens[{n}].token_file: {e}; a name in the path looks like a \
                      token, not a file or directory name (did you paste the token \
@@ -347,7 +387,8 @@ fn read_token(config: &AdminConfig, i: usize) -> Result<(Role, Secret, Option<St
                 )
             } else {
                 format!("admin.tokens[{n}].token_file {}: {e}", shown_path(p))
-            }
+            };
+            TokenError { message, short }
         })?,
         (TokenSource::Env(name), None) => crate::config::env::var(name)
             .map_err(|e| format!("admin.tokens[{n}].token_env: {e}"))?,
@@ -355,23 +396,23 @@ fn read_token(config: &AdminConfig, i: usize) -> Result<(Role, Secret, Option<St
     let place = place(t);
     let token = text.trim();
     if token.is_empty() {
-        return Err(format!("{place}: the token is empty"));
+        return Err(TokenError::from(format!("{place}: the token is empty")));
     }
     if let Some(what) = uncarriable(token) {
-        return Err(format!(
+        return Err(TokenError::from(format!(
             "{place}: the token holds {what}, which no `Authorization: Bearer` \
              header can carry (every client would be refused); a token is \
              visible ASCII without spaces, e.g. the output of `openssl rand -hex 32`"
-        ));
+        )));
     }
     // The example Secret ships one, and everyone who read the example
     // knows it; the admin listener there binds 0.0.0.0.
     if token.to_ascii_lowercase().contains(PLACEHOLDER) {
-        return Err(format!(
+        return Err(TokenError::from(format!(
             "{place}: the token is the example's placeholder ({PLACEHOLDER:?}...), \
              known to everyone who read it; put a random one there, e.g. the \
              output of `openssl rand -hex 32`"
-        ));
+        )));
     }
     let warning = (token.len() < 16).then(|| {
         const SHORT: &str = "admin token is shorter than 16 characters; use a long random one";

@@ -46,9 +46,21 @@ impl Reloader {
     /// volume) must not hold up certificate rotations and API calls; a
     /// FIFO in the file's place is refused without opening it for a
     /// writer (`fsutil::read_regular`).
+    /// A read that found hotproxy out of file descriptors or memory is
+    /// tried again on the shortage back-off until it gets through: else a
+    /// token rotated then is never taken, the revoked one staying valid.
     pub(super) fn reread_admin_token(&self, i: usize) {
         if let Some(tokens) = self.admin_tokens.clone() {
-            self.rt.spawn_blocking(move || tokens.reread(i));
+            let rt = self.rt.clone();
+            self.rt.spawn(async move {
+                for tries in 0u32.. {
+                    let tokens = tokens.clone();
+                    match rt.spawn_blocking(move || tokens.reread(i)).await {
+                        Ok(true) => tokio::time::sleep(super::shortage::backoff(tries)).await,
+                        _ => break,
+                    }
+                }
+            });
         }
     }
 }

@@ -1,0 +1,74 @@
+//! Fault: out of file descriptors while an admin token file is rotated: the token is read again once descriptors come free.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use support::writers::Kubelet;
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+const OLD: &str = "old-token-5f1c0e7a9b2d4c6e8f0a1b3c";
+const NEW: &str = "new-token-9d8c7b6a5f4e3d2c1b0a9f8e";
+
+async fn status(api: SocketAddr, token: &str) -> u16 {
+    admin(api, "GET", "/api/v1/certs", Some(token), None, &[])
+        .await
+        .status
+}
+
+/// kubelet rotates the admin token's Secret (a leaked token revoked)
+/// while a connection burst holds every descriptor of the proxy (`ulimit
+/// -n 64`): the re-read of the token file fails with EMFILE. It was only
+/// logged ("admin token file refused; the running token stays") and never
+/// tried again: the new token did not work and the revoked one stayed
+/// valid until the file changed again or a SIGHUP. Now it is read again
+/// on the shortage back-off: once the burst is gone, the new token works
+/// and the old one is refused.
+#[tokio::test]
+async fn a_token_rotated_while_out_of_descriptors_is_taken_once_they_are_free() {
+    let s = Scene::new();
+    let kubelet = Kubelet::new(&s.path("secret"));
+    kubelet.write(&[("token", OLD)], false);
+    let ca = TestCa::new("ca");
+    s.pair("pki/edge", &ca.server_pair(&["localhost"]));
+    let tokens = "[{ role: editor, token_file: secret/token }]";
+    let cfg = s.admin_config("{}", tokens, "pki/edge", "");
+    let mut p = Proxy::start_with_fd_limit(&cfg, 64);
+    let addr = p.listener_addr("public").await;
+    let api = p.admin_addr().await;
+    assert_eq!(status(api, OLD).await, 200);
+
+    // More connections than the proxy has descriptors, held idle: once
+    // its accept fails, every descriptor is taken.
+    let mut flood = Vec::new();
+    for _ in 0..100 {
+        flood.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    p.wait_log("the first failed accept", |v| {
+        v["message"] == "accept failed; backing off" && v["listener"] == "public"
+    })
+    .await;
+    kubelet.write(&[("token", NEW)], false);
+    p.wait_log("the token file's read out of descriptors", |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("admin token file"))
+            && v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("secret/token") && e.contains("os error 24"))
+    })
+    .await;
+    drop(flood);
+    wait_until(WAIT, "the new token works", || async {
+        status(api, NEW).await == 200
+    })
+    .await;
+    assert_eq!(status(api, OLD).await, 401, "the revoked token still works");
+    let logs = p.logs().join("\n");
+    assert!(
+        !logs.contains(OLD) && !logs.contains(NEW),
+        "a token in the log"
+    );
+}
