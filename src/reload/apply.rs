@@ -175,7 +175,7 @@ impl Reloader {
             self.config_unsettled_since = since;
             return Ok(self.config_short(&shown, problems, asked));
         }
-        self.config_short = 0;
+        self.config_short = None;
         self.config_entries_waited = false;
         self.config_waited_edit = None;
         // Shutdown began while the reload was built (a name's lookup

@@ -206,10 +206,10 @@ pub struct Reloader {
     /// Entries to retry, and when.
     retries: BTreeMap<String, Instant>,
     /// Entries whose last reads in a row found hotproxy out of file
-    /// descriptors or memory, and how many (`shortage`).
-    short: BTreeMap<String, u32>,
-    /// How many reads of the configuration in a row found it so.
-    config_short: u32,
+    /// descriptors or memory: the run (`shortage`).
+    short: BTreeMap<String, shortage::Run>,
+    /// The run of reads of the configuration in a row that found it so.
+    config_short: Option<shortage::Run>,
     /// Who asked for the re-read under way, which decides whether a
     /// failure it finds is counted (`entry::failed`).
     reading: Cause,
@@ -407,7 +407,7 @@ impl Reloader {
             client_auth_file: BTreeMap::new(),
             retries: BTreeMap::new(),
             short: BTreeMap::new(),
-            config_short: 0,
+            config_short: None,
             reading: Cause::Asked,
             crl_retries: BTreeMap::new(),
             watcher,

@@ -30,6 +30,44 @@ const FIRST: Duration = Duration::from_millis(100);
 /// served within this.
 const LONGEST: Duration = Duration::from_secs(2);
 
+/// How often at most a run's WARN is said again while it lasts: a long
+/// shortage (a leak of descriptors, a host out of memory) stays visible at
+/// the default log level, not one line at its start then DEBUG only.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Reads in a row that found hotproxy short (of one entry's files, or of
+/// the configuration): how many, since when, and when it was last said at
+/// WARN.
+pub(super) struct Run {
+    tries: u32,
+    since: Instant,
+    warned: Instant,
+}
+
+impl Run {
+    fn new(now: Instant) -> Run {
+        Run {
+            tries: 0,
+            since: now,
+            warned: now,
+        }
+    }
+
+    /// One more read found hotproxy short at `now`: the wait before the
+    /// next, and, when a WARN is due (the run's first read, then at most
+    /// once every [`WARN_EVERY`]), how long the run has lasted.
+    fn note(&mut self, now: Instant) -> (Duration, Option<Duration>) {
+        let retry = backoff(self.tries);
+        let first = self.tries == 0;
+        let warn = (first || now.saturating_duration_since(self.warned) >= WARN_EVERY).then(|| {
+            self.warned = now;
+            now.saturating_duration_since(self.since)
+        });
+        self.tries = self.tries.saturating_add(1);
+        (retry, warn)
+    }
+}
+
 /// The wait after `tries` reads in a row that found hotproxy short:
 /// [`FIRST`] doubling to [`LONGEST`].
 pub(super) fn backoff(tries: u32) -> Duration {
@@ -39,17 +77,27 @@ pub(super) fn backoff(tries: u32) -> Duration {
 impl Reloader {
     /// The read of `id`'s files found hotproxy out of descriptors or
     /// memory (`e`): said as its own shortage (warn at the first of a run,
-    /// debug after), nothing of the entry changed, read again after a
-    /// back-off.
+    /// again at most once a minute while it lasts, debug between), nothing
+    /// of the entry changed, read again after a back-off.
     pub(super) fn short_of_resources(&mut self, id: &str, e: &MaterialError) {
-        let tries = self.short.entry(id.to_owned()).or_insert(0);
-        let retry = backoff(*tries);
-        if *tries == 0 {
-            warn!(target: LOG, entry = %id, error = %e, retry_in_ms = retry.as_millis() as u64, "cannot read certificate files: hotproxy is out of file descriptors or memory; keeping the served material and reading them again");
-        } else {
-            debug!(target: LOG, entry = %id, error = %e, retry_in_ms = retry.as_millis() as u64, "certificate files still not read for want of file descriptors or memory");
+        let now = Instant::now();
+        let run = self
+            .short
+            .entry(id.to_owned())
+            .or_insert_with(|| Run::new(now));
+        let first = run.tries == 0;
+        let (retry, warn) = run.note(now);
+        match warn {
+            Some(_) if first => {
+                warn!(target: LOG, entry = %id, error = %e, retry_in_ms = retry.as_millis() as u64, "cannot read certificate files: hotproxy is out of file descriptors or memory; keeping the served material and reading them again");
+            }
+            Some(lasted) => {
+                warn!(target: LOG, entry = %id, error = %e, lasted_s = lasted.as_secs(), "certificate files still not read: hotproxy has been out of file descriptors or memory this long; keeping the served material and reading them again");
+            }
+            None => {
+                debug!(target: LOG, entry = %id, error = %e, retry_in_ms = retry.as_millis() as u64, "certificate files still not read for want of file descriptors or memory");
+            }
         }
-        *tries = tries.saturating_add(1);
         // The sooner of this and a retry already due (a writer's wait).
         let at = Instant::now() + retry;
         let due = self.retries.entry(id.to_owned()).or_insert(at);
@@ -67,13 +115,21 @@ impl Reloader {
         error: &str,
         asked: bool,
     ) -> ConfigOutcome {
-        let retry = backoff(self.config_short);
-        if self.config_short == 0 {
-            warn!(target: LOG, path = %shown, error = %error, retry_in_ms = retry.as_millis() as u64, "cannot read the configuration: hotproxy is out of file descriptors or memory; the running configuration stays, read again soon");
-        } else {
-            debug!(target: LOG, path = %shown, error = %error, "configuration still not read for want of file descriptors or memory");
+        let now = Instant::now();
+        let run = self.config_short.get_or_insert_with(|| Run::new(now));
+        let first = run.tries == 0;
+        let (retry, warn) = run.note(now);
+        match warn {
+            Some(_) if first => {
+                warn!(target: LOG, path = %shown, error = %error, retry_in_ms = retry.as_millis() as u64, "cannot read the configuration: hotproxy is out of file descriptors or memory; the running configuration stays, read again soon");
+            }
+            Some(lasted) => {
+                warn!(target: LOG, path = %shown, error = %error, lasted_s = lasted.as_secs(), "configuration still not read: hotproxy has been out of file descriptors or memory this long; the running configuration stays, read again soon");
+            }
+            None => {
+                debug!(target: LOG, path = %shown, error = %error, "configuration still not read for want of file descriptors or memory");
+            }
         }
-        self.config_short = self.config_short.saturating_add(1);
         self.config_retry = Some(Instant::now() + retry);
         self.config_asked = asked;
         ConfigOutcome::Deferred(Deferral::Resources)
@@ -103,5 +159,21 @@ mod tests {
         assert_eq!(backoff(1), FIRST * 2);
         assert_eq!(backoff(5), LONGEST);
         assert_eq!(backoff(u32::MAX), LONGEST);
+    }
+
+    /// A run is said at its first read, then at most once every
+    /// [`WARN_EVERY`], with how long it has lasted (the clock given).
+    #[test]
+    fn a_long_run_is_said_again_at_most_once_a_minute() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut run = Run::new(t0);
+        assert_eq!(run.note(t0), (FIRST, Some(Duration::ZERO)));
+        assert_eq!(run.note(at(1)).1, None);
+        assert_eq!(run.note(at(59)).1, None);
+        assert_eq!(run.note(at(61)).1, Some(at(61) - t0));
+        assert_eq!(run.note(at(62)).1, None);
+        assert_eq!(run.note(at(120)).1, None);
+        assert_eq!(run.note(at(121)).1, Some(at(121) - t0));
     }
 }
