@@ -529,6 +529,10 @@ impl Default for Limits {
 pub struct ConfigError {
     pub file: PathBuf,
     pub problems: Vec<Problem>,
+    /// The file was not read for want of hotproxy's own file descriptors
+    /// or memory (EMFILE, ENFILE, ENOMEM): nothing of it judged; the
+    /// reloader defers such a read (SPEC §3), startup refuses it.
+    pub short: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -570,9 +574,12 @@ pub fn read(path: &Path) -> Result<(PathBuf, String), ConfigError> {
             location: "file".into(),
             message,
         }],
+        short: false,
     };
-    let bytes = crate::fsutil::read_regular(&file, MAX_CONFIG_BYTES)
-        .map_err(|e| refused(format!("cannot read: {}", e.problem)))?;
+    let bytes = crate::fsutil::read_regular(&file, MAX_CONFIG_BYTES).map_err(|e| ConfigError {
+        short: e.problem.is_out_of_resources(),
+        ..refused(format!("cannot read: {}", e.problem))
+    })?;
     let text = String::from_utf8(bytes).map_err(|e| {
         refused(format!(
             "not UTF-8 text (byte {})",
@@ -591,6 +598,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         (_, problems) => Err(ConfigError {
             file: file.to_path_buf(),
             problems,
+            short: false,
         }),
     }
 }

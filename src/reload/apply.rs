@@ -86,6 +86,14 @@ impl Reloader {
             return Ok(self.config_short(&shown, &e.to_string(), asked));
         }
         let read = config::read(&path);
+        // The look got through but the read did not, for want of
+        // descriptors or memory (a burst in between): deferred as the
+        // look's would be, not rejected (SPEC §3).
+        if let Err(e) = &read
+            && e.short
+        {
+            return Ok(self.config_short(&shown, &e.render(), asked));
+        }
         // A writer that began between the check above and the read (its
         // truncate just then) left the read an empty or cut file: the file
         // is not what was checked, so it is waited on as one still being
