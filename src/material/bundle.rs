@@ -58,12 +58,14 @@ pub(super) fn parse(names: &[String], parts: &[Vec<u8>]) -> Result<Material, Mat
             // is refused here, where the file is named, not when the
             // listener's verifier is built after the material was
             // taken (a reload failing late, an API call's 400 after
-            // /certs/validate said valid).
-            webpki::BorrowedCertRevocationList::from_der(&der).map_err(|e| {
-                MaterialError::BadCrl {
-                    origin: origin.clone(),
-                    reason: format!("not usable to check revocation: {e:?}"),
-                }
+            // /certs/validate said valid). Parsed owned, as the verifiers
+            // parse it: the borrowed parse reads the header alone, and a
+            // revoked entry webpki refuses (a reasonCode RFC 5280 leaves
+            // unused, an indirect CRL's certificateIssuer, an unknown
+            // critical extension) failed only there, naming the listener.
+            webpki::OwnedCertRevocationList::from_der(&der).map_err(|e| MaterialError::BadCrl {
+                origin: origin.clone(),
+                reason: format!("not usable to check revocation: {e:?}"),
             })?;
             crls.push(Crl {
                 origin: origin.clone(),

@@ -454,6 +454,42 @@ impl TestCa {
         )
     }
 
+    /// A CRL revoking `serial` whose entry's reasonCode is `code`, signed
+    /// again after it is set: what a tool writes that takes any value
+    /// (x509-parser reads up to 10) where rcgen offers RFC 5280's names
+    /// only (7 is unused; webpki refuses it).
+    pub fn crl_with_reason(&self, serial: u64, code: u8) -> String {
+        use rcgen::SigningKey as _;
+        let now = time::OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now - time::Duration::minutes(1),
+            next_update: now + time::Duration::days(1),
+            crl_number: SerialNumber::from(1),
+            issuing_distribution_point: None,
+            revoked_certs: vec![RevokedCertParams {
+                serial_number: SerialNumber::from(serial),
+                revocation_time: now - time::Duration::minutes(1),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            }],
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let mut der = params.signed_by(&self.issuer).unwrap().der().to_vec();
+        // id-ce-cRLReasons, then its OCTET STRING holding ENUMERATED 1.
+        let reason = [0x06, 0x03, 0x55, 0x1d, 0x15, 0x04, 0x03, 0x0a, 0x01, 0x01];
+        let at = der.windows(reason.len()).position(|w| w == reason);
+        der[at.unwrap() + reason.len() - 1] = code;
+        // CertificateList: SEQUENCE { tbsCertList, signatureAlgorithm,
+        // signatureValue }, signed again over the changed tbsCertList.
+        let (list, _) = der_element(&der);
+        let (tbs, rest) = der_element(&list[header_len(list)..]);
+        let (algorithm, _) = der_element(rest);
+        let signature = self.issuer.key().sign(tbs).unwrap();
+        let bits = der_tlv(0x03, &[&[0][..], &signature].concat());
+        let der = der_tlv(0x30, &[tbs, algorithm, &bits].concat());
+        pem_of("X509 CRL", &der)
+    }
+
     fn crl_params(
         &self,
         serials: &[u64],
@@ -484,6 +520,42 @@ impl TestCa {
     }
 }
 
+/// The length of the tag and length octets of the DER element at `der`'s start.
+fn header_len(der: &[u8]) -> usize {
+    match der[1] {
+        n if n < 0x80 => 2,
+        n => 2 + usize::from(n & 0x7f),
+    }
+}
+
+/// The DER element at `der`'s start, whole, and what follows it.
+fn der_element(der: &[u8]) -> (&[u8], &[u8]) {
+    let header = header_len(der);
+    let len = match der[1] {
+        n if n < 0x80 => usize::from(n),
+        _ => der[2..header]
+            .iter()
+            .fold(0, |len, &b| len << 8 | usize::from(b)),
+    };
+    der.split_at(header + len)
+}
+
+/// A DER element of `tag` holding `content`.
+fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let len = content.len().to_be_bytes();
+    let skip = len.iter().take_while(|&&b| b == 0).count();
+    let mut out = vec![tag];
+    match content.len() {
+        n if n < 0x80 => out.push(n as u8),
+        _ => {
+            out.push(0x80 | (len.len() - skip) as u8);
+            out.extend_from_slice(&len[skip..]);
+        }
+    }
+    out.extend_from_slice(content);
+    out
+}
+
 /// Every certificate in a PEM text.
 /// A fresh 2048-bit RSA key (aws-lc-rs generates it: rcgen's ring
 /// backend cannot).
@@ -497,6 +569,11 @@ fn rsa_key() -> KeyPair {
 
 /// `der` as a PEM certificate, 64 characters a line (as OpenSSL writes it).
 pub fn certificate_pem(der: &[u8]) -> String {
+    pem_of("CERTIFICATE", der)
+}
+
+/// `der` as PEM of `label`, 64 characters a line.
+fn pem_of(label: &str, der: &[u8]) -> String {
     use base64::Engine;
     let text = base64::engine::general_purpose::STANDARD.encode(der);
     let lines: Vec<&str> = text
@@ -505,7 +582,7 @@ pub fn certificate_pem(der: &[u8]) -> String {
         .map(|l| std::str::from_utf8(l).unwrap())
         .collect();
     format!(
-        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
         lines.join("\n")
     )
 }
