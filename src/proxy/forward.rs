@@ -298,8 +298,8 @@ impl Upstream {
                     let read = &self.read;
                     r.map(|(r, count)| {
                         r.map(|b| {
-                            let body = LeasedBody::unpooled(b, sent, read.clone());
-                            body.refused(refused).counting(count).boxed()
+                            let body = LeasedBody::unpooled(b, sent, read, count);
+                            body.refused(refused).boxed()
                         })
                     })
                 } else {
@@ -459,8 +459,8 @@ impl Upstream {
                         }
                         Ok(resp) => {
                             let (head, b) = resp.into_parts();
-                            let b = LeasedBody::h1(b, c, endpoint.clone(), sent, self.read.clone());
-                            return early(head, b.counting(count.take())).await;
+                            let b = LeasedBody::h1(b, c, endpoint, sent, &self.read, count.take());
+                            return early(head, b).await;
                         }
                         Err(e) => (e, copy.and_then(|k| k.request(&c, &path)), reused),
                     }
@@ -517,8 +517,8 @@ impl Upstream {
                         }
                         Ok(resp) => {
                             let (head, b) = resp.into_parts();
-                            let body = LeasedBody::h2(b, stream, body, self.read.clone());
-                            return early(head, body.counting(count.take())).await;
+                            let body = LeasedBody::h2(b, stream, body, &self.read, count.take());
+                            return early(head, body).await;
                         }
                         Err(mut e) => {
                             // Sent again, and whether to this endpoint too.

@@ -570,31 +570,37 @@ pub struct LeasedBody {
 
 impl LeasedBody {
     /// `sent`: whether the request's own body is through (an upstream may
-    /// answer first).
+    /// answer first); `in_flight`: counted until the body is over ([`InFlight`]).
     pub fn h1(
         body: Incoming,
         c: Box<H1>,
-        endpoint: Arc<Endpoint>,
+        endpoint: &Arc<Endpoint>,
         sent: BodySent,
-        read: Arc<ReadTimeout>,
+        read: &Arc<ReadTimeout>,
+        in_flight: Option<InFlight>,
     ) -> LeasedBody {
         LeasedBody {
             body,
-            h1: Some((c, endpoint)),
+            h1: Some((c, endpoint.clone())),
             h2: None,
             sent,
             ended: false,
             failed: false,
-            read: ReadTimer::new(read),
+            read: ReadTimer::new(read.clone()),
             early: Early::default(),
-            _in_flight: None,
+            _in_flight: in_flight,
         }
     }
 
     /// A body whose connection runs in a task of its own (an `Upgrade`
     /// request's, answered without a switch): only `read_timeout`, the
     /// trailer cleaning and the request body's faults apply.
-    pub fn unpooled(body: Incoming, sent: BodySent, read: Arc<ReadTimeout>) -> LeasedBody {
+    pub fn unpooled(
+        body: Incoming,
+        sent: BodySent,
+        read: &Arc<ReadTimeout>,
+        in_flight: Option<InFlight>,
+    ) -> LeasedBody {
         LeasedBody {
             body,
             h1: None,
@@ -602,9 +608,9 @@ impl LeasedBody {
             sent,
             ended: false,
             failed: false,
-            read: ReadTimer::new(read),
+            read: ReadTimer::new(read.clone()),
             early: Early::default(),
-            _in_flight: None,
+            _in_flight: in_flight,
         }
     }
 
@@ -617,20 +623,14 @@ impl LeasedBody {
         self
     }
 
-    /// Its request counted in flight until the body is over, not only
-    /// until its head (least request, the retry budget: [`InFlight`]).
-    pub fn counting(mut self, in_flight: Option<InFlight>) -> LeasedBody {
-        self._in_flight = in_flight;
-        self
-    }
-
     /// `sent`: the request's own body, still sent after the response
     /// when the upstream answered first.
     pub fn h2(
         body: Incoming,
         stream: StreamGuard,
         sent: BodySent,
-        read: Arc<ReadTimeout>,
+        read: &Arc<ReadTimeout>,
+        in_flight: Option<InFlight>,
     ) -> LeasedBody {
         LeasedBody {
             body,
@@ -639,9 +639,9 @@ impl LeasedBody {
             sent,
             ended: false,
             failed: false,
-            read: ReadTimer::new(read),
+            read: ReadTimer::new(read.clone()),
             early: Early::default(),
-            _in_flight: None,
+            _in_flight: in_flight,
         }
     }
 }
