@@ -726,9 +726,13 @@ async fn handle(
     // Another entry's host: watched from now, head or no head (`host_cut`).
     let watch = host_entry.map(|h| HostWatch::start(listener, ctx, h, slot.grace()));
     let abandoned = forwarding.abandoned();
-    let forward = upstream.forward(req, ctx, max_body, in_flight, accept, abandoned);
-    let mut resp = host_cut::forwarded(watch.as_ref(), forward).await;
-    if host_cut::was_cut(&resp) {
+    // Pinned here and lent: passed by value, the forward future was stored
+    // again in each async fn it went through, on every request.
+    let mut resp = {
+        let forward = upstream.forward(req, ctx, max_body, in_flight, accept, abandoned);
+        host_cut::forwarded(watch.as_ref(), std::pin::pin!(forward)).await
+    };
+    if watch.is_some() && host_cut::was_cut(&resp) {
         return resp; // `forwarding` dropped: its `499` line
     }
     let head_came = forwarding.abandoned().answered();
