@@ -11,19 +11,7 @@ use support::*;
 #[tokio::test]
 async fn zero_workers_on_one_cpu_is_the_current_thread_runtime() {
     let scene = Scene::new();
-    let cfg = scene.config(
-        r#"
-runtime: { worker_threads: 0 }
-admin: { bind: "127.0.0.1:0" }
-listeners: []
-upstreams: []
-"#,
-    );
-    let mut p = Proxy::start_on_one_cpu(&cfg);
-    let line = p
-        .wait_log("the runtime line", |v| v["message"] == "runtime")
-        .await;
-    assert_eq!(line["flavor"], "current_thread", "{line}");
+    let (mut p, line) = zero_workers_on_one_cpu(&scene).await;
     assert_eq!(line["worker_threads"], 1, "{line}");
     assert_eq!(line["configured"], 0, "{line}");
     p.admin_addr().await;
@@ -47,19 +35,7 @@ upstreams: []
 #[tokio::test]
 async fn a_scrape_renders_off_the_current_thread_runtime() {
     let scene = Scene::new();
-    let cfg = scene.config(
-        r#"
-runtime: { worker_threads: 0 }
-admin: { bind: "127.0.0.1:0" }
-listeners: []
-upstreams: []
-"#,
-    );
-    let mut p = Proxy::start_on_one_cpu(&cfg);
-    let line = p
-        .wait_log("the runtime line", |v| v["message"] == "runtime")
-        .await;
-    assert_eq!(line["flavor"], "current_thread", "{line}");
+    let (mut p, _) = zero_workers_on_one_cpu(&scene).await;
     let api = p.admin_addr().await;
     let before = thread_names(&p);
     assert!(
@@ -74,6 +50,25 @@ upstreams: []
         after.iter().any(|c| c == "tokio-rt-worker"),
         "the scrape was rendered on the runtime's thread: {after:?}"
     );
+}
+
+/// A proxy with `worker_threads: 0` started under a 1-CPU limit, and its
+/// runtime line, already checked to say the current-thread runtime.
+async fn zero_workers_on_one_cpu(scene: &Scene) -> (Proxy, serde_json::Value) {
+    let cfg = scene.config(
+        r#"
+runtime: { worker_threads: 0 }
+admin: { bind: "127.0.0.1:0" }
+listeners: []
+upstreams: []
+"#,
+    );
+    let mut p = Proxy::start_on_one_cpu(&cfg);
+    let line = p
+        .wait_log("the runtime line", |v| v["message"] == "runtime")
+        .await;
+    assert_eq!(line["flavor"], "current_thread", "{line}");
+    (p, line)
 }
 
 /// The names (`comm`) of the proxy's threads.
