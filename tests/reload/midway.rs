@@ -233,25 +233,27 @@ async fn admits(addr: SocketAddr, ca: &TestCa, client: &TestPair) -> bool {
     send.send_request(get_localhost()).await.is_ok()
 }
 
-/// `openssl crl -in new.crl -text > clients.crl` writes the CRL as text
-/// before its PEM: read between the two, the CRL file holds text and no
-/// BEGIN line, as a certificate file `openssl x509 -text` writes does.
-/// That was refused at once ("invalid CRL: no X509 CRL section found"),
-/// a failure counted and alerted on while the rest was on its way; it is
-/// waited on now, as for the certificate file, the old CRL enforced
-/// meanwhile (alice, whom it revokes, stays refused; bob is admitted).
-/// The whole file, text before the PEM, is then applied: bob, whom the
-/// new CRL revokes too, is refused.
-#[tokio::test]
-async fn a_crl_file_written_text_first_is_waited_on() {
+/// The CRL scenes' files: `edge` served under `ca`, the clients' CA in
+/// `clients.crt`, and its clients alice and bob (no CRL written yet).
+fn crl_scene() -> (Scene, TestCa, TestCa, TestPair, TestPair) {
     let s = Scene::new();
     let ca = TestCa::new("ca");
     let clients = TestCa::new("clients");
     let (alice, bob) = (clients.client_pair("alice"), clients.client_pair("bob"));
     s.pair("edge", &ca.server_pair(&["localhost"]));
     write(&s.path("clients.crt"), &clients.cert_pem);
-    let crl = s.path("clients.crl");
-    write(&crl, &clients.crl(&[&alice]));
+    (s, ca, clients, alice, bob)
+}
+
+/// A proxy whose listener requires client certificates checked against
+/// `clients.crt` and `clients.crl` (both written already); `alice` is
+/// checked refused and `bob` admitted before the scene goes on.
+async fn crl_gate(
+    s: &Scene,
+    ca: &TestCa,
+    alice: &TestPair,
+    bob: &TestPair,
+) -> (Proxy, SocketAddr, SocketAddr) {
     let config = s.config(
         r#"
 admin: { bind: "127.0.0.1:0" }
@@ -271,8 +273,26 @@ listeners:
     let mut p = Proxy::start(&config);
     let addr = p.listener_addr("public").await;
     let api = p.admin_addr().await;
-    assert!(!admits(addr, &ca, &alice).await, "alice is revoked");
-    assert!(admits(addr, &ca, &bob).await, "bob is not revoked");
+    assert!(!admits(addr, ca, alice).await, "alice is revoked");
+    assert!(admits(addr, ca, bob).await, "bob is not revoked");
+    (p, addr, api)
+}
+
+/// `openssl crl -in new.crl -text > clients.crl` writes the CRL as text
+/// before its PEM: read between the two, the CRL file holds text and no
+/// BEGIN line, as a certificate file `openssl x509 -text` writes does.
+/// That was refused at once ("invalid CRL: no X509 CRL section found"),
+/// a failure counted and alerted on while the rest was on its way; it is
+/// waited on now, as for the certificate file, the old CRL enforced
+/// meanwhile (alice, whom it revokes, stays refused; bob is admitted).
+/// The whole file, text before the PEM, is then applied: bob, whom the
+/// new CRL revokes too, is refused.
+#[tokio::test]
+async fn a_crl_file_written_text_first_is_waited_on() {
+    let (s, ca, clients, alice, bob) = crl_scene();
+    let crl = s.path("clients.crl");
+    write(&crl, &clients.crl(&[&alice]));
+    let (p, addr, api) = crl_gate(&s, &ca, &alice, &bob).await;
 
     write(&s.path("new.crl"), &clients.crl(&[&alice, &bob]));
     let crl_text = openssl(s.dir.path(), &["crl", "-in", "new.crl", "-text"]);
@@ -435,12 +455,7 @@ async fn a_renewal_of_another_length_written_in_place_is_waited_on() {
 /// bob, whom it revokes too, is refused.
 #[tokio::test]
 async fn a_crl_re_issued_written_in_place_is_waited_on() {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    let clients = TestCa::new("clients");
-    let (alice, bob) = (clients.client_pair("alice"), clients.client_pair("bob"));
-    s.pair("edge", &ca.server_pair(&["localhost"]));
-    write(&s.path("clients.crt"), &clients.cert_pem);
+    let (s, ca, clients, alice, bob) = crl_scene();
     let now = time::OffsetDateTime::now_utc();
     let (day, minute) = (time::Duration::days(1), time::Duration::minutes(1));
     let old = clients.crl_of(&[alice.serial], now - minute * 2, now + day, 1);
@@ -451,27 +466,7 @@ async fn a_crl_re_issued_written_in_place_is_waited_on() {
     );
     let crl = s.path("clients.crl");
     write(&crl, &old);
-    let config = s.config(
-        r#"
-admin: { bind: "127.0.0.1:0" }
-watch: { debounce: 50ms, poll_interval: 300ms, settle_timeout: 60s }
-certs:
-  - { id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }
-  - { id: clients, type: ca-bundle, ca_file: clients.crt, crl_files: [clients.crl] }
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certs: [ { ref: edge } ]
-      client_auth: { mode: require_and_verify, ca: { ref: clients } }
-    routes: []
-"#,
-    );
-    let mut p = Proxy::start(&config);
-    let addr = p.listener_addr("public").await;
-    let api = p.admin_addr().await;
-    assert!(!admits(addr, &ca, &alice).await, "alice is revoked");
-    assert!(admits(addr, &ca, &bob).await, "bob is not revoked");
+    let (p, addr, api) = crl_gate(&s, &ca, &alice, &bob).await;
 
     let pem = new.as_bytes();
     let mut f = fs::OpenOptions::new().write(true).open(&crl).unwrap();
