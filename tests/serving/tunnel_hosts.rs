@@ -81,6 +81,55 @@ async fn alices_tunnel_to_admin() -> (World, Proxy, Tls) {
 }
 
 /// A reload that takes alice out of `admin.example`'s rules (its entry now
+/// lets CN ops in only), `app.example`'s still admitting her.
+fn take_alice_out_of_admin(w: &World, p: &Proxy) {
+    config(w, &verify(None), &verify(Some("[{ cn: ops }]")));
+    p.signal("HUP");
+}
+
+/// Waits (bounded) until the backend holds `n` requests unanswered.
+async fn backend_holds(w: &World, n: usize, what: &str) {
+    let held = w.backend.held.clone();
+    let held = move || std::future::ready(held.load(std::sync::atomic::Ordering::SeqCst) == n);
+    wait_until(CLIENT_DEADLINE, what, held).await;
+}
+
+/// Waits for the log of a cut whose message starts with `what`, its
+/// reason `admission_rules_changed` too where `with_reason`.
+async fn wait_cut(p: &mut Proxy, what: &str, with_reason: bool) {
+    p.wait_log("the cut", |v| {
+        (!with_reason || v["reason"] == "admission_rules_changed")
+            && v["message"].as_str().is_some_and(|m| m.starts_with(what))
+    })
+    .await;
+}
+
+/// Alice's tunnel ends with nothing more read, its close logged as the
+/// rules' change.
+async fn tunnel_ended(p: &mut Proxy, s: &mut Tls) {
+    let rest = read_to_close(s).await;
+    assert!(rest.is_empty(), "{rest:?}");
+    p.wait_log("the tunnel's close", |v| {
+        v["message"] == "tunnel closed" && v["reason"] == "admission_rules_changed"
+    })
+    .await;
+}
+
+/// Alice's HTTP/2 connection serves on for its own entry: a request for
+/// `app.example` on it gets 200.
+async fn app_served_on(client: h2::client::SendRequest<bytes::Bytes>) {
+    let get = |uri: &str| http::Request::get(uri).body(()).unwrap();
+    let mut client = within_deadline("the connection", client.ready())
+        .await
+        .unwrap();
+    let (resp, _) = client
+        .send_request(get("https://app.example/"), true)
+        .unwrap();
+    let resp = within_deadline("a request for app.example", resp).await;
+    assert_eq!(resp.unwrap().status(), 200);
+}
+
+/// A reload that takes alice out of `admin.example`'s rules (its entry now
 /// lets CN ops in only) ends her tunnel to it at once (SPEC §2, §3), as it
 /// would have had she connected with SNI `admin.example`. Her connection
 /// was made to `app.example`, whose entry still admits her, and only that
@@ -89,16 +138,10 @@ async fn alices_tunnel_to_admin() -> (World, Proxy, Tls) {
 #[tokio::test]
 async fn a_reload_taking_a_client_out_of_its_tunnels_host_entry_ends_the_tunnel() {
     let (w, mut p, mut s) = alices_tunnel_to_admin().await;
-    config(&w, &verify(None), &verify(Some("[{ cn: ops }]")));
-    p.signal("HUP");
+    take_alice_out_of_admin(&w, &p);
     p.wait_log("the reload", |v| v["message"] == "configuration reloaded")
         .await;
-    let rest = read_to_close(&mut s).await;
-    assert!(rest.is_empty(), "{rest:?}");
-    p.wait_log("the tunnel's close", |v| {
-        v["message"] == "tunnel closed" && v["reason"] == "admission_rules_changed"
-    })
-    .await;
+    tunnel_ended(&mut p, &mut s).await;
 }
 
 /// A reload that gives `admin.example` a `client_auth` of its own, one
@@ -110,12 +153,7 @@ async fn a_reload_parting_the_tunnels_host_entry_from_its_connections_ends_the_t
     let (w, mut p, mut s) = alices_tunnel_to_admin().await;
     config(&w, &verify(None), &verify(Some("[{ cn: alice }]")));
     p.signal("HUP");
-    let rest = read_to_close(&mut s).await;
-    assert!(rest.is_empty(), "{rest:?}");
-    p.wait_log("the tunnel's close", |v| {
-        v["message"] == "tunnel closed" && v["reason"] == "admission_rules_changed"
-    })
-    .await;
+    tunnel_ended(&mut p, &mut s).await;
 }
 
 /// The control: a reload that changes the rules but keeps `admin.example`
@@ -159,26 +197,12 @@ async fn a_reload_taking_a_client_out_of_a_streams_host_entry_cuts_the_stream() 
     let first = within_deadline("the first chunk", body.data()).await;
     assert_eq!(&first.unwrap().unwrap()[..], b"first");
 
-    config(&w, &verify(None), &verify(Some("[{ cn: ops }]")));
-    p.signal("HUP");
+    take_alice_out_of_admin(&w, &p);
     let cut = within_deadline("the stream's cut", body.data()).await;
     assert!(cut.as_ref().is_some_and(Result::is_err), "{cut:?}");
-    p.wait_log("the cut", |v| {
-        v["reason"] == "admission_rules_changed"
-            && v["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("response in flight cut"))
-    })
-    .await;
+    wait_cut(&mut p, "response in flight cut", true).await;
     // Her connection serves on for its own entry.
-    let mut client = within_deadline("the connection", client.ready())
-        .await
-        .unwrap();
-    let (resp, _) = client
-        .send_request(get("https://app.example/"), true)
-        .unwrap();
-    let resp = within_deadline("a request for app.example", resp).await;
-    assert_eq!(resp.unwrap().status(), 200);
+    app_served_on(client).await;
 }
 
 /// A stream to `admin.example` still waiting for its response head (a long
@@ -194,33 +218,15 @@ async fn a_reload_taking_a_client_out_of_a_waiting_streams_host_entry_cuts_it() 
     let (resp, _) = client
         .send_request(get("https://admin.example/hold"), true)
         .unwrap();
-    let held = |n| {
-        let held = w.backend.held.clone();
-        move || std::future::ready(held.load(std::sync::atomic::Ordering::SeqCst) == n)
-    };
-    wait_until(CLIENT_DEADLINE, "the request held at the backend", held(1)).await;
+    backend_holds(&w, 1, "the request held at the backend").await;
 
-    config(&w, &verify(None), &verify(Some("[{ cn: ops }]")));
-    p.signal("HUP");
+    take_alice_out_of_admin(&w, &p);
     let cut = within_deadline("the waiting stream's cut", resp).await;
     assert!(cut.is_err(), "{cut:?}");
-    p.wait_log("the cut", |v| {
-        v["reason"] == "admission_rules_changed"
-            && v["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("request in flight cut"))
-    })
-    .await;
+    wait_cut(&mut p, "request in flight cut", true).await;
     // The upstream request went with it.
-    wait_until(CLIENT_DEADLINE, "the backend's request released", held(0)).await;
-    let mut client = within_deadline("the connection", client.ready())
-        .await
-        .unwrap();
-    let (resp, _) = client
-        .send_request(get("https://app.example/"), true)
-        .unwrap();
-    let resp = within_deadline("a request for app.example", resp).await;
-    assert_eq!(resp.unwrap().status(), 200);
+    backend_holds(&w, 0, "the backend's request released").await;
+    app_served_on(client).await;
 }
 
 /// The same over HTTP/1.1 for a response in flight (`/stall`: its head
@@ -241,16 +247,10 @@ async fn a_reload_taking_a_client_out_of_an_http1_responses_host_entry_closes_it
     );
     assert!(n.await.unwrap() > 0);
 
-    config(&w, &verify(None), &verify(Some("[{ cn: ops }]")));
-    p.signal("HUP");
+    take_alice_out_of_admin(&w, &p);
     let rest = read_to_close(&mut s).await;
     assert!(!rest.ends_with(b"0\r\n\r\n"), "{rest:?}");
-    p.wait_log("the cut", |v| {
-        v["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("response in flight cut"))
-    })
-    .await;
+    wait_cut(&mut p, "response in flight cut", false).await;
 }
 
 /// And an HTTP/1.1 request still waiting for its head (`/hold`): the
@@ -262,20 +262,10 @@ async fn a_reload_taking_a_client_out_of_a_waiting_http1_requests_host_entry_clo
     s.write_all(b"GET /hold HTTP/1.1\r\nhost: admin.example\r\n\r\n")
         .await
         .unwrap();
-    let held = |n| {
-        let held = w.backend.held.clone();
-        move || std::future::ready(held.load(std::sync::atomic::Ordering::SeqCst) == n)
-    };
-    wait_until(CLIENT_DEADLINE, "the request held at the backend", held(1)).await;
-    config(&w, &verify(None), &verify(Some("[{ cn: ops }]")));
-    p.signal("HUP");
+    backend_holds(&w, 1, "the request held at the backend").await;
+    take_alice_out_of_admin(&w, &p);
     let rest = read_to_close(&mut s).await;
     assert!(rest.is_empty(), "{rest:?}");
-    p.wait_log("the cut", |v| {
-        v["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("request in flight cut"))
-    })
-    .await;
-    wait_until(CLIENT_DEADLINE, "the backend's request released", held(0)).await;
+    wait_cut(&mut p, "request in flight cut", false).await;
+    backend_holds(&w, 0, "the backend's request released").await;
 }
