@@ -115,12 +115,23 @@ fn serve(
     server: Arc<ServerConfig>,
     connections: usize,
 ) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    serve_with(connections, move |_| {
+        ServerConnection::new(server.clone()).unwrap()
+    })
+}
+
+/// Serve `connections` connections on 127.0.0.1, one after another, each
+/// made by `open` from its socket and served until the client's close_notify.
+fn serve_with(
+    connections: usize,
+    open: impl Fn(&mut TcpStream) -> ServerConnection + Send + 'static,
+) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let serving = std::thread::spawn(move || {
         for sock in listener.incoming().take(connections) {
             let mut sock = sock.unwrap();
-            let mut conn = ServerConnection::new(server.clone()).unwrap();
+            let mut conn = open(&mut sock);
             shake(&mut conn, &mut sock).unwrap();
             close(&mut conn, &mut sock);
         }
@@ -143,6 +154,31 @@ where
         .unwrap();
 }
 
+/// A server config serving `leaf` and a client config trusting `ca`, both
+/// of rustls's `version` alone under the proxy's crypto provider.
+fn configs(
+    version: &'static rustls::SupportedProtocolVersion,
+    ca: rustls_pki_types::CertificateDer<'static>,
+    leaf: rustls_pki_types::CertificateDer<'static>,
+    key: rustls_pki_types::PrivateKeyDer<'static>,
+) -> (ServerConfig, ClientConfig) {
+    let provider = crate::tls::provider::get();
+    let server = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf], key)
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let client = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (server, client)
+}
+
 /// Connect to `addr` as `localhost`, handshake, close: which kind it was.
 fn handshake_kind(client: &Arc<ClientConfig>, addr: std::net::SocketAddr) -> HandshakeKind {
     let mut sock = TcpStream::connect(addr).unwrap();
@@ -163,22 +199,9 @@ fn an_aged_session_id_is_not_resumed_on_a_real_socket() {
     let (ca, leaf, key) = pki();
     let clock = TestClock::new();
     let sessions = Arc::new(ExpiringSessions::with_clock(256, LIFETIME, clock.clone()));
-    let provider = crate::tls::provider::get();
-    let mut server = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS12])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf], key)
-        .unwrap();
+    let (mut server, mut client) = configs(&rustls::version::TLS12, ca, leaf, key);
     server.session_storage = sessions;
     let server = Arc::new(server);
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca).unwrap();
-    let mut client = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS12])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     client.resumption =
         Resumption::in_memory_sessions(8).tls12_resumption(Tls12Resumption::SessionIdOnly);
     let client = Arc::new(client);

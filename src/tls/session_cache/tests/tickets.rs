@@ -133,23 +133,10 @@ fn a_ticket_issued_on_a_session_id_resumption_keeps_its_age() {
 fn a_ticket_resumes_for_its_lifetime_on_a_real_socket() {
     let (ca, leaf, key) = pki();
     let clock = TestWall::new();
-    let provider = crate::tls::provider::get();
-    let mut server = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS12])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf], key)
-        .unwrap();
+    let (mut server, mut client) = configs(&rustls::version::TLS12, ca, leaf, key);
     server.ticketer = Arc::new(tickets(&clock));
     // No session IDs: every resumption here is by ticket.
     server.session_storage = Arc::new(NoServerSessionStorage {});
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca).unwrap();
-    let mut client = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS12])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     client.resumption =
         Resumption::in_memory_sessions(8).tls12_resumption(Tls12Resumption::SessionIdOrTickets);
     let client = Arc::new(client);
@@ -174,28 +161,21 @@ fn serve_accepting(
     server: Arc<ServerConfig>,
     connections: usize,
 ) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let serving = std::thread::spawn(move || {
-        for sock in listener.incoming().take(connections) {
-            let mut sock = sock.unwrap();
-            let mut acceptor = rustls::server::Acceptor::default();
-            let accepted = loop {
-                acceptor.read_tls(&mut sock).unwrap();
-                if let Some(accepted) = acceptor.accept().map_err(|(e, _)| e).unwrap() {
-                    break accepted;
-                }
-            };
-            let mut conn = accepted
-                .into_connection(server.clone())
-                .map_err(|(e, _)| e)
-                .unwrap();
-            keep_tls13_birth(&mut conn);
-            shake(&mut conn, &mut sock).unwrap();
-            close(&mut conn, &mut sock);
-        }
-    });
-    (addr, serving)
+    serve_with(connections, move |sock| {
+        let mut acceptor = rustls::server::Acceptor::default();
+        let accepted = loop {
+            acceptor.read_tls(sock).unwrap();
+            if let Some(accepted) = acceptor.accept().map_err(|(e, _)| e).unwrap() {
+                break accepted;
+            }
+        };
+        let mut conn = accepted
+            .into_connection(server.clone())
+            .map_err(|(e, _)| e)
+            .unwrap();
+        keep_tls13_birth(&mut conn);
+        conn
+    })
 }
 
 /// A rustls TLS 1.3 listener served as `tls::accept` serves, on a real
@@ -207,22 +187,9 @@ fn serve_accepting(
 fn tls13_resumptions_do_not_lengthen_a_session_on_a_real_socket() {
     let (ca, leaf, key) = pki();
     let clock = TestWall::new();
-    let provider = crate::tls::provider::get();
-    let mut server = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf], key)
-        .unwrap();
+    let (mut server, client) = configs(&rustls::version::TLS13, ca, leaf, key);
     server.ticketer = Arc::new(tickets(&clock));
     server.session_storage = Arc::new(NoServerSessionStorage {});
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca).unwrap();
-    let client = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     let client = Arc::new(client);
 
     let (addr, serving) = serve_accepting(Arc::new(server), 6);
@@ -293,23 +260,10 @@ fn serve_through_accept(
 #[test]
 fn tls_accept_carries_the_birth_into_a_resumptions_tickets() {
     let (ca, leaf, key) = pki();
-    let provider = crate::tls::provider::get();
-    let mut server = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf], key)
-        .unwrap();
+    let (mut server, client) = configs(&rustls::version::TLS13, ca, leaf, key);
     let rotating = rustls::crypto::aws_lc_rs::Ticketer::new().unwrap();
     server.ticketer = Arc::new(AgedTickets::new(rotating, LIFETIME));
     server.session_storage = Arc::new(NoServerSessionStorage {});
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca).unwrap();
-    let client = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     let client = Arc::new(client);
 
     let (addr, serving) = serve_through_accept(Arc::new(server), 3);
