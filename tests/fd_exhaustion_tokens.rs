@@ -51,15 +51,25 @@ async fn a_token_rotated_while_out_of_descriptors_is_taken_once_they_are_free() 
     })
     .await;
     kubelet.write(&[("token", NEW)], false);
-    p.wait_log("the token file's read out of descriptors", |v| {
+    let short = |v: &serde_json::Value| {
         v["message"]
             .as_str()
             .is_some_and(|m| m.starts_with("admin token file"))
             && v["error"]
                 .as_str()
                 .is_some_and(|e| e.contains("secret/token") && e.contains("os error 24"))
-    })
-    .await;
+    };
+    // Three reads in the shortage: the first said at WARN, the retries at
+    // DEBUG (each retry warned before, about 30 lines a minute).
+    p.wait_logs("three reads of the token file out of descriptors", 3, short)
+        .await;
+    let warned = p
+        .logs()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| short(v) && v["level"] == "WARN")
+        .count();
+    assert_eq!(warned, 1, "each read of the shortage warned");
     drop(flood);
     wait_until(WAIT, "the new token works", || async {
         status(api, NEW).await == 200

@@ -88,24 +88,18 @@ impl Tokens {
     /// Read token `i` again (its file may have changed). A file that is now
     /// unreadable, empty, not text or not carriable in a header keeps the
     /// running token: a Secret caught mid-update, or edited by appending,
-    /// must not lock the operator out. Returns whether the read failed for
-    /// want of file descriptors or memory (hotproxy's own shortage): the
-    /// caller reads it again after a back-off, or a token rotated then
-    /// would never be taken, the revoked one staying valid.
-    pub fn reread(&self, i: usize) -> bool {
+    /// must not lock the operator out. Returns the error (naming the file,
+    /// never the token) when the read failed for want of file descriptors
+    /// or memory (hotproxy's own shortage), unsaid: the caller says it
+    /// (the watcher's retry loop once a run, then at most once a minute)
+    /// and reads it again after a back-off, or a token rotated then would
+    /// never be taken, the revoked one staying valid.
+    pub fn reread(&self, i: usize) -> Option<String> {
         let _one_at_a_time = self.rereading.lock().unwrap_or_else(|e| e.into_inner());
-        let Some((_, running)) = self.current.load().get(i).cloned() else {
-            return false;
-        };
+        let (_, running) = self.current.load().get(i).cloned()?;
         match read_token(&self.config, i) {
             // The error names the file and the reason, never the token.
-            Err(problem) if problem.short => {
-                tracing::warn!(
-                    error = %problem.message,
-                    "admin token file not read for want of file descriptors or memory; the running token stays, read again soon"
-                );
-                return true;
-            }
+            Err(problem) if problem.short => return Some(problem.message),
             Err(problem) => tracing::warn!(
                 error = %problem.message,
                 "admin token file refused; the running token stays"
@@ -125,7 +119,7 @@ impl Tokens {
                 );
             }
         }
-        false
+        None
     }
 
     /// Whether the token, not the Host/Origin, decides about a request
@@ -149,7 +143,12 @@ impl Tokens {
         for (i, _) in self.files() {
             // A shortage here is not read again (the watcher's re-reads
             // are): a later SIGHUP or change reads it.
-            self.reread(i);
+            if let Some(error) = self.reread(i) {
+                tracing::warn!(
+                    error = %error,
+                    "admin token file not read for want of file descriptors or memory; the running token stays, read again soon"
+                );
+            }
         }
     }
 

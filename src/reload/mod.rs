@@ -210,6 +210,9 @@ pub struct Reloader {
     short: BTreeMap<String, shortage::Run>,
     /// The run of reads of the configuration in a row that found it so.
     config_short: Option<shortage::Run>,
+    /// The admin token files under re-read by the watcher's loop, one
+    /// loop per token (`watching`).
+    token_retries: Arc<shortage::TokenRetries>,
     /// Who asked for the re-read under way, which decides whether a
     /// failure it finds is counted (`entry::failed`).
     reading: Cause,
@@ -408,6 +411,7 @@ impl Reloader {
             retries: BTreeMap::new(),
             short: BTreeMap::new(),
             config_short: None,
+            token_retries: Arc::default(),
             reading: Cause::Asked,
             crl_retries: BTreeMap::new(),
             watcher,

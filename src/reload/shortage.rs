@@ -68,6 +68,75 @@ impl Run {
     }
 }
 
+/// The admin token files under re-read by the watcher's loop
+/// (`watching`): one loop per token, so changes in a burst or during a
+/// shortage start no second loop (each warning on its own back-off). The
+/// value: whether the file changed again since the loop's read began, so
+/// a change during a read that then gets through is read too, not lost.
+#[derive(Default)]
+pub(super) struct TokenRetries(std::sync::Mutex<std::collections::BTreeMap<usize, bool>>);
+
+impl TokenRetries {
+    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<usize, bool>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Token `i` changed: whether to start its loop (none runs); else the
+    /// running loop is told to read it again.
+    pub(super) fn start(&self, i: usize) -> bool {
+        match self.map().entry(i) {
+            std::collections::btree_map::Entry::Occupied(mut again) => {
+                *again.get_mut() = true;
+                false
+            }
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(false);
+                true
+            }
+        }
+    }
+
+    /// The loop's read of token `i` begins: what changed before is read.
+    pub(super) fn reading(&self, i: usize) {
+        self.map().insert(i, false);
+    }
+
+    /// The loop's read of token `i` got through: whether to read it again
+    /// (it changed meanwhile); else the loop ends, and the next change
+    /// starts a new one.
+    pub(super) fn done(&self, i: usize) -> bool {
+        let mut map = self.map();
+        if map.get(&i).copied().unwrap_or(false) {
+            true
+        } else {
+            map.remove(&i);
+            false
+        }
+    }
+}
+
+/// The re-read of admin token `i` found hotproxy out of descriptors or
+/// memory (`error`, naming the file) at `now`: said as its own shortage
+/// (warn at the first read of the run, again at most once a minute with
+/// `lasted_s`, debug between); the wait before the next read.
+pub(super) fn token_short(run: &mut Option<Run>, error: &str, now: Instant) -> Duration {
+    let run = run.get_or_insert_with(|| Run::new(now));
+    let first = run.tries == 0;
+    let (retry, warn) = run.note(now);
+    match warn {
+        Some(_) if first => {
+            warn!(target: LOG, error = %error, retry_in_ms = retry.as_millis() as u64, "admin token file not read for want of file descriptors or memory; the running token stays, read again soon");
+        }
+        Some(lasted) => {
+            warn!(target: LOG, error = %error, lasted_s = lasted.as_secs(), "admin token file still not read: hotproxy has been out of file descriptors or memory this long; the running token stays, read again soon");
+        }
+        None => {
+            debug!(target: LOG, error = %error, retry_in_ms = retry.as_millis() as u64, "admin token file still not read for want of file descriptors or memory");
+        }
+    }
+    retry
+}
+
 /// The wait after `tries` reads in a row that found hotproxy short:
 /// [`FIRST`] doubling to [`LONGEST`].
 pub(super) fn backoff(tries: u32) -> Duration {
@@ -175,5 +244,44 @@ mod tests {
         assert_eq!(run.note(at(62)).1, None);
         assert_eq!(run.note(at(120)).1, None);
         assert_eq!(run.note(at(121)).1, Some(at(121) - t0));
+    }
+
+    /// Two changes of one token during a shortage start one loop, not
+    /// two; another token's change starts its own; a change during the
+    /// loop's read is read again, and the loop's end lets the next change
+    /// start a new one.
+    #[test]
+    fn one_token_retry_loop_at_a_time() {
+        let retries = TokenRetries::default();
+        assert!(retries.start(0), "the first change starts the loop");
+        assert!(!retries.start(0), "a second change started a second loop");
+        assert!(retries.start(1), "another token's change starts its own");
+        retries.reading(0);
+        assert!(!retries.start(0));
+        assert!(retries.done(0), "a change during the read is read again");
+        retries.reading(0);
+        assert!(!retries.done(0), "nothing changed: the loop ends");
+        assert!(retries.start(0), "after the loop's end a change starts one");
+    }
+
+    /// A token's re-reads in a shortage are said at WARN at the run's
+    /// first read, then at most once a minute (the clock given); a new
+    /// run (the loop ended) is said again at its first read.
+    #[test]
+    fn a_token_shortage_is_said_at_its_start_then_at_most_once_a_minute() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut run = None;
+        assert_eq!(token_short(&mut run, "e", t0), FIRST);
+        let warned = |run: &Option<Run>| run.as_ref().map(|r| r.warned);
+        for s in [1, 2, 30, 59] {
+            token_short(&mut run, "e", at(s));
+            assert_eq!(warned(&run), Some(t0), "warned again at {s} s");
+        }
+        assert_eq!(token_short(&mut run, "e", at(61)), LONGEST);
+        assert_eq!(warned(&run), Some(at(61)));
+        token_short(&mut run, "e", at(62));
+        assert_eq!(warned(&run), Some(at(61)));
+        assert_eq!(run.as_ref().map(|r| r.since), Some(t0));
     }
 }

@@ -49,18 +49,43 @@ impl Reloader {
     /// A read that found hotproxy out of file descriptors or memory is
     /// tried again on the shortage back-off until it gets through: else a
     /// token rotated then is never taken, the revoked one staying valid.
+    /// One loop per token (`shortage::TokenRetries`): a change while it
+    /// runs is read by it, and its shortage said once a run, then at most
+    /// once a minute (`shortage::token_short`).
     pub(super) fn reread_admin_token(&self, i: usize) {
-        if let Some(tokens) = self.admin_tokens.clone() {
-            let rt = self.rt.clone();
-            self.rt.spawn(async move {
-                for tries in 0u32.. {
-                    let tokens = tokens.clone();
-                    match rt.spawn_blocking(move || tokens.reread(i)).await {
-                        Ok(true) => tokio::time::sleep(super::shortage::backoff(tries)).await,
-                        _ => break,
+        let Some(tokens) = self.admin_tokens.clone() else {
+            return;
+        };
+        let retries = self.token_retries.clone();
+        if !retries.start(i) {
+            return;
+        }
+        let rt = self.rt.clone();
+        self.rt.spawn(async move {
+            let mut run = None;
+            loop {
+                retries.reading(i);
+                let tokens = tokens.clone();
+                match rt.spawn_blocking(move || tokens.reread(i)).await {
+                    Ok(Some(error)) => {
+                        let retry = super::shortage::token_short(
+                            &mut run,
+                            &error,
+                            std::time::Instant::now(),
+                        );
+                        tokio::time::sleep(retry).await;
+                    }
+                    // A read that got through ends the run: a later
+                    // shortage is a new one, said again.
+                    Ok(None) if retries.done(i) => run = None,
+                    Ok(None) => break,
+                    // The read panicked: the next change starts anew.
+                    Err(_) => {
+                        retries.done(i);
+                        break;
                     }
                 }
-            });
-        }
+            }
+        });
     }
 }
