@@ -634,23 +634,7 @@ mod tests {
             "leaf",
             Some("basicConstraints=critical,CA:FALSE\n"),
         );
-        let pem: String = ["weak", "weak-mid", "v1", "mid", "leaf"]
-            .iter()
-            .map(|cn| std::fs::read_to_string(dir.join(format!("{cn}.crt"))).unwrap())
-            .collect();
-        let (roots, certs) = certificates("ca.pem", pem.as_bytes()).unwrap();
-        let notes = unverifiable_keys("ca.pem", &roots, &certs);
-        let named: Vec<(usize, Vec<String>)> = notes
-            .into_iter()
-            .map(|n| match n {
-                Note::UnverifiableCaKey {
-                    position,
-                    issued_here,
-                    ..
-                } => (position, issued_here),
-                other => panic!("{other:?}"),
-            })
-            .collect();
+        let named = named_in(dir, &["weak", "weak-mid", "v1", "mid", "leaf"]);
         assert_eq!(
             named,
             [
