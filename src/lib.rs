@@ -203,7 +203,9 @@
 //!     early is still busy).
 //!   - `buffer`: small request bodies read whole before an upstream is chosen.
 //!   - `forward`: forwarding one request over an endpoint's pool, retry when
-//!     nothing was lost, the 400/408 answers for a client's broken body.
+//!     nothing was lost.
+//!   - `body_answers`: the answer to a request whose body failed on the client's
+//!     side: 400 (broken), 408 (stalled), 413 (too large), 499 (the client gone).
 //!   - `kept`: what an HTTP/1.1 attempt keeps to send its request again: the head
 //!     as written, or a copy.
 //!   - `resends`: how often one attempt sends its request again to its own

@@ -3,6 +3,7 @@
 pub mod accept;
 pub mod attempts;
 pub mod body;
+pub mod body_answers;
 pub mod budget;
 pub mod buffer;
 pub mod cancels;

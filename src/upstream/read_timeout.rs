@@ -84,7 +84,7 @@ impl ReadTimer {
     /// failed request is. If the client broke its own request body
     /// first (`client`: it stalled, went over `max_body_bytes`, sent
     /// trailers refused), hyper abandoned the upstream request for it:
-    /// the client's fault, at debug as [`crate::proxy::forward::client_fault`]
+    /// the client's fault, at debug as [`crate::proxy::body_answers::client_fault`]
     /// logs it, never counted against the upstream. Unless the client
     /// stalled (`body_read_timeout`) while the response, too, had been
     /// silent for `read_timeout` or more, and a piece of `request` went
