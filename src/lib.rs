@@ -183,7 +183,8 @@
 //!     routes (the route's `allow`, `allow_from`), and one to another `certs` entry's host
 //!     under its changed admission rules (that entry's): kept if still admitted.
 //!   - `host_cut`: a request in flight for another `certs` entry's host, head come or not,
-//!     cut `shutdown_grace` after changed rules stop admitting its client there.
+//!     its body too (also after an early answer), cut `shutdown_grace` after changed rules
+//!     stop admitting its client there.
 //!   - `accept`: accept with back-off on EMFILE/ENFILE, for listeners and the admin listener.
 //!   - `proxy_protocol`: PROXY v1/v2 before TLS, from `proxy_protocol.from` only.
 //!   - `front`: what is in front of a listener: PROXY sources, `allow_from`, trusted proxies,

@@ -11,6 +11,8 @@
 //! So is the client's connection ([`BodyInFlight`]): bytes it sends then are
 //! the body, not a next request. An HTTP/2 upstream connection sends it from
 //! a task of hyper's, kept with it to be cut ([`crate::upstream::pipe`]).
+//! A body for another `certs` entry's host is cut with its request
+//! ([`crate::proxy::host_cut`], [`Fault::Cut`]), after its response too.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,6 +29,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::proxy::conn::{Activity, InFlight};
 use crate::proxy::forward::BoxError;
+use crate::proxy::host_cut::HostWatch;
 use crate::upstream::pipe;
 
 /// Begin `req` on its connection's `activity`; the guard ends it with its
@@ -44,6 +47,7 @@ pub fn begin(activity: &Arc<Activity>, req: &mut Request<Incoming>) -> InFlight 
         req.extensions_mut().insert(BodyInFlight {
             hold: in_flight.also(),
             tells: true,
+            watch: None,
         });
     }
     in_flight
@@ -58,6 +62,9 @@ pub struct BodyInFlight {
     hold: InFlight,
     /// This copy says so when dropped unread (the original; a clone only holds).
     tells: bool,
+    /// A request for another `certs` entry's host: the body is cut with it
+    /// ([`crate::proxy::host_cut`]). The original's only.
+    watch: Option<HostWatch>,
 }
 
 impl BodyInFlight {
@@ -72,6 +79,11 @@ impl BodyInFlight {
     /// drain, and where it ended is not known.
     pub fn failed(mut self) {
         self.tells = false;
+    }
+
+    /// The body is cut when `watch` fires, until read to its end.
+    pub fn watched(&mut self, watch: HostWatch) {
+        self.watch = Some(watch);
     }
 
     /// [`BodyInFlight::through`], for a hold that may be missing.
@@ -89,6 +101,7 @@ impl Clone for BodyInFlight {
         BodyInFlight {
             hold: self.hold.also(),
             tells: false,
+            watch: None,
         }
     }
 }
@@ -167,12 +180,21 @@ pub enum Fault {
     /// reset, its HTTP/2 stream or connection reset): a client gone before
     /// its response, `499`, not a malformed body.
     Gone,
+    /// Cut by hotproxy: the request was for another `certs` entry's host,
+    /// whose entry no longer admits the client ([`crate::proxy::host_cut`]).
+    Cut,
 }
 
 /// The error the upstream client sees when the client stalls its body.
 #[derive(Debug, thiserror::Error)]
 #[error("no byte of the request body within body_read_timeout")]
 pub struct BodyStalled;
+
+/// The error the upstream client sees when the body is cut for its host
+/// ([`Fault::Cut`]).
+#[derive(Debug, thiserror::Error)]
+#[error("admission_rules_changed: the host's entry no longer admits the client")]
+pub struct BodyCut;
 
 /// The error the upstream client sees when the body outgrows `max_body_bytes`.
 #[derive(Debug, thiserror::Error)]
@@ -450,6 +472,17 @@ impl Body for ClientBody {
                 return Poll::Ready(Some(Ok(frame)));
             }
         };
+        // Watched for its host's entry: cut at the watch's deadline,
+        // however long the upstream would go on taking it (an early
+        // answer's). Left unread, it is drained or its connection closed.
+        if let Some(watch) = this.reading.as_ref().and_then(|r| r.watch.as_ref())
+            && watch.body_cut(cx)
+        {
+            if let Some(state) = &this.state {
+                let _ = state.failed.set(Fault::Cut);
+            }
+            return Poll::Ready(Some(Err(BodyCut.into())));
+        }
         let mut polled = Pin::new(&mut *inner).poll_frame(cx);
         let Some(state) = &this.state else {
             return polled.map_err(Into::into);

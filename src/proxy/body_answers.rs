@@ -1,4 +1,4 @@
-//! hotproxy's own answer to a request whose body failed on the client's side: 400, 408, 413, 499.
+//! hotproxy's own answer to a request whose body failed on the client's side: 400, 408, 413, 499, or cut for its host.
 
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
@@ -12,7 +12,8 @@ use crate::proxy::forward::{RequestContext, ResponseBody, error_response};
 /// (408, as nginx's `client_body_timeout`) or left part way (499, logged
 /// and counted; no client reads it). None counts against the
 /// endpoint. An HTTP/1.1 connection closes after it: the rest of the body
-/// is not read.
+/// is not read. A body cut for its host ([`Fault::Cut`]) that failed the
+/// attempt before the watch's own cut was seen ends as that cut does.
 pub fn client_fault(
     ctx: &RequestContext,
     upstream: &str,
@@ -36,6 +37,7 @@ pub fn client_fault(
             debug!(listener = %ctx.listener, peer = %ctx.client_addr, upstream, "client went away during its request body");
             client_gone()
         }
+        Fault::Cut => return crate::proxy::host_cut::cut_before_head(),
     };
     if !h2_client {
         resp.headers_mut()

@@ -16,8 +16,15 @@
 //! response head comes: a request whose head is long in coming (a long
 //! poll, an upload) is cut at the same deadline, `shutdown_grace` after
 //! the change, as a revoked connection's request waiting for its head is
-//! (logged `499`, the endpoint tried named). Requests for the connection's
-//! own entry get no watch.
+//! (logged `499`, the endpoint tried named). So is the request's body,
+//! which holds the watch too: one still streaming upstream after an early
+//! answer (a `413` or `401` sent before the upload was read, the client
+//! sending on) outlives its response, and went on to the host's upstream
+//! for as long as the client sent it once the response, and the watch
+//! with it, were over. It ends with an error at the same deadline (the
+//! upstream's stream reset, the client's HTTP/2 stream reset or its
+//! HTTP/1.1 connection closed). Requests for the connection's own entry
+//! get no watch.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,11 +35,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use http::Response;
-use hyper::body::{Body, Frame, SizeHint};
+use http::{Request, Response};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::task::AbortHandle;
 use tracing::debug;
 
+use crate::proxy::body::BodyInFlight;
 use crate::proxy::cancels::Unanswered;
 use crate::proxy::forward::{BoxError, RequestContext, ResponseBody};
 use crate::proxy::listener::Listener;
@@ -41,7 +49,7 @@ use crate::proxy::readmit::host_refused;
 /// One request's watch on its host's entry: fires `grace` after a change
 /// under which that entry no longer admits the client. The watch's task is
 /// aborted when the last holder (the request waiting for its head, then
-/// its response body) is gone.
+/// its response body; its own body until read to its end) is gone.
 #[derive(Clone)]
 pub struct HostWatch(Arc<Guard>);
 
@@ -53,12 +61,16 @@ struct Guard {
     ctx: Arc<RequestContext>,
 }
 
-/// Set once the deadline has passed; the one waiting (for the head, then
-/// on the response body: never both at once) woken.
+/// Set once the deadline has passed; the two that may wait at once woken.
 #[derive(Default)]
 struct Fired {
     done: AtomicBool,
+    /// For the head, then on the response body (never both at once).
     waker: AtomicWaker,
+    /// The request's body, polled by whoever sends it upstream (the
+    /// upstream connection's task, or hyper's task sending it to an HTTP/2
+    /// upstream), before and after the response alike.
+    body: AtomicWaker,
 }
 
 impl Drop for Guard {
@@ -75,10 +87,12 @@ struct CutBeforeHead;
 
 impl HostWatch {
     /// Watch entry `host_at` (let through at admission generation
-    /// `since`) for `ctx`'s client on `listener`, from now on.
+    /// `since`) for `ctx`'s client on `listener`, from now on; `req`'s
+    /// body, if it has one, is cut by the watch too ([`HostWatch::body_cut`]).
     pub fn start(
         listener: &Arc<Listener>,
         ctx: &Arc<RequestContext>,
+        req: &mut Request<Incoming>,
         (host_at, since): (usize, u64),
         grace: Duration,
     ) -> HostWatch {
@@ -91,23 +105,45 @@ impl HostWatch {
             tokio::time::sleep(grace).await;
             f.done.store(true, Ordering::Release);
             f.waker.wake();
+            f.body.wake();
         });
-        HostWatch(Arc::new(Guard {
+        let watch = HostWatch(Arc::new(Guard {
             fired,
             task: task.abort_handle(),
             listener: listener.clone(),
             ctx: ctx.clone(),
-        }))
+        }));
+        if let Some(body) = req.extensions_mut().get_mut::<BodyInFlight>() {
+            body.watched(watch.clone());
+        }
+        watch
     }
 
     /// Ready once the deadline has passed.
     fn poll_fired(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let fired = &self.0.fired;
-        fired.waker.register(cx.waker());
-        match fired.done.load(Ordering::Acquire) {
+        Self::fired_for(&self.0.fired.waker, &self.0.fired.done, cx)
+    }
+
+    /// Ready once the deadline has passed, `waker` to be woken then.
+    fn fired_for(waker: &AtomicWaker, done: &AtomicBool, cx: &mut Context<'_>) -> Poll<()> {
+        waker.register(cx.waker());
+        match done.load(Ordering::Acquire) {
             true => Poll::Ready(()),
             false => Poll::Pending,
         }
+    }
+
+    /// Whether the request's body, asked for its next piece, is to end
+    /// now with an error ([`crate::proxy::body::Fault::Cut`]): the
+    /// deadline has passed. Otherwise its reader is woken when it does,
+    /// also while the body waits on the client.
+    pub fn body_cut(&self, cx: &mut Context<'_>) -> bool {
+        let fired = &self.0.fired;
+        let cut = Self::fired_for(&fired.body, &fired.done, cx).is_ready();
+        if cut {
+            self.cut("request body in flight");
+        }
+        cut
     }
 
     fn cut(&self, what: &str) {
@@ -129,11 +165,7 @@ impl HostWatch {
             biased;
             () = fired => {
                 self.cut("request in flight");
-                use http_body_util::{BodyExt, Empty};
-                let empty = Empty::new().map_err(|never| match never {}).boxed();
-                let mut resp = Response::new(empty);
-                resp.extensions_mut().insert(CutBeforeHead);
-                resp
+                cut_before_head()
             }
             resp = forward => resp,
         }
@@ -163,6 +195,16 @@ pub async fn forwarded(
         Some(watch) => watch.before_head(forward).await,
         None => forward.await,
     }
+}
+
+/// [`HostWatch::before_head`]'s marker: also the forwarder's answer when
+/// the request's body, cut at the same deadline, failed its attempt first.
+pub fn cut_before_head() -> Response<ResponseBody> {
+    use http_body_util::{BodyExt, Empty};
+    let empty = Empty::new().map_err(|never| match never {}).boxed();
+    let mut resp = Response::new(empty);
+    resp.extensions_mut().insert(CutBeforeHead);
+    resp
 }
 
 /// Whether `resp` is [`HostWatch::before_head`]'s marker.

@@ -723,8 +723,8 @@ async fn handle(
     });
     let forwarding = exchange.forwarding(&route_metrics, &upstream.name);
     let accept = client_upgrade.as_ref().map(|(_, _, accept)| accept);
-    // Another entry's host: watched from now, head or no head (`host_cut`).
-    let watch = host_entry.map(|h| HostWatch::start(listener, ctx, h, slot.grace()));
+    // Another entry's host: watched from now, head or no head, body too (`host_cut`).
+    let watch = host_entry.map(|h| HostWatch::start(listener, ctx, &mut req, h, slot.grace()));
     let abandoned = forwarding.abandoned();
     // Pinned here and lent: passed by value, the forward future was stored
     // again in each async fn it went through, on every request.

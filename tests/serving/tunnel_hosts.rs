@@ -1,8 +1,11 @@
 //! A WebSocket tunnel or a request in flight to a host of another `certs` entry than its connection's: held to that entry's client auth across reloads.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::tunnels::echo;
 use crate::common::*;
@@ -50,13 +53,22 @@ upstreams:
 /// the proxy (its `shutdown_grace` `grace`) and alice's connection to
 /// `app.example`, offering `alpn`.
 async fn alice_on_app(grace: &str, alpn: &[u8]) -> (World, Proxy, Tls) {
-    let w = world().await;
+    alice_on_app_with(world().await, grace, alpn, |t| t).await
+}
+
+/// [`alice_on_app`] in `w`, its config further edited by `edit` first.
+async fn alice_on_app_with(
+    w: World,
+    grace: &str,
+    alpn: &[u8],
+    edit: impl FnOnce(String) -> String,
+) -> (World, Proxy, Tls) {
     w.scene.pair("app", &w.ca.server_pair(&["app.example"]));
     w.scene.pair("admin", &w.ca.server_pair(&["admin.example"]));
     let clients = TestCa::new("clients");
     write(&w.scene.path("clients-ca.crt"), &clients.cert_pem);
     let cfg = config(&w, &verify(None), &verify(None));
-    edit_config(&cfg, |t| t.replace("shutdown_grace: 30s", grace));
+    edit_config(&cfg, |t| edit(t.replace("shutdown_grace: 30s", grace)));
     let mut p = Proxy::start(&cfg);
     let addr = p.listener_addr("public").await;
     let alice = client_config(&w.ca.cert_pem, Some(&clients.client_pair("alice")), &[alpn]);
@@ -81,9 +93,13 @@ async fn alices_tunnel_to_admin() -> (World, Proxy, Tls) {
 }
 
 /// A reload that takes alice out of `admin.example`'s rules (its entry now
-/// lets CN ops in only), `app.example`'s still admitting her.
+/// lets CN ops in only), `app.example`'s still admitting her; the rest of
+/// the config as it was.
 fn take_alice_out_of_admin(w: &World, p: &Proxy) {
-    config(w, &verify(None), &verify(Some("[{ cn: ops }]")));
+    let admin = |auth: &str| format!("key_file: admin.key, client_auth: {auth}");
+    let (before, after) = (admin(&verify(None)), admin(&verify(Some("[{ cn: ops }]"))));
+    let text = edit_config(&w.scene.path("config.yaml"), |t| t.replace(&before, &after));
+    assert!(text.contains(&after), "{text}");
     p.signal("HUP");
 }
 
@@ -268,4 +284,147 @@ async fn a_reload_taking_a_client_out_of_a_waiting_http1_requests_host_entry_clo
     assert!(rest.is_empty(), "{rest:?}");
     wait_cut(&mut p, "request in flight cut", false).await;
     backend_holds(&w, 0, "the backend's request released").await;
+}
+
+/// What [`early_h2`] saw of a request body after answering its request.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Data(Bytes),
+    /// Its end, as the client ended it.
+    End,
+    /// Reset, or its connection gone.
+    Cut,
+}
+
+/// An HTTP/2 backend (over TLS, `backend.local` of the edge CA, written as
+/// `backend-ca.crt`) that answers each `/upload` `413` at once, as one
+/// refusing an upload by its head, and then reads its body on as it
+/// comes, telling what it saw of it; any other request `200`.
+async fn early_h2(w: &World) -> (SocketAddr, UnboundedReceiver<Seen>) {
+    write(&w.scene.path("backend-ca.crt"), &w.ca.cert_pem);
+    let (tx, seen) = tokio::sync::mpsc::unbounded_channel();
+    let pair = w.ca.server_pair(&["backend.local"]);
+    let addr = h2_backend(&pair, move |req, mut respond| {
+        let status = if req.uri().path() == "/upload" {
+            413
+        } else {
+            200
+        };
+        let head = http::Response::builder()
+            .status(status)
+            .header("content-length", "10")
+            .body(())
+            .unwrap();
+        let Ok(mut answer) = respond.send_response(head, false) else {
+            return;
+        };
+        let _ = answer.send_data(Bytes::from_static(b"too large\n"), true);
+        let (mut body, tx) = (req.into_body(), tx.clone());
+        tokio::spawn(async move {
+            loop {
+                let seen = match body.data().await {
+                    Some(Ok(data)) => {
+                        let _ = body.flow_control().release_capacity(data.len());
+                        Seen::Data(data)
+                    }
+                    Some(Err(_)) => Seen::Cut,
+                    None => Seen::End,
+                };
+                let more = matches!(seen, Seen::Data(_));
+                if tx.send(seen).is_err() || !more {
+                    return;
+                }
+            }
+        });
+    })
+    .await;
+    (addr, seen)
+}
+
+/// [`alice_on_app`] (`shutdown_grace: 1s`) with everything routed to an
+/// [`early_h2`] backend: what it sees of request bodies too.
+async fn alice_on_app_to_early(alpn: &[u8]) -> (World, Proxy, Tls, UnboundedReceiver<Seen>) {
+    let w = world().await;
+    let (early, seen) = early_h2(&w).await;
+    let plain = format!("servers: [http://{}]", w.backend.addr);
+    let to_early = format!(
+        "servers: [https://{early}]\n    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}"
+    );
+    let (w, p, s) = alice_on_app_with(w, "shutdown_grace: 1s", alpn, |t| {
+        t.replace(&plain, &to_early)
+    })
+    .await;
+    (w, p, s, seen)
+}
+
+/// What the backend sees next of the body, within the deadline.
+async fn next_seen(seen: &mut UnboundedReceiver<Seen>) -> Seen {
+    within_deadline("the backend's next sight of the body", seen.recv())
+        .await
+        .expect("the backend reads on")
+}
+
+/// An upload over HTTP/2 to `admin.example` that its backend answers
+/// early (`413` by its head) and reads on: alice still sends, and her
+/// body still reaches that backend after the answer. A reload taking her
+/// out of `admin.example`'s rules cuts that body `shutdown_grace` later,
+/// as it cuts a response in flight (SPEC §3): the backend sees it reset,
+/// her connection serves on for its own entry. The answer over, nothing
+/// watched the body: it went on to admin's backend for as long as she
+/// sent it.
+#[tokio::test]
+async fn a_reload_taking_a_client_out_of_an_uploads_host_entry_cuts_the_body_after_an_early_answer()
+{
+    let (w, mut p, tls, mut seen) = alice_on_app_to_early(b"h2").await;
+    let mut client = h2_client(tls).await;
+    let post = http::Request::post("https://admin.example/upload")
+        .body(())
+        .unwrap();
+    let (resp, mut upload) = client.send_request(post, false).unwrap();
+    upload
+        .send_data(Bytes::from_static(b"first"), false)
+        .unwrap();
+    let resp = within_deadline("the early answer", resp).await.unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(h2_body(&mut resp.into_body()).await, b"too large\n");
+    assert_eq!(next_seen(&mut seen).await, Seen::Data(Bytes::from("first")));
+    upload
+        .send_data(Bytes::from_static(b"second"), false)
+        .unwrap();
+    assert_eq!(
+        next_seen(&mut seen).await,
+        Seen::Data(Bytes::from("second"))
+    );
+
+    take_alice_out_of_admin(&w, &p);
+    assert_eq!(next_seen(&mut seen).await, Seen::Cut);
+    wait_cut(&mut p, "request body in flight cut", true).await;
+    app_served_on(client).await;
+}
+
+/// The same over HTTP/1.1: the reload cuts the body after the early
+/// answer and closes her connection, the one way to end an HTTP/1.1
+/// request body. Her connection stayed busy with it, the body forwarded.
+#[tokio::test]
+async fn a_reload_taking_a_client_out_of_an_http1_uploads_host_entry_cuts_the_body() {
+    let (w, mut p, mut s, mut seen) = alice_on_app_to_early(b"http/1.1").await;
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nhost: admin.example\r\ncontent-length: 1000000\r\n\r\nfirst",
+    )
+    .await
+    .unwrap();
+    let head = read_response(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert_eq!(next_seen(&mut seen).await, Seen::Data(Bytes::from("first")));
+    s.write_all(b"second").await.unwrap();
+    assert_eq!(
+        next_seen(&mut seen).await,
+        Seen::Data(Bytes::from("second"))
+    );
+
+    take_alice_out_of_admin(&w, &p);
+    assert_eq!(next_seen(&mut seen).await, Seen::Cut);
+    let rest = read_to_close(&mut s).await;
+    assert!(rest.is_empty(), "{rest:?}");
+    wait_cut(&mut p, "request body in flight cut", false).await;
 }
