@@ -4,8 +4,12 @@ use std::sync::Arc;
 
 use rustls_pki_types::pem::SectionKind;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::prelude::FromDer;
 
-use super::crls::{Crl, CrlRollback, newest, next_issued, revoked_cas, rolled_back};
+use super::crls::{
+    Crl, CrlRollback, newest, next_issued, revoked_cas, rolled_back, signature_fails,
+};
 use super::info::CertInfo;
 use super::pem::{MaterialError, certificates, sections, text_only};
 use super::{CaBundle, Material, Note};
@@ -44,6 +48,11 @@ pub(super) fn parse(names: &[String], parts: &[Vec<u8>]) -> Result<Material, Mat
             reason: format!("{e:?}"),
         })?;
     }
+    // Parsed once for every CRL's signature check.
+    let cas: Vec<X509Certificate<'_>> = roots
+        .iter()
+        .filter_map(|d| X509Certificate::from_der(d).ok().map(|(_, c)| c))
+        .collect();
     let mut crls = Vec::new();
     let mut crl_counts = Vec::new();
     for (origin, bytes) in names.iter().zip(parts).skip(1) {
@@ -67,6 +76,15 @@ pub(super) fn parse(names: &[String], parts: &[Vec<u8>]) -> Result<Material, Mat
                 origin: origin.clone(),
                 reason: format!("not usable to check revocation: {e:?}"),
             })?;
+            // Parsed whole, but not signed by its issuer's key in the
+            // bundle: a re-issue of the same length written in place,
+            // read half-way. Waited on, then refused, the CRLs in use
+            // kept: used, it refused every client of its issuer.
+            if signature_fails(&der, &cas) {
+                return Err(MaterialError::CrlSignature {
+                    origin: origin.clone(),
+                });
+            }
             crls.push(Crl {
                 origin: origin.clone(),
                 der,
@@ -172,7 +190,6 @@ const NAME_ONLY: &str = "told by its issuer name alone: no key identifiers to co
 /// beside the new one's) did not issue what the new key signed. Where
 /// only the name tells, the note says so of that certificate.
 fn unverifiable_keys(origin: &str, roots: &[CertificateDer<'_>], certs: &[CertInfo]) -> Vec<Note> {
-    use x509_parser::prelude::{FromDer, X509Certificate};
     let parsed: Vec<Option<X509Certificate<'_>>> = (roots.iter())
         .map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c))
         .collect();
@@ -356,6 +373,36 @@ mod tests {
         assert!(still.pending.is_none() && still.chosen_again(i64::MAX).is_none());
     }
 
+    /// `der` as PEM under `label`, in lines of 64.
+    fn pem(label: &str, der: &[u8]) -> String {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|l| std::str::from_utf8(l).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            lines.join("\n")
+        )
+    }
+
+    /// The bundle of the CA certificate `root` (`a.crt`) with the CRL file
+    /// `crl` (`a.crl`).
+    fn load_beside(root: &[u8], crl: &str) -> Result<Material, MaterialError> {
+        let names = ["a.crt".to_owned(), "a.crl".to_owned()];
+        let ca_pem = pem("CERTIFICATE", root);
+        parse(&names, &[ca_pem.into_bytes(), crl.as_bytes().to_vec()])
+    }
+
+    /// `new` written over `old` in place and read half-way: the new PEM's
+    /// first half on the old one's rest.
+    fn spliced(old: &str, new: &str) -> String {
+        let half = new.len() / 2;
+        format!("{}{}", &new[..half], &old[half..])
+    }
+
     /// A CRL re-issued with a revoked serial more or fewer, written over
     /// the one before in place and read half-way: the new PEM's head on
     /// the old one's tail, a CRL cut short or followed by trailing
@@ -365,38 +412,52 @@ mod tests {
     fn a_crl_spliced_over_another_of_another_length_is_torn() {
         let (root, issuer) = ca("a");
         let t0 = OffsetDateTime::now_utc();
-        let pem = |label: &str, der: &[u8]| {
-            use base64::Engine;
-            let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-            let lines: Vec<&str> = b64
-                .as_bytes()
-                .chunks(64)
-                .map(|l| std::str::from_utf8(l).unwrap())
-                .collect();
-            format!(
-                "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-                lines.join("\n")
-            )
-        };
         let crl_pem = |revokes| pem("X509 CRL", &crl(&issuer, t0, revokes, "a.crl").der);
         let (short, long) = (crl_pem(false), crl_pem(true));
-        let ca_pem = pem("CERTIFICATE", &root);
-        let load = |crl: &str| {
-            let names = ["a.crt".to_owned(), "a.crl".to_owned()];
-            parse(
-                &names,
-                &[ca_pem.clone().into_bytes(), crl.as_bytes().to_vec()],
-            )
-        };
+        let load = |crl: &str| load_beside(&root, crl);
         for (old, new) in [(&short, &long), (&long, &short)] {
             assert!(load(new).is_ok());
-            let half = new.len() / 2;
-            let spliced = format!("{}{}", &new[..half], &old[half..]);
-            let e = load(&spliced).unwrap_err();
+            let e = load(&spliced(old, new)).unwrap_err();
             assert!(matches!(e, MaterialError::Torn { .. }), "{e}");
             assert!(e.to_string().starts_with("a.crl: invalid CRL: "), "{e}");
             assert!(e.is_transient(), "{e}");
         }
+    }
+
+    /// A CRL re-issued at the same length (a later thisUpdate, another
+    /// signature of one length), written over the one before in place and
+    /// read half-way: the new PEM's head on the old one's tail parses, the
+    /// old signature over a new head. It is a writer's step (transient),
+    /// said as an invalid CRL whose signature does not verify, naming the
+    /// file; each CRL whole loads, and so does one of the issuer's name
+    /// signed by another key (an imposter's: it names another key, ranked
+    /// below the genuine ones as before). It was taken as its issuer's
+    /// only CRL, every client of the issuer refused.
+    #[test]
+    fn a_crl_spliced_over_another_of_its_length_is_waited_on() {
+        let (root, issuer) = ca("a");
+        let (_, imposter) = ca("a");
+        let t0 = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let old = crl(&issuer, t0 - Duration::hours(1), true, "a.crl").der;
+        // ECDSA signatures of one key differ in length by a byte or two.
+        let new = (0..200)
+            .map(|_| crl(&issuer, t0, true, "a.crl").der)
+            .find(|der| der.len() == old.len())
+            .expect("a re-issue of the same length in 200 tries");
+        let (old, new) = (pem("X509 CRL", &old), pem("X509 CRL", &new));
+        let forged = pem("X509 CRL", &crl(&imposter, t0, true, "a.crl").der);
+        let load = |crl: &str| load_beside(&root, crl);
+        for whole in [&old, &new, &forged] {
+            assert!(load(whole).is_ok());
+        }
+        let e = load(&spliced(&old, &new)).unwrap_err();
+        assert!(matches!(e, MaterialError::CrlSignature { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("a.crl: invalid CRL: its signature does not verify"),
+            "{e}"
+        );
+        assert!(e.is_transient(), "{e}");
     }
 
     /// `openssl ARGS`, run in `dir`.

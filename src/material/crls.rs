@@ -8,7 +8,7 @@ use x509_parser::prelude::FromDer;
 use x509_parser::revocation_list::CertificateRevocationList;
 
 use super::Note;
-use super::der::signed_by;
+use super::der::{fails_under_each, key_ids, signed_by};
 use super::info::{CertInfo, inspect_crl};
 
 /// Whether `signed` is signed by the key of `spki` ([`signed_by`]),
@@ -227,6 +227,38 @@ pub(super) fn rolled_back(
         }
     }
     out
+}
+
+/// Whether the CRL `der` is told not to be signed by its issuer in the
+/// CA bundle (`cas`): it names its key (an authority key identifier), CA
+/// certificates of the bundle under its issuer's name bear that key's
+/// identifier (subject key identifier), and none of their keys verifies
+/// its signature ([`fails_under_each`]), as a pair's leaf is told not
+/// signed by its issuer in the file. A writer that does not truncate
+/// (`rsync --inplace`, `dd conv=notrunc`), read half-way over a CRL
+/// re-issued at the same length, leaves the new CRL's head on the old
+/// one's signature: it parses, and fails so. Used, its issuer's only CRL,
+/// it had webpki refuse every client of the issuer (`crl_invalid`), and
+/// passed over for an older one, re-admit clients revoked since. Not
+/// told: a CRL that names no key (`openssl ca -gencrl` by default), or
+/// another key than any CA of the bundle under its issuer's name (an
+/// imposter's, or a re-keyed CA's other key, whose certificate clients
+/// send): ranked by [`newest`] as before.
+pub(super) fn signature_fails(der: &[u8], cas: &[X509Certificate<'_>]) -> bool {
+    let Ok((_, crl)) = CertificateRevocationList::from_der(der) else {
+        return false;
+    };
+    let Some(aki) = key_id(&crl) else {
+        return false;
+    };
+    // One check per key, however many CA certificates bear it.
+    let keys: HashSet<&[u8]> = cas
+        .iter()
+        .filter(|ca| ca.subject().as_raw() == crl.issuer().as_raw())
+        .filter(|ca| key_ids(ca).1 == Some(&aki[..]))
+        .map(|ca| ca.public_key().raw)
+        .collect();
+    fails_under_each(der, keys)
 }
 
 /// The key identifier of `crl`'s authority key identifier, if it has one.

@@ -392,13 +392,24 @@ pub(super) fn leaf_signature_fails(chain: &[rustls_pki_types::CertificateDer<'_>
     if leaf.subject().as_raw() == issuer && ski == Some(aki) {
         spkis.push(leaf.public_key().raw);
     }
-    let verdicts: Vec<Option<bool>> = spkis.iter().map(|k| verifies(leaf_der, k)).collect();
+    fails_under_each(leaf_der, spkis)
+}
+
+/// Whether `signed` (a certificate or a CRL) is told not to be signed by
+/// any key of `spkis`: there is one, and each verdict is a failure (none
+/// that cannot be told: an algorithm rustls does not verify with, an RSA
+/// key of a size it does not take).
+pub(super) fn fails_under_each<'a>(
+    signed: &[u8],
+    spkis: impl IntoIterator<Item = &'a [u8]>,
+) -> bool {
+    let verdicts: Vec<Option<bool>> = spkis.into_iter().map(|k| verifies(signed, k)).collect();
     !verdicts.is_empty() && verdicts.iter().all(|v| *v == Some(false))
 }
 
 /// A certificate's authority key identifier (its keyIdentifier) and
 /// subject key identifier.
-fn key_ids<'a>(
+pub(super) fn key_ids<'a>(
     cert: &'a x509_parser::prelude::X509Certificate<'_>,
 ) -> (Option<&'a [u8]>, Option<&'a [u8]>) {
     use x509_parser::prelude::ParsedExtension;

@@ -53,6 +53,14 @@ pub enum MaterialError {
         "{origin}: the certificate's signature does not verify against its issuer in the file (written over in place half-way?)"
     )]
     BadSignature { origin: String },
+    /// A CRL its issuer's key in the CA bundle, told by key identifier,
+    /// does not verify: a file written over in place, not truncated, read
+    /// half-way (the new CRL's head on the old one's signature, which
+    /// parses when the two are of one length), waited on (SPEC §3).
+    #[error(
+        "{origin}: invalid CRL: its signature does not verify against its issuer's CA certificate in the bundle (written over in place half-way?)"
+    )]
+    CrlSignature { origin: String },
     /// DER of a certificate or key that does not parse, said as `BadCertificate` or
     /// `BadKey` (`what`): a file written over in place read half-way (SPEC §3), waited on.
     #[error("{origin}: {what}: {reason}")]
@@ -141,6 +149,7 @@ impl MaterialError {
             | MaterialError::Empty { .. }
             | MaterialError::BadPem { .. }
             | MaterialError::BadSignature { .. }
+            | MaterialError::CrlSignature { .. }
             | MaterialError::Torn { .. } => Some(Step::Partial),
             _ => None,
         }

@@ -1,4 +1,4 @@
-//! Writers caught mid-way: a file installed root-only for a moment, text before the PEM (a CRL's too), a pair file written one half at a time, a renewal of another length written in place (a re-issued CRL too); waited on, never a failure.
+//! Writers caught mid-way: a file installed root-only for a moment, text before the PEM (a CRL's too), a pair file written one half at a time, a renewal of another length written in place (a re-issued CRL too, of its length as well); waited on, never a failure.
 
 use std::fs;
 use std::future::Future;
@@ -254,10 +254,20 @@ async fn crl_gate(
     alice: &TestPair,
     bob: &TestPair,
 ) -> (Proxy, SocketAddr, SocketAddr) {
+    crl_gate_settling(s, ca, (alice, bob), "60s").await
+}
+
+/// [`crl_gate`] with a writer waited on for `settle_timeout` `settle`.
+async fn crl_gate_settling(
+    s: &Scene,
+    ca: &TestCa,
+    (alice, bob): (&TestPair, &TestPair),
+    settle: &str,
+) -> (Proxy, SocketAddr, SocketAddr) {
     let config = s.config(
-        r#"
+        &r#"
 admin: { bind: "127.0.0.1:0" }
-watch: { debounce: 50ms, poll_interval: 300ms, settle_timeout: 60s }
+watch: { debounce: 50ms, poll_interval: 300ms, settle_timeout: SETTLE }
 certs:
   - { id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }
   - { id: clients, type: ca-bundle, ca_file: clients.crt, crl_files: [clients.crl] }
@@ -268,7 +278,8 @@ listeners:
       certs: [ { ref: edge } ]
       client_auth: { mode: require_and_verify, ca: { ref: clients } }
     routes: []
-"#,
+"#
+        .replace("SETTLE", settle),
     );
     let mut p = Proxy::start(&config);
     let addr = p.listener_addr("public").await;
@@ -489,4 +500,131 @@ async fn a_crl_re_issued_written_in_place_is_waited_on() {
     .await;
     assert!(!admits(addr, &ca, &alice).await, "alice admitted");
     assert_no_failure(&p, api, "clients", "a CRL re-issued written in place").await;
+}
+
+/// The CRL scene's files (the edge's CA, `clients`' clients alice, bob
+/// and carol) with two CRLs of one DER length (the same PEM length, the
+/// same padding): `clients.crl` revoking alice and carol, and its
+/// re-issue (returned), a minute later, revoking alice and bob. ECDSA
+/// signatures differ in length by a byte or two, so the re-issue is
+/// signed again until it is of the length. Written in place over the old
+/// one and read half-way, the new PEM's head on the old one's tail
+/// parses: the old signature over a new head.
+fn same_length_crls() -> (Scene, TestCa, [TestPair; 3], String) {
+    let (s, ca, clients, alice, bob) = crl_scene();
+    let carol = clients.client_pair("carol");
+    let now = time::OffsetDateTime::now_utc();
+    let (day, minute) = (time::Duration::days(1), time::Duration::minutes(1));
+    let old = clients.crl_of(
+        &[alice.serial, carol.serial],
+        now - minute * 2,
+        now + day,
+        1,
+    );
+    let padding = |pem: &str| pem.matches('=').count();
+    let new = (0..200)
+        .map(|_| clients.crl_of(&[alice.serial, bob.serial], now - minute, now + day, 2))
+        .find(|new| new.len() == old.len() && padding(new) == padding(&old))
+        .expect("a re-issue of the same length in 200 tries");
+    write(&s.path("clients.crl"), &old);
+    (s, ca, [alice, bob, carol], new)
+}
+
+/// `new`'s first half written over `clients.crl` in place (not
+/// truncated): the file, open to write the rest ([`finish`]), and the
+/// error a CRL so read at the same length is refused with.
+fn half_over_clients_crl(s: &Scene, new: &str) -> (fs::File, String) {
+    let crl = s.path("clients.crl");
+    let mut f = fs::OpenOptions::new().write(true).open(&crl).unwrap();
+    f.write_all(&new.as_bytes()[..new.len() / 2]).unwrap();
+    let unsigned = format!(
+        "{}: invalid CRL: its signature does not verify",
+        crl.display()
+    );
+    (f, unsigned)
+}
+
+/// The rest of `new` written to `f`, the file [`half_over_clients_crl`]
+/// began: of the old CRL's length, nothing is left of it.
+fn finish(mut f: fs::File, new: &str) {
+    f.write_all(&new.as_bytes()[new.len() / 2..]).unwrap();
+}
+
+/// A CRL re-issued at the length of the one in use, written over it in
+/// place by a writer that does not truncate (`rsync --inplace`, `dd
+/// conv=notrunc`) and read half-way: the new head on the old signature
+/// parses, and its signature fails under the clients' CA. It was used,
+/// its issuer's only CRL: every client of the CA refused (`crl_invalid`)
+/// until the write ended. It is waited on now, as a splice of another
+/// length is, the old CRL enforced meanwhile (alice refused, bob
+/// admitted); finished, the new CRL is applied (bob refused, carol
+/// admitted), and nothing was counted as a failure.
+#[tokio::test]
+async fn a_crl_re_issued_at_its_length_written_in_place_is_waited_on() {
+    let (s, ca, [alice, bob, carol], new) = same_length_crls();
+    let (p, addr, api) = crl_gate(&s, &ca, &alice, &bob).await;
+    assert!(!admits(addr, &ca, &carol).await, "carol is revoked");
+
+    let (f, unsigned) = half_over_clients_crl(&s, &new);
+    wait_until(
+        WAIT,
+        "the proxy read the new CRL's head on the old one's signature",
+        || async {
+            last_reload_names(api, "clients", &unsigned).await || !admits(addr, &ca, &bob).await
+        },
+    )
+    .await;
+    assert!(
+        admits(addr, &ca, &bob).await,
+        "bob refused meanwhile: the spliced CRL was used"
+    );
+    assert!(!admits(addr, &ca, &alice).await, "alice admitted meanwhile");
+    finish(f, &new);
+    wait_until(WAIT, "the new CRL applied (bob refused)", || async {
+        !admits(addr, &ca, &bob).await
+    })
+    .await;
+    assert!(admits(addr, &ca, &carol).await, "carol refused");
+    assert!(!admits(addr, &ca, &alice).await, "alice admitted");
+    assert_no_failure(&p, api, "clients", "a CRL re-issued at its length").await;
+}
+
+/// The same splice left as it is past `settle_timeout` (a writer that
+/// died half-way): refused, naming the file (a warning, the failure
+/// counted), the CRL in use kept: alice still refused, bob and carol's
+/// standing unchanged. Once written whole, the new CRL is applied.
+#[tokio::test]
+async fn a_crl_left_spliced_at_its_length_is_refused_and_the_old_kept() {
+    let (s, ca, [alice, bob, carol], new) = same_length_crls();
+    let (mut p, addr, api) = crl_gate_settling(&s, &ca, (&alice, &bob), "1s").await;
+
+    let (f, unsigned) = half_over_clients_crl(&s, &new);
+    let warning = p
+        .wait_log("the splice refused once settled", |v| {
+            v["entry"] == "clients"
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("certificate reload failed"))
+        })
+        .await;
+    let error = warning["error"].as_str().unwrap_or_default();
+    assert!(error.contains(&unsigned), "{warning}");
+    let failures = r#"hotproxy_cert_reloads_total{entry="clients",result="failure"}"#;
+    assert_eq!(
+        metric(api, failures).await,
+        Some(1.0),
+        "the failure counted"
+    );
+    assert!(
+        admits(addr, &ca, &bob).await,
+        "bob refused: the splice used"
+    );
+    assert!(!admits(addr, &ca, &alice).await, "alice admitted");
+    assert!(!admits(addr, &ca, &carol).await, "carol admitted");
+    finish(f, &new);
+    wait_until(WAIT, "the new CRL applied (bob refused)", || async {
+        !admits(addr, &ca, &bob).await
+    })
+    .await;
+    assert!(admits(addr, &ca, &carol).await, "carol refused");
 }
