@@ -11,6 +11,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use support::fd_limit::*;
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -472,76 +473,6 @@ async fn listeners_that_may_need_more_than_the_hard_limit_are_warned_about() {
     );
 }
 
-/// The proxy under `ulimit -n 64` serving `a.example.com` from the Secret
-/// volume `secret/` (kubelet's layout, entry `a`), its scene, kubelet,
-/// CA, the pair served, and the listener's and admin's addresses.
-async fn secret_at_fd_limit() -> (
-    Scene,
-    writers::Kubelet,
-    TestCa,
-    TestPair,
-    Proxy,
-    std::net::SocketAddr,
-    std::net::SocketAddr,
-) {
-    let scene = Scene::new();
-    let ca = TestCa::new("edge CA");
-    let kube = writers::Kubelet::new(&scene.path("secret"));
-    let first = ca.server_pair(&["a.example.com"]);
-    write_secret(&kube, &first);
-    let cfg = scene.config(&secret_config("120s"));
-    let mut p = Proxy::start_with_fd_limit(&cfg, 64);
-    let addr = p.listener_addr("public").await;
-    let admin_addr = p.admin_addr().await;
-    (scene, kube, ca, first, p, addr, admin_addr)
-}
-
-/// The configuration of [`secret_at_fd_limit`], the listener's
-/// `header_read_timeout` `timeout` (what a test edits).
-fn secret_config(timeout: &str) -> String {
-    format!(
-        r#"
-runtime: {{ worker_threads: 1 }}
-admin: {{ bind: "127.0.0.1:0" }}
-certs:
-  - {{ id: a, type: server-pair, cert_file: secret/tls.crt, key_file: secret/tls.key }}
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls: {{ certs: [{{ ref: a }}] }}
-    routes: []
-    limits: {{ header_read_timeout: {timeout} }}
-upstreams: []
-"#
-    )
-}
-
-/// kubelet's update of the Secret to `pair` (the `..data` swap).
-fn write_secret(kube: &writers::Kubelet, pair: &TestPair) {
-    kube.write(
-        &[("tls.crt", &pair.cert_pem), ("tls.key", &pair.key_pem)],
-        false,
-    );
-}
-
-/// More connections to `addr` than the proxy has descriptors, held idle
-/// (no ClientHello): once its accept fails, every descriptor is taken
-/// and stays so until they are dropped.
-async fn hold_every_descriptor(
-    p: &mut Proxy,
-    addr: std::net::SocketAddr,
-) -> Vec<tokio::net::TcpStream> {
-    let mut flood = Vec::new();
-    for _ in 0..100 {
-        flood.push(tokio::net::TcpStream::connect(addr).await.unwrap());
-    }
-    p.wait_log("the first failed accept", |v| {
-        v["message"] == "accept failed; backing off" && v["listener"] == "public"
-    })
-    .await;
-    flood
-}
-
 /// The lines of `metrics` that say a reload failed or is failing: a
 /// failure counted, a configuration rejected, an entry failing.
 fn failures_in(metrics: &str) -> Vec<&str> {
@@ -672,95 +603,5 @@ async fn a_configuration_edited_while_out_of_descriptors_is_applied_once_they_ar
         short["message"],
         "cannot read the configuration: hotproxy is out of file descriptors or memory; the running configuration stays, read again soon",
         "{short}"
-    );
-}
-
-/// One admin call on `send`, a connection opened before the flood and
-/// kept alive: its status, `Retry-After` and JSON body.
-async fn admin_on(
-    send: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
-    admin_addr: std::net::SocketAddr,
-    path: &str,
-    body: serde_json::Value,
-) -> (u16, Option<String>, serde_json::Value) {
-    use http_body_util::BodyExt;
-    let req = http::Request::post(path)
-        .header("host", admin_addr.to_string())
-        .header("content-type", "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(
-            body.to_string(),
-        )))
-        .unwrap();
-    let resp = within_deadline(format!("admin POST {path}"), send.send_request(req))
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let retry = resp
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, retry, serde_json::from_slice(&bytes).unwrap())
-}
-
-/// While a connection burst holds every descriptor, the admin API could
-/// not open an entry's files: that was answered as the caller's fault, a
-/// `400` for a validation ("cannot read now ...": the files were fine)
-/// and a `422` "...; the previous material stays" for a reload. Now it is
-/// hotproxy's own shortage: `503` with `Retry-After`, naming the file,
-/// nothing changed.
-#[tokio::test]
-async fn admin_calls_that_read_files_while_out_of_descriptors_get_503() {
-    let (scene, _kube, _ca, first, mut p, addr, admin_addr) = secret_at_fd_limit().await;
-    let tcp = tokio::net::TcpStream::connect(admin_addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let crt = scene.path("secret/tls.crt");
-    let key = scene.path("secret/tls.key");
-    let spec = serde_json::json!({
-        "type": "server-pair", "source": "file",
-        "cert_file": crt.to_str().unwrap(), "key_file": key.to_str().unwrap(),
-    });
-    let (status, _, ok) = admin_on(
-        &mut send,
-        admin_addr,
-        "/api/v1/certs/validate",
-        spec.clone(),
-    )
-    .await;
-    assert_eq!(status, 200, "{ok}");
-
-    let flood = hold_every_descriptor(&mut p, addr).await;
-    for path in ["/api/v1/certs/validate", "/api/v1/certs/a/reload"] {
-        // A descriptor the proxy frees for a moment (its accept back-off
-        // leaves it free) lets a read through: 200, asked again. Any
-        // other answer is one to a read that found it short.
-        let (status, retry, body) = within_deadline(format!("{path} while short"), async {
-            loop {
-                let reply = admin_on(&mut send, admin_addr, path, spec.clone()).await;
-                if reply.0 != 200 {
-                    return reply;
-                }
-            }
-        })
-        .await;
-        assert_eq!(status, 503, "{path}: {body}");
-        assert_eq!(retry.as_deref(), Some("1"), "{path}: {body}");
-        let message = body["message"].as_str().unwrap();
-        assert!(
-            message.contains("tls.crt"),
-            "{path}: the file not named: {message}"
-        );
-        assert!(message.contains("os error 24"), "{path}: {message}");
-    }
-    drop(flood);
-    let api = admin(admin_addr, "GET", "/api/v1/certs/a", None, None, &[]).await;
-    assert_eq!(
-        api.json()["fingerprint_sha256"],
-        first.fingerprint,
-        "{}",
-        api.body
     );
 }

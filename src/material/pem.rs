@@ -147,12 +147,16 @@ pub fn read_consistent(source: &EntrySource) -> Result<Raw, MaterialError> {
 /// (a file missing, unreadable), one standing for that state, so a re-read
 /// that finds them so still sees them unchanged and files that appear are
 /// a change. `None` while a writer is at work (no two reads agree): any
-/// state the files settle in differs.
-pub fn files_state(source: &EntrySource) -> Option<[u8; 32]> {
+/// state the files settle in differs. `Err` when the read found hotproxy
+/// out of file descriptors or memory, which says nothing of the files:
+/// taken for their state, files that never changed would differ from it
+/// at their next read.
+pub fn files_state(source: &EntrySource) -> Result<Option<[u8; 32]>, MaterialError> {
     match read_consistent(source) {
-        Ok(raw) => Some(raw.hash),
-        Err(MaterialError::Unsettled { .. }) => None,
-        Err(e) => Some(unreadable_state(&e)),
+        Ok(raw) => Ok(Some(raw.hash)),
+        Err(e) if e.is_out_of_resources() => Err(e),
+        Err(MaterialError::Unsettled { .. }) => Ok(None),
+        Err(e) => Ok(Some(unreadable_state(&e))),
     }
 }
 

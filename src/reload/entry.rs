@@ -277,13 +277,20 @@ impl Reloader {
     /// API was used), not what was served. Compared with the material
     /// served, files rolled back to it would count as unchanged, and the
     /// API's material would stay over the files it was only meant to
-    /// bridge.
-    pub fn offer(&mut self, id: &str, loaded: Loaded) -> Result<bool, String> {
+    /// bridge. `files`: that state, read by the caller before the offer
+    /// (`pem::files_state`), which answers a read that found hotproxy
+    /// short and offers nothing.
+    pub fn offer(
+        &mut self,
+        id: &str,
+        loaded: Loaded,
+        files: Option<[u8; 32]>,
+    ) -> Result<bool, String> {
         let changed = self.swap(id, loaded, Instant::now(), false)?;
         if let Some(entry) = self.entries.get_mut(id)
             && !entry.spec.source.is_inline()
         {
-            entry.files_hash = pem::files_state(&entry.spec.source);
+            entry.files_hash = files;
             entry.from_api = true;
             self.publish_entry(id);
         }

@@ -7,6 +7,8 @@
 //! - `proxy`: the proxy process, `hotproxy` subcommands, the scene directory.
 //! - `client`: TLS clients, one GET, admin API requests.
 //! - `admin`: a proxy run through its admin API, its config and start.
+//! - `fd_limit`: a proxy at its descriptor limit, the burst that holds them all, admin calls then
+//!   (as `support::fd_limit::…`, not re-exported).
 //! - `paced`: a slow but steady reader (4 KiB every 100 ms).
 //! - `h2raw`: a raw HTTP/2 client's frames (as `support::h2raw::…`, not re-exported).
 //!
@@ -16,6 +18,7 @@
 mod admin;
 mod backend;
 mod client;
+pub mod fd_limit;
 pub mod h2raw;
 mod paced;
 mod pki;

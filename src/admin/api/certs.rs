@@ -146,7 +146,12 @@ pub(super) fn replace(r: &mut Reloader, spec: EntrySpec, if_match: Option<&str>)
         }
         Origin::Config => {
             if spec.source.is_inline() {
-                r.offer(&id, loaded).map_err(bad_request)?;
+                // What the entry's files hold now, which the material
+                // stays over until they change. A read that found
+                // hotproxy out of descriptors or memory says nothing of
+                // them: 503, nothing applied nor recorded (SPEC §4).
+                let files = pem::files_state(&current.source).map_err(load_refused)?;
+                r.offer(&id, loaded, files).map_err(bad_request)?;
             } else {
                 // Its own paths (others were refused above): the files'
                 // material, not the API's.
