@@ -191,11 +191,9 @@ pub async fn serve_then(config: Config, ready: impl FnOnce()) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut admin_tokens = None;
     if let Some(admin) = admin {
         match crate::admin::start(&admin, handle.clone(), shutdown_rx.clone()).await {
-            Ok((addr, tokens)) => {
-                admin_tokens = Some(tokens);
+            Ok(addr) => {
                 // A reload's listeners may not take it (admin.bind
                 // applies at restart): said before they fail to bind.
                 handle.send(Command::Call(Box::new(move |r| r.set_admin_bound(addr))));
@@ -216,13 +214,14 @@ pub async fn serve_then(config: Config, ready: impl FnOnce()) -> ExitCode {
             _ = int.recv() => break,
             _ = quit.recv() => break,
             _ = hup.recv() => {
-                handle.send(Command::ReloadAll);
                 // The admin token files too: SIGHUP re-reads every file.
-                // Off this loop's thread: a stuck volume must not keep
-                // SIGTERM from being heard.
-                if let Some(tokens) = admin_tokens.clone() {
-                    tokio::task::spawn_blocking(move || tokens.reread_files());
-                }
+                // Through the reloader's loop of a watched change, which
+                // reads on the blocking pool (a stuck volume must not
+                // keep SIGTERM from being heard) and again through a
+                // shortage; asked first, so that the re-read of every
+                // certificate file does not hold it up.
+                handle.send(Command::Call(Box::new(|r| r.reread_admin_tokens())));
+                handle.send(Command::ReloadAll);
             }
             // logrotate: the access log is reopened at its configured path.
             _ = usr1.recv() => crate::access_log::reopen(),

@@ -91,9 +91,10 @@ impl Tokens {
     /// must not lock the operator out. Returns the error (naming the file,
     /// never the token) when the read failed for want of file descriptors
     /// or memory (hotproxy's own shortage), unsaid: the caller says it
-    /// (the watcher's retry loop once a run, then at most once a minute)
-    /// and reads it again after a back-off, or a token rotated then would
-    /// never be taken, the revoked one staying valid.
+    /// (the reloader's retry loop, for a watched change and SIGHUP alike,
+    /// once a run, then at most once a minute) and reads it again after a
+    /// back-off, or a token rotated then would never be taken, the revoked
+    /// one staying valid.
     pub fn reread(&self, i: usize) -> Option<String> {
         let _one_at_a_time = self.rereading.lock().unwrap_or_else(|e| e.into_inner());
         let (_, running) = self.current.load().get(i).cloned()?;
@@ -136,20 +137,6 @@ impl Tokens {
                 .and_then(|v| v.to_str().ok())
                 .and_then(bearer_token)
                 .is_some()
-    }
-
-    /// SIGHUP: read every token file again.
-    pub fn reread_files(&self) {
-        for (i, _) in self.files() {
-            // A shortage here is not read again (the watcher's re-reads
-            // are): a later SIGHUP or change reads it.
-            if let Some(error) = self.reread(i) {
-                tracing::warn!(
-                    error = %error,
-                    "admin token file not read for want of file descriptors or memory; the running token stays, read again soon"
-                );
-            }
-        }
     }
 
     /// The role of the caller, or why not. Without tokens (loopback only,

@@ -30,14 +30,14 @@ use crate::reload::Handle;
 
 pub type AdminBody = Full<Bytes>;
 
-/// Bind the admin address and serve it in the background. Refuses a
-/// non-loopback bind without tokens (SPEC §4). Also returns the tokens,
-/// for SIGHUP to re-read their files.
+/// Bind the admin address and serve it in the background; its address.
+/// Refuses a non-loopback bind without tokens (SPEC §4). The token files
+/// are the reloader's to re-read (on a change and on SIGHUP).
 pub async fn start(
     config: &AdminConfig,
     handle: Handle,
     shutdown: watch::Receiver<bool>,
-) -> Result<(SocketAddr, Arc<auth::Tokens>), String> {
+) -> Result<SocketAddr, String> {
     if let Some(warning) = exposure(config)? {
         warn!(addr = %config.bind_shown, "{warning}");
     }
@@ -59,8 +59,8 @@ pub async fn start(
         .await
         .map_err(|e| format!("admin.bind {}: {e}", config.bind_shown))?;
     let addr = socket.local_addr().map_err(|e| e.to_string())?;
-    tokio::spawn(accept_loop(socket, handle, tokens.clone(), shutdown));
-    Ok((addr, tokens))
+    tokio::spawn(accept_loop(socket, handle, tokens, shutdown));
+    Ok(addr)
 }
 
 /// The rule for an admin API without tokens: refused on a non-loopback

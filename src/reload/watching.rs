@@ -41,6 +41,21 @@ impl Reloader {
         self.rewatch();
     }
 
+    /// SIGHUP: read every admin token file again, each as a watched change
+    /// is read ([`Reloader::reread_admin_token`]). A read of its own that
+    /// met a shortage was warned about and never tried again: a token
+    /// rotated where no watch sees it (written in place through another
+    /// name under `poll_interval: 0`, SPEC §3) stayed refused, the
+    /// rotated-out one valid, until the next change or SIGHUP.
+    pub fn reread_admin_tokens(&self) {
+        let Some(tokens) = &self.admin_tokens else {
+            return;
+        };
+        for (i, _) in tokens.files() {
+            self.reread_admin_token(i);
+        }
+    }
+
     /// Token file `i` may have changed: re-read it on a blocking-pool
     /// thread, not this one. A stuck volume (NFS, a remounting kubelet
     /// volume) must not hold up certificate rotations and API calls; a
