@@ -318,6 +318,16 @@ impl Exchange {
         )))
     }
 
+    /// hotproxy refused the request itself (before routing, or the
+    /// redirect listener's `400`): its line's `authz` says why, not
+    /// `allowed`.
+    pub fn refused(mut self, why: &'static str) -> Exchange {
+        if let Some((line, _)) = &mut self.log {
+            line.authz = why;
+        }
+        self
+    }
+
     /// Apply a route's policy: refuse (403) a client outside the route's
     /// `allow_from`, or one its `allow` does not admit (a client without a
     /// certificate never matches); otherwise write the client-certificate

@@ -259,8 +259,11 @@ pub async fn redirect_connection(
             let in_flight = activity.begin(!req.body().is_end_stream());
             let start = Instant::now();
             let sent = Sent::of(&edge, req.headers());
-            let exchange = Exchange::begin(&edge, &ctx, &mut req, start, true, sent);
+            let mut exchange = Exchange::begin(&edge, &ctx, &mut req, start, true, sent);
             let mut resp = redirect(req, port);
+            if resp.status() == StatusCode::BAD_REQUEST {
+                exchange = exchange.refused("bad_request");
+            }
             front.set_response_headers(resp.headers_mut());
             // Keep-alive off: every answer is the connection's last, and
             // says so (SPEC §1 asks it of one the driver's look at a close

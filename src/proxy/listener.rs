@@ -628,7 +628,7 @@ fn refuse(
     listener
         .unrouted
         .record(refused.status().as_u16(), start.elapsed());
-    exchange.finish(refused.response())
+    exchange.refused(refused.authz()).finish(refused.response())
 }
 
 /// Route one request and forward it (`in_flight` told at an endpoint), with its metrics; the edge duties

@@ -91,6 +91,18 @@ impl Refused {
         }
     }
 
+    /// The access log's `authz` for the refusal: why, in the words a
+    /// refused head's line uses for the same status (`bad_request`,
+    /// `header_too_large`), so one filter finds both.
+    pub fn authz(self) -> &'static str {
+        match self.status() {
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            StatusCode::NOT_IMPLEMENTED => "not_implemented",
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "header_too_large",
+            _ => "bad_request",
+        }
+    }
+
     /// The short plain-text answer the client gets.
     pub fn response(self) -> http::Response<ResponseBody> {
         let mut resp = error_response(self.status(), &self.to_string());

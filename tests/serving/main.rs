@@ -22,6 +22,7 @@ mod h2_resets;
 mod heads;
 mod listeners;
 mod nominated;
+mod refused_lines;
 mod refused_upgrades;
 mod routing;
 mod slow_readers;
