@@ -1,4 +1,4 @@
-//! Request heads refused before they became requests (hyper's own `400`/`414`/`431`, a head cut at `header_read_timeout`): counted and logged as requests.
+//! Request heads refused before they became requests (hyper's own `400`/`414`/`431`, a head cut at `header_read_timeout`, one the client abandoned): counted and logged as requests.
 //!
 //! hyper's HTTP/1 server answers a head it cannot parse itself and then
 //! ends the connection with the parse error; hotproxy's service never sees
@@ -17,25 +17,80 @@ use crate::proxy::conn::{Activity, Expiry, Outcome};
 use crate::proxy::edge::EdgePolicy;
 use crate::proxy::forward::RequestContext;
 
-/// The status a connection's last head was refused with, and how long
-/// that head had been arriving; `None` when the connection ended between
-/// requests (or on HTTP/2, whose protocol errors are not requests).
+/// How a connection's last head was refused: its status and why (the
+/// access log's `authz`). Two differ at one status: a head hyper could
+/// not parse (`bad_request`) and one the client abandoned (`400` too,
+/// `header_incomplete`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadStatus {
+    status: StatusCode,
+    why: &'static str,
+}
+
+impl HeadStatus {
+    fn of(status: StatusCode) -> HeadStatus {
+        HeadStatus {
+            status,
+            why: reason(status),
+        }
+    }
+
+    pub fn as_u16(self) -> u16 {
+        self.status.as_u16()
+    }
+}
+
+/// How a connection's last head was refused, and how long that head had
+/// been arriving; `None` when the connection ended between requests (or
+/// on HTTP/2, whose protocol errors are not requests, and where no head
+/// is ever begun as HTTP/1's is).
 pub fn refused(
     outcome: &Outcome<hyper::Error>,
     activity: &Activity,
-) -> Option<(StatusCode, Duration)> {
+) -> Option<(HeadStatus, Duration)> {
     let status = match (&outcome.error, outcome.expired) {
-        (Some(e), _) => answered(e)?,
-        (None, Some(Expiry::HeaderRead)) => StatusCode::REQUEST_TIMEOUT,
+        // A head begun, then the client's end (FIN, `close_notify`) or a
+        // broken stream (RST) before it was whole: nginx logs a `400` for
+        // it ("client prematurely closed connection while reading client
+        // request headers"). It had no line and no count at all: on a
+        // keep-alive connection's second request, nothing was recorded.
+        (Some(e), _) if cut_short(e) => {
+            let took = activity.head_begun()?;
+            let status = HeadStatus {
+                status: StatusCode::BAD_REQUEST,
+                why: "header_incomplete",
+            };
+            return Some((status, took));
+        }
+        (Some(e), _) => HeadStatus::of(answered(e)?),
+        (None, Some(Expiry::HeaderRead)) => HeadStatus::of(StatusCode::REQUEST_TIMEOUT),
         _ => return None,
     };
     // A client that connects and never sends a byte is not a request
     // (nginx does not log it either): only a head that was begun counts.
     let took = activity.head_begun();
-    match status {
+    match status.status {
         StatusCode::REQUEST_TIMEOUT => took.map(|t| (status, t)),
         _ => Some((status, took.unwrap_or_default())),
     }
+}
+
+/// Whether hyper's HTTP/1 connection ended because its stream did, not
+/// over what was sent: an end of stream before the message was whole
+/// (hyper reports one between messages as a plain close, no error), or
+/// a read that failed. hyper answers neither.
+fn cut_short(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// The status hyper's HTTP/1 server answered a failed parse with; `None`
@@ -67,7 +122,7 @@ pub fn record(
     unrouted: &RouteMetrics,
     edge: &EdgePolicy,
     ctx: &RequestContext,
-    status: StatusCode,
+    status: HeadStatus,
     took: Duration,
 ) {
     unrouted.record(status.as_u16(), took);
@@ -87,7 +142,7 @@ pub fn record(
         duration: took,
         tls_version: ctx.tls_version,
         resumed: ctx.resumed,
-        reason: reason(status),
+        reason: status.why,
     })));
 }
 

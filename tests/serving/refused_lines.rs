@@ -92,3 +92,45 @@ async fn requests_refused_before_routing_say_why_in_authz() {
         0
     );
 }
+
+/// A head begun and then abandoned by its client (its end of stream, or a
+/// reset) is recorded as nginx records it: a `400` line with `authz`
+/// `header_incomplete`, counted without an upstream. It had no line and
+/// no count: on a keep-alive connection, the second request left no trace
+/// at all. Here after a whole request on the same connection, then `Ho`
+/// and the client's end (`close_notify`, FIN); and on a fresh connection
+/// half a head then FIN alone.
+#[tokio::test]
+async fn a_head_the_client_abandons_is_logged_and_counted() {
+    use tokio::io::AsyncWriteExt;
+    let (w, mut p, addr, log) = serve_logged("").await;
+    let admin = p.admin_addr().await;
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    let kept = local_port(&s);
+    write_for_200(&mut s, b"GET /api HTTP/1.1\r\nhost: a.example.com\r\n\r\n").await;
+    s.write_all(b"GET /x HTTP/1.1\r\nHo").await.unwrap();
+    s.shutdown().await.unwrap();
+    assert_eq!(read_to_close(&mut s).await, b"", "nothing answers it");
+    let all = wait_access_log(&log, 2, WAIT).await;
+    assert_eq!(all[0]["status"], 200, "{}", all[0]);
+    // Half a first head, then a TCP end without `close_notify` (a
+    // truncation to TLS: the proxy's read fails).
+    let mut cut = tls(&w, addr, &[b"http/1.1"]).await;
+    let fresh = local_port(&cut);
+    cut.write_all(b"GET /y HTTP/1.1\r\nhost: a.ex")
+        .await
+        .unwrap();
+    cut.flush().await.unwrap();
+    cut.get_mut().0.shutdown().await.unwrap();
+    assert_eq!(read_to_close(&mut cut).await, b"", "nothing answers it");
+    let all = wait_access_log(&log, 3, WAIT).await;
+    for (line, port) in all[1..].iter().zip([kept, fresh]) {
+        assert_eq!(line["status"], 400, "{line}");
+        assert_eq!(line["authz"], "header_incomplete", "{line}");
+        assert!(line["method"].is_null() && line["path"].is_null(), "{line}");
+        let client = line["client_addr"].as_str().unwrap();
+        assert!(client.ends_with(&format!(":{port}")), "{line}");
+    }
+    let line = r#"hotproxy_http_requests_total{listener="public",upstream="",code="400"} 2"#;
+    wait_metric(admin, line, WAIT).await;
+}
