@@ -398,21 +398,31 @@ pub fn creatable(path: &Path) -> std::io::Result<()> {
     } else {
         dir
     };
+    allows(
+        dir,
+        rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+    )
+}
+
+/// Whether this process may open the existing `path` for writing, asked
+/// as the kernel would answer without opening it: for a FIFO, whose open
+/// (or close) a reader would see. The error is the system's.
+pub fn writable(path: &Path) -> std::io::Result<()> {
+    allows(path, rustix::fs::Access::WRITE_OK)
+}
+
+/// Whether the kernel grants `access` on `path` to this process.
+fn allows(path: &Path, access: rustix::fs::Access) -> std::io::Result<()> {
     // Plain `faccessat` (no flags), asking with the real ids: hotproxy
     // never runs setuid, so they are the effective ones. `AT_EACCESS`
     // makes rustix try `faccessat2` first, falling back only on ENOSYS:
     // old container seccomp profiles answer EPERM (a false "Operation not
     // permitted"), and systemd < 247's `@system-service` kills with
     // SIGSYS. EPERM or ENOSYS from a sandbox says nothing of the
-    // directory: `check` cannot tell, and leaves it to `run`'s open.
-    use rustix::fs::{Access, AtFlags, CWD, accessat};
+    // file: this cannot tell, and leaves it to the open.
+    use rustix::fs::{AtFlags, CWD, accessat};
     use rustix::io::Errno;
-    match accessat(
-        CWD,
-        dir,
-        Access::WRITE_OK | Access::EXEC_OK,
-        AtFlags::empty(),
-    ) {
+    match accessat(CWD, path, access, AtFlags::empty()) {
         Err(Errno::PERM | Errno::NOSYS) => Ok(()),
         done => done.map_err(Into::into),
     }

@@ -3,8 +3,10 @@
 //! A line the writer cannot write (a full disk, a FIFO whose reader left)
 //! is dropped and counted, as one the queue had no room for; the error is
 //! logged at once, then at most every [`REPORT_EVERY`] with the lines lost
-//! since. A FIFO whose reader left is closed and opened again, at most every
-//! [`RETRY`], once a reader is there (a log shipper that restarts, and
+//! since; so is a FIFO's open that fails for another reason than having
+//! no reader (no permission), tried again as one without a reader. A FIFO
+//! whose reader left is closed and opened again, at most every [`RETRY`],
+//! once a reader is there (a log shipper that restarts, and
 //! perhaps makes its pipe again, gets lines without a SIGUSR1). A reopen
 //! request ([`ROTATIONS`]) is seen between any two lines, not only when the
 //! queue is empty, by every writer, also one a reload has opened and not yet
@@ -149,12 +151,15 @@ pub(super) fn shown(path: &Path) -> String {
 
 /// What `hotproxy check` can tell without creating anything: whether
 /// [`spawn`] would open `path`. An existing file must open for appending
-/// (opened, not written); a new one needs its directory. stdout and a FIFO
-/// (opened by the writer thread) pass.
+/// (opened, not written); a new one needs its directory; a FIFO must be
+/// one this process may write ([`fifo_writable`]). stdout passes.
 pub(super) fn preview(path: &Path) -> Result<(), String> {
     let problem = |e: &dyn std::fmt::Display| format!("access_log.path {}: {e}", shown(path));
-    if path == Path::new(STDOUT) || is_fifo(path) {
+    if path == Path::new(STDOUT) {
         return Ok(());
+    }
+    if is_fifo(path) {
+        return fifo_writable(path).map_err(|e| problem(&e));
     }
     // `run`'s open(O_CREAT) follows a symlink to a file not made yet and
     // creates it where the link leads: its directory is the one asked
@@ -178,11 +183,22 @@ pub(super) fn preview(path: &Path) -> Result<(), String> {
     }
 }
 
+/// Whether this process may open the FIFO at `path` for writing, once a
+/// reader is there. A FIFO nobody may write (a shipper's pipe made 0600
+/// by another user) was accepted, and every line dropped, the writer
+/// retrying in vain: it is a path that cannot be opened, refused as a
+/// file's would be. Asked, not opened: a probe's open and close would end
+/// a waiting reader's read (`cat` would exit), and one kept open would
+/// do so when a reload it was prepared for is refused.
+fn fifo_writable(path: &Path) -> std::io::Result<()> {
+    crate::fsutil::writable(path)
+}
+
 /// Open the sink (an error here is a config error; a FIFO is opened by
-/// the thread) and start the thread. `after`: the earlier writers of the
-/// same path that may still be writing (the one this one replaces, ones
-/// replaced or removed by earlier reloads still draining); this one writes
-/// nothing before every one of them has ended. `go`: the thread starts
+/// the thread, once [`fifo_writable`] allows it) and start the thread.
+/// `after`: the earlier writers of the same path that may still be
+/// writing (the one this one replaces, ones replaced or removed by earlier
+/// reloads still draining); this one writes nothing before every one of them has ended. `go`: the thread starts
 /// once it is sent, and ends at once, its file closed, if it is dropped
 /// unsent (the reload that prepared it was refused).
 pub(super) fn spawn(
@@ -194,6 +210,8 @@ pub(super) fn spawn(
     // Before the open: a signal during it reopens once more, never not.
     let rotation = ROTATIONS.load(Ordering::SeqCst);
     let sink = if is_fifo(&config.path) {
+        fifo_writable(&config.path)
+            .map_err(|e| format!("access_log.path {}: {e}", shown(&config.path)))?;
         None
     } else {
         Some(
@@ -267,8 +285,9 @@ fn run(
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {}
                 Err(e) => {
-                    // Lines are dropped and counted until it opens.
-                    error!(path = %shown(&w.path), error = %e, "cannot open the access log");
+                    // Lines are dropped and counted until it opens,
+                    // reported as a failing write's are.
+                    w.report(&e, Failure::Open);
                     break;
                 }
             }
@@ -455,20 +474,34 @@ impl Writer {
         self.unreported += n;
     }
 
-    /// A write failed and lost `lost` lines: log it, but at most every
-    /// [`REPORT_EVERY`] (a full disk fails every batch), with the lines
-    /// lost since the last time.
+    /// A write failed and lost `lost` lines: [`Writer::report`]ed.
     fn failed(&mut self, e: &std::io::Error, lost: u64) {
         self.dropped(lost);
+        self.report(e, Failure::Write);
+    }
+
+    /// Log a failure, but at most every [`REPORT_EVERY`] (a full disk
+    /// fails every batch, a FIFO that will not open every retry), with
+    /// the lines lost since the last time.
+    fn report(&mut self, e: &std::io::Error, what: Failure) {
         let now = Instant::now();
         if self
             .reported_at
-            .is_none_or(|t| now.duration_since(t) >= REPORT_EVERY)
+            .is_some_and(|t| now.duration_since(t) < REPORT_EVERY)
         {
-            error!(path = %shown(&self.path), error = %e, lines_dropped = self.unreported, "cannot write the access log: lines dropped (logged at most every 10 s)");
-            self.unreported = 0;
-            self.reported_at = Some(now);
+            return;
         }
+        let (path, lost) = (shown(&self.path), self.unreported);
+        match what {
+            Failure::Write => {
+                error!(path = %path, error = %e, lines_dropped = lost, "cannot write the access log: lines dropped (logged at most every 10 s)");
+            }
+            Failure::Open => {
+                error!(path = %path, error = %e, lines_dropped = lost, "cannot open the access log: lines dropped (logged at most every 10 s)");
+            }
+        }
+        self.unreported = 0;
+        self.reported_at = Some(now);
     }
 
     /// A FIFO whose reader left: opened again if a reader is there now,
@@ -491,7 +524,14 @@ impl Writer {
                 self.fifo = true;
                 true
             }
-            Err(_) => false,
+            // No reader yet: the shipper is away, as when it left.
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => false,
+            // Failed in silence, every line dropped with no word after
+            // the first (a pipe made anew by another user, mode 0600).
+            Err(e) => {
+                self.report(&e, Failure::Open);
+                false
+            }
         }
     }
 
@@ -521,6 +561,13 @@ impl Writer {
             Err(e) => error!(path = %shown(&self.path), error = %e, "cannot reopen the access log"),
         }
     }
+}
+
+/// What failed, for [`Writer::report`].
+#[derive(Clone, Copy)]
+enum Failure {
+    Write,
+    Open,
 }
 
 /// Whether `new` is the file `old` is (one device and inode).

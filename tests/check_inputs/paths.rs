@@ -578,19 +578,56 @@ fn a_dangling_access_log_link_into_a_writable_directory_passes_the_check() {
     assert!(!s.path("logs/access.log").exists(), "{out}");
 }
 
+/// A FIFO as `access_log.path` that the user cannot open for writing (a
+/// log shipper's pipe made mode 0600 by root, the proxy running as
+/// another user) passed `check`, and `run` started, then dropped every
+/// line, its one error logged at the start and every retry after failing
+/// in silence. Both refuse it, as a file that cannot be opened: "A path
+/// that cannot be opened rejects the configuration" (SPEC §2). Run as
+/// `nobody` when the tests run as root (who opens anything), the FIFO
+/// being root's; else as the user, the FIFO mode 0400. No reader is
+/// needed to tell: a FIFO without one is still accepted.
+#[test]
+fn a_fifo_access_log_the_user_cannot_open_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let (s, cfg) = scene("public", "access_log: { path: access.fifo }");
+    std::fs::set_permissions(s.dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    let fifo = s.path("access.fifo");
+    mkfifo(&fifo);
+    std::fs::set_permissions(&fifo, PermissionsExt::from_mode(0o400)).unwrap();
+    let said = format!("access_log.path {}: Permission denied", fifo.display());
+    for subcommand in ["check", "run"] {
+        let out = cli_as_nobody(subcommand, &s, &cfg);
+        assert!(out.ends_with("exit: Some(1)"), "{subcommand}: {out}");
+        assert!(out.contains(&said), "{subcommand}: {out}");
+    }
+    // One it may write, with no reader yet, passes as before.
+    std::fs::set_permissions(&fifo, PermissionsExt::from_mode(0o622)).unwrap();
+    let out = check_as_nobody(&s, &cfg);
+    assert!(out.ends_with("exit: Some(0)"), "{out}");
+}
+
 /// `hotproxy check` on `cfg`, run from a copy of the binary in the scene's
 /// directory (the build's own directories may be closed to `nobody`) as
 /// `nobody` when the tests run as root (who writes anywhere), else as the
 /// user: its stdout, stderr and `exit: <code>` last.
 fn check_as_nobody(s: &Scene, cfg: &Path) -> String {
+    cli_as_nobody("check", s, cfg)
+}
+
+/// As [`check_as_nobody`], `hotproxy SUBCOMMAND` (`run` when it is
+/// refused at startup).
+fn cli_as_nobody(subcommand: &str, s: &Scene, cfg: &Path) -> String {
     use std::os::unix::fs::MetadataExt;
     use std::os::unix::process::CommandExt;
     const NOBODY: u32 = 65534;
     let bin = s.path("hotproxy");
-    std::fs::copy(env!("CARGO_BIN_EXE_hotproxy"), &bin).unwrap();
+    if !bin.exists() {
+        std::fs::copy(env!("CARGO_BIN_EXE_hotproxy"), &bin).unwrap();
+    }
     let mut command = Command::new(&bin);
     command
-        .args(["check", "--config"])
+        .args([subcommand, "--config"])
         .arg(cfg)
         .current_dir(s.dir.path())
         .stdout(Stdio::piped())

@@ -249,3 +249,63 @@ async fn queued_lines_do_not_pin_request_heads() {
         "the proxy grew by {grown} KiB for 2,000 queued lines"
     );
 }
+
+/// A FIFO access log that stops being one the proxy may open (the
+/// shipper's pipe made 0600 by another user while no reader had it): the
+/// open's failure is logged at once, then at most every 10 s with the
+/// lines dropped since, as a failing write's is (SPEC §2). It was logged
+/// once, and every retry after failed in silence, the lines dropped with
+/// no word. As root the proxy runs as `nobody`, the FIFO being root's;
+/// else the FIFO goes mode 0000.
+#[tokio::test]
+async fn a_fifo_that_will_not_open_is_reported_with_the_lines_dropped() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    const NOBODY: u32 = 65534;
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let mode = |p: &Path, m: u32| std::fs::set_permissions(p, PermissionsExt::from_mode(m));
+    mode(scene.dir.path(), 0o755).unwrap();
+    let fifo = scene.path("access.fifo");
+    mkfifo(&fifo);
+    mode(&fifo, 0o622).unwrap();
+    let config = logged_config(&scene, &ca, "json", &fifo);
+    let root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
+    let mut p = match root {
+        true => Proxy::start_as(&config, scene.dir.path(), NOBODY, NOBODY),
+        false => Proxy::start(&config),
+    };
+    let addr = p.listener_addr("public").await;
+    p.wait_log("the writer waiting for a reader", |v| {
+        v["message"] == "access log is a FIFO: waiting for a reader"
+    })
+    .await;
+    mode(&fifo, if root { 0o600 } else { 0o000 }).unwrap();
+    let opening = |v: &serde_json::Value| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("cannot open the access log"))
+            && v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("Permission denied"))
+    };
+    p.wait_log("the failed open reported", opening).await;
+    // Requests go on, each line dropped: the next report, 10 s on, says
+    // how many.
+    let traffic = tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_millis(200));
+        loop {
+            every.tick().await;
+            send(
+                addr,
+                &ca,
+                b"GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            )
+            .await;
+        }
+    });
+    p.wait_log("the lines dropped since reported", |v| {
+        opening(v) && v["lines_dropped"].as_u64().is_some_and(|n| n >= 1)
+    })
+    .await;
+    traffic.abort();
+}

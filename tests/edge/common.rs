@@ -204,8 +204,20 @@ pub async fn logged_to(
     format: &str,
     log: &std::path::Path,
 ) -> (Proxy, SocketAddr) {
+    let mut p = Proxy::start(&logged_config(scene, ca, format, log));
+    let addr = p.listener_addr("public").await;
+    (p, addr)
+}
+
+/// The configuration of [`logged_to`], written to the scene: its path.
+pub fn logged_config(
+    scene: &Scene,
+    ca: &TestCa,
+    format: &str,
+    log: &std::path::Path,
+) -> std::path::PathBuf {
     scene.pair("a", &ca.server_pair(&["localhost"]));
-    let config = scene.config(&format!(
+    scene.config(&format!(
         r#"
 access_log: {{ path: {log}, format: {format} }}
 listeners:
@@ -218,8 +230,5 @@ upstreams:
     servers: [http://127.0.0.1:9]
 "#,
         log = log.display(),
-    ));
-    let mut p = Proxy::start(&config);
-    let addr = p.listener_addr("public").await;
-    (p, addr)
+    ))
 }
