@@ -21,8 +21,9 @@
 //!
 //! A tunnel keeps the client connection's slot (`max_connections`, the
 //! active-connection gauge, the shutdown drain) until it ends, and ends
-//! after `limits.tunnel_idle_timeout` without a byte in either direction,
-//! or, as its connection would, at `max_connection_lifetime` once the
+//! after `limits.tunnel_idle_timeout` without a byte in either direction
+//! and none read waiting to be written (a slow reader's wait is
+//! `send_timeout`'s), or, as its connection would, at `max_connection_lifetime` once the
 //! listener's material has rotated ([`crate::proxy::lifetime`]), or when
 //! changed admission rules refuse its client: the listener's (as its
 //! connection's, and its host's entry's when another than the
@@ -204,13 +205,18 @@ pub fn spawn<H: Send + 'static>(
         let clock = Arc::new(Clock::new());
         // Each side counts what was written to it for the access log
         // (written, not read from the other: what a cut tunnel still held
-        // was never sent); either side's reads wind the idle clock.
+        // was never sent); either side's reads and writes wind the idle
+        // clock, and what was read and not yet written keeps it from
+        // running out (`Clock`).
         let mut client = {
-            let (clock, written) = (clock.clone(), relayed.clone());
+            let (read, wrote, written) = (clock.clone(), clock.clone(), relayed.clone());
             OnRead::both(
                 TokioIo::new(client),
-                move |_| clock.touch(),
-                move |n| written.written(n),
+                move |n| read.read(n),
+                move |n| {
+                    wrote.wrote(n);
+                    written.written(n);
+                },
             )
         };
         // Its own connection's stream, reached below the upgrade: what
@@ -231,11 +237,14 @@ pub fn spawn<H: Send + 'static>(
             "send_timeout: the upstream stopped reading",
         );
         let mut upstream = {
-            let clock = clock.clone();
+            let (read, wrote) = (clock.clone(), clock.clone());
             OnRead::both(
                 upstream,
-                move |_| clock.touch(),
-                move |n| relayed.to_upstream(n),
+                move |n| read.read(n),
+                move |n| {
+                    wrote.wrote(n);
+                    relayed.to_upstream(n);
+                },
             )
         };
         let copy = async {
@@ -250,7 +259,7 @@ pub fn spawn<H: Send + 'static>(
         };
         tokio::pin!(copy);
         loop {
-            let quiet_until = clock.last() + idle_timeout;
+            let quiet_until = clock.quiet_until(idle_timeout);
             tokio::select! {
                 closed = &mut copy => {
                     match closed {
@@ -274,7 +283,7 @@ pub fn spawn<H: Send + 'static>(
                     return;
                 }
                 _ = tokio::time::sleep_until(quiet_until.into()) => {
-                    if clock.last() + idle_timeout <= Instant::now() {
+                    if clock.quiet_until(idle_timeout) <= Instant::now() {
                         debug!(listener = %listener, reason = "tunnel_idle_timeout", "tunnel closed");
                         return;
                     }
@@ -284,10 +293,18 @@ pub fn spawn<H: Send + 'static>(
     });
 }
 
-/// When a byte last crossed the tunnel, either way.
+/// When a byte last crossed the tunnel, either way, and how many were
+/// read from one side and not yet written to the other. A tunnel holding
+/// such bytes is not idle: it waits for a side that reads slowly, which
+/// `send_timeout` bounds. The copy reads a side only once it has written
+/// what it read before, so a client taking a stream slowly but steadily
+/// can leave both sides unread for longer than `tunnel_idle_timeout`
+/// while bytes still reach it; read alone, the clock closed such a tunnel
+/// as idle. The hooks and the check run on the tunnel's one task.
 struct Clock {
     started: Instant,
     last_ms: AtomicU64,
+    held: AtomicU64,
 }
 
 impl Clock {
@@ -295,7 +312,26 @@ impl Clock {
         Clock {
             started: Instant::now(),
             last_ms: AtomicU64::new(0),
+            held: AtomicU64::new(0),
         }
+    }
+
+    /// `n` bytes read from either side, to be written to the other.
+    fn read(&self, n: usize) {
+        self.held.fetch_add(n as u64, Ordering::Relaxed);
+        self.touch();
+    }
+
+    /// `n` bytes written to either side.
+    fn wrote(&self, n: usize) {
+        // Saturating: a write never takes more than was read, but an
+        // underflow must not read as bytes held for ever.
+        let _ = self
+            .held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+                Some(h.saturating_sub(n as u64))
+            });
+        self.touch();
     }
 
     fn touch(&self) {
@@ -303,8 +339,14 @@ impl Clock {
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
-    fn last(&self) -> Instant {
-        self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    /// When the tunnel is idle if nothing moves: `idle` after the last
+    /// byte, or, while bytes are held, not before `idle` from now (looked
+    /// at again then).
+    fn quiet_until(&self, idle: Duration) -> Instant {
+        if self.held.load(Ordering::Relaxed) > 0 {
+            return Instant::now() + idle;
+        }
+        self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle
     }
 }
 

@@ -31,6 +31,7 @@ mod timeouts;
 mod tunnel_bytes;
 mod tunnel_hosts;
 mod tunnel_reloads;
+mod tunnel_slow;
 mod tunnels;
 mod upgrade_answers;
 mod upgrade_slots;
