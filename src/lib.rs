@@ -198,6 +198,7 @@
 //!   - `hop`: hop-by-hop headers (and those `Connection` names), removed at each hop.
 //!   - `trailers`: fields after a body: none a trailer may not carry, and on a
 //!     request none `headers` sets or strips, and no more than a head's 100.
+//!   - `padding`: an HTTP/2 upstream's values padded with whitespace, trimmed as HTTP/1.1's.
 //!   - `body`: the client's request body, remembering whether the client broke it,
 //!     stalled it (`body_read_timeout`) or sent too much (`max_body_bytes`), whether it
 //!     waits on the client, and whether it went upstream whole (a connection answered

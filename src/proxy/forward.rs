@@ -52,11 +52,11 @@ use crate::proxy::failure::{
     Failure, closed_before_response, copy_of, diagnose, dispatch_gone, early, h1_again, h1_spent,
     idempotent, refused_stream, replayable, unprocessed,
 };
-use crate::proxy::framing;
 use crate::proxy::headers::{Message, rewrite_request_headers, strip_hop_by_hop};
 use crate::proxy::kept::{Fields, Kept};
 use crate::proxy::resends::Resends;
 use crate::proxy::websocket::Accept;
+use crate::proxy::{framing, padding};
 use crate::upstream::conn::{DialError, Dialer, MAX_RESPONSE_FIELDS, Unanswered};
 use crate::upstream::endpoint::{Earlier, Endpoint, Lease, LeasedBody};
 use crate::upstream::resolve::Resolution;
@@ -518,7 +518,7 @@ impl Upstream {
                             return Err((Failure::Framing(why), None));
                         }
                         Ok(resp) => {
-                            let (head, b) = resp.into_parts();
+                            let (head, b) = padding::trimmed_head(resp).into_parts();
                             let body = LeasedBody::h2(b, stream, body, &self.read, count.take());
                             return early(head, body).await;
                         }

@@ -25,6 +25,7 @@ pub mod lifetime;
 pub mod linger;
 pub mod listener;
 pub mod on_read;
+pub mod padding;
 pub mod path;
 pub mod plain;
 pub mod proxy_protocol;

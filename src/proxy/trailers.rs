@@ -85,9 +85,13 @@ fn decides_the_request(name: &HeaderName) -> bool {
 
 /// Drop from an upstream's response trailers what may not follow a body
 /// (HTTP/2 refuses connection-specific fields, and would reset the
-/// client's stream instead of ending it).
+/// client's stream instead of ending it), and trim the whitespace around
+/// a value an HTTP/2 upstream padded, as HTTP/1.1's parser trims it
+/// ([`crate::proxy::padding`]): an HTTP/2 client holding to the RFC would
+/// refuse the stream.
 pub fn clean_response(trailers: &mut HeaderMap) {
     remove_where(trailers, never_a_trailer);
+    crate::proxy::padding::trim(trailers);
 }
 
 /// A `Trailer` value without the `named` names (those a `Connection`

@@ -19,6 +19,7 @@ mod informational;
 mod key_usage;
 mod lengths;
 mod mixed_alpn;
+mod padded_values;
 mod pool;
 mod raw_h2;
 mod refused;
