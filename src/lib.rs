@@ -116,13 +116,16 @@
 //!     overlapping one; running listeners indexed by address, and the new ones by
 //!     name and address (the overrides set through the API kept or renamed), once
 //!     per reload.
-//!   - `rebind`: a listening socket bound; a new address bound beside an overlapping
+//!   - `rebind`: a new address bound, listening only once nothing refuses the reload;
+//!     a new address bound beside an overlapping
 //!     one a listener gives up; a listener stopped, its socket handed over or given up.
 //!   - `api`: the catalogue queries and mutations the admin API runs.
 //!   - `tests`: the reloader's state driven by calls on real files and sockets, its
 //!     thread not started (a CA bundle's CRLs chosen again, a listener stopped).
 //!     - `open_mtls`: open mTLS connections across CRL changes: what they keep
 //!       of the snapshot they shook hands under, how often their chains are verified.
+//!     - `refused_ports`: reloads refused after their new addresses were planned:
+//!       no new port listens meanwhile, no access log file is created.
 //! - `proxy`: serving.
 //!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 or h2, as ALPN agreed).
 //!     - `settings`: a listener's limits and the hyper h1/h2 server builders made from them.

@@ -425,9 +425,8 @@ impl Reloader {
             .map(|(n, (u, _, _))| (n.clone(), u.clone()))
             .collect();
 
-        // 3. Listeners: build snapshots, bind new addresses. Not once
-        // shutdown began during the lookups above: a port bound and
-        // listening here would queue clients nobody accepts.
+        // 3. Listeners: build snapshots, bind new addresses (they listen
+        // last). Not once shutdown began during the lookups above.
         if self.shutting_down() {
             return Err(SHUTDOWN_BEGAN.to_owned());
         }
@@ -465,19 +464,19 @@ impl Reloader {
         if !problems.is_empty() {
             return Err(problems.join("\n"));
         }
-        // The access log opens its file here: a path that cannot be opened
-        // rejects the configuration like an unbindable address.
-        let access_log = crate::access_log::prepare(new.access_log.as_ref())?;
         // Shutdown may have begun while this was built (up to 5 s, the
-        // last upstream's lookup): committed, it would bind
-        // new ports with nobody to accept on them, and hold the release of
+        // last upstream's lookup): committed, it would make new ports
+        // listen with nobody to accept on them, and hold the release of
         // the listening sockets queued behind it (SPEC §3).
         if self.shutting_down() {
             return Err(SHUTDOWN_BEGAN.to_owned());
         }
-        // Last, nothing else refusing the reload: sockets bound beside a
-        // running listener's take its clients at once.
-        let planned = self.bind_beside_last(planned, &givers)?;
+        // Every address bound (none listening yet), then the access log
+        // opened (a path that cannot be opened refuses the reload; a file
+        // is created only if no address did), then the new sockets listen.
+        let bound = self.bind_beside_last(planned, &givers)?;
+        let access_log = crate::access_log::prepare(new.access_log.as_ref())?;
+        let planned = self.listen_last(bound)?;
 
         // 4. Commit: nothing below can fail.
         access_log.apply();

@@ -3,8 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 
-use super::rebind::bind_std;
-use super::rebind::{Registered, bind_beside, listen_beside, register};
+use super::rebind::{Registered, bind_beside, bind_fresh, listen_beside, register};
 use super::{LiveListener, Reloader};
 use crate::config::{Config, ListenerConfig, Shown};
 
@@ -134,13 +133,15 @@ impl<'a> Givers<'a> {
     }
 }
 
-/// A new listener's socket as planned: its own kept (`None`) or one taken
-/// up now, or, its address held until the commit by a running listener
-/// moving off an overlapping one on its port, one to bind beside that
-/// listener's once nothing else refuses the reload
+/// A new listener's socket as planned: its own kept (`None`) or one a
+/// running listener hands over; or bound anew, to listen once nothing
+/// else refuses the reload ([`Reloader::listen_last`]); or, its address
+/// held until the commit by a running listener moving off an overlapping
+/// one on its port, one to bind beside that listener's
 /// ([`Reloader::bind_beside_last`]).
 pub(super) enum Placed {
     Ready(Option<Registered>),
+    Bound(socket2::Socket),
     Beside,
 }
 
@@ -153,13 +154,14 @@ impl Reloader {
     /// The socket new listener `l` is to serve on: `None` when it keeps
     /// its own (same name, same address); else the one a running listener
     /// gives up on its address (that listener's name added to `shared`),
-    /// else bound anew, else, while a running listener moving off an
-    /// overlapping address on its port holds it until the commit,
-    /// [`Placed::Beside`]. Registered with the runtime now: a failure
-    /// (epoll's ENOMEM, ENOSPC) refuses the reload; in the commit it
-    /// panicked, half applied. The error is the reload's problem (or the
-    /// start's), the address in it as a problem of the file shows it: an
-    /// address set from `${NAME}` was shown as it parsed.
+    /// registered with the runtime now (a failure, epoll's ENOMEM or
+    /// ENOSPC, refuses the reload; in the commit it panicked, half
+    /// applied); else bound anew, not listening ([`Placed::Bound`]); else,
+    /// while a running listener moving off an overlapping address on its
+    /// port holds it until the commit, [`Placed::Beside`]. The error is
+    /// the reload's problem (or the start's), the address in it as a
+    /// problem of the file shows it: an address set from `${NAME}` was
+    /// shown as it parsed.
     pub(super) fn socket_for(
         &self,
         l: &ListenerConfig,
@@ -173,64 +175,75 @@ impl Reloader {
         if kept {
             return Ok(Placed::Ready(None));
         }
-        let socket = match givers
-            .handed_over(l)
-            .map(|(old, socket)| {
-                shared.insert(old.to_owned());
-                socket
-            })
-            .map_or_else(|| bind_std(l.bind, &self.rt, false), Ok)
-        {
-            Ok(s) => s,
+        if let Some((old, socket)) = givers.handed_over(l) {
+            shared.insert(old.to_owned());
+            return self.registered(l, socket).map(|s| Placed::Ready(Some(s)));
+        }
+        // Bound only: listening here, it queued the clients of a port a
+        // reload refused later (another listener's address, the access
+        // log) then reset them, on every retry of the refused file.
+        match bind_fresh(l.bind) {
+            Ok(socket) => Ok(Placed::Bound(socket)),
             Err(e)
                 if e.kind() == std::io::ErrorKind::AddrInUse && givers.overlapping(l).is_some() =>
             {
-                return Ok(Placed::Beside);
+                Ok(Placed::Beside)
             }
-            Err(e) => {
-                return Err(format!(
-                    "listener {}: cannot bind {}: {e}",
-                    l.name, l.bind_shown
-                ));
-            }
-        };
-        self.registered(l, socket).map(|s| Placed::Ready(Some(s)))
+            Err(e) => Err(cannot_bind(l, &e)),
+        }
     }
 
     /// `placed`, each listener's socket ([`Reloader::socket_for`]) with
-    /// what else was planned of it, once nothing else refuses the reload
-    /// (every listener planned, every ordinary address bound, the access
-    /// log opened): those [`Placed::Beside`] bound beside the running
-    /// listener moving off the overlapping address (Linux then sends their
-    /// address's new connections to them), with its name. Bound during
-    /// planning, a socket beside was dropped, and every client it had
-    /// queued reset, by a problem found later, on each retry of the
-    /// refused file (every 30 s at most), for as long as it was not fixed.
-    /// Every one is bound before any listens: one refused (the kernel
-    /// will not: another user's socket) drops the others bound, none of
-    /// which has queued a client. Each bound and listening in turn, a
-    /// reload moving two listeners reset the clients queued on the first
-    /// when the second was refused, on every retry.
-    pub(super) fn bind_beside_last<T>(
+    /// what else was planned of it, once every listener is planned and
+    /// every ordinary address bound: those [`Placed::Beside`] bound beside
+    /// the running listener moving off the overlapping address, not
+    /// listening yet ([`Reloader::listen_last`]). Bound during planning, a
+    /// socket beside was dropped, and every client it had queued reset, by
+    /// a problem found later, on each retry of the refused file (every
+    /// 30 s at most), for as long as it was not fixed. Every one is bound
+    /// before any listens: one refused (the kernel will not: another
+    /// user's socket) drops the others bound, none of which has queued a
+    /// client. Each bound and listening in turn, a reload moving two
+    /// listeners reset the clients queued on the first when the second
+    /// was refused, on every retry.
+    pub(super) fn bind_beside_last<'g, T>(
         &self,
         placed: Vec<(ListenerConfig, T, Placed)>,
-        givers: &Givers<'_>,
-    ) -> Result<Vec<Planned<T>>, String> {
+        givers: &Givers<'g>,
+    ) -> Result<Vec<Bound<'g, T>>, String> {
         let mut bound = Vec::with_capacity(placed.len());
         for (l, t, placed) in placed {
             let socket = match placed {
                 Placed::Ready(s) => Taken::Ready(s),
+                Placed::Bound(s) => Taken::Bound(s),
                 Placed::Beside => Taken::Beside(self.bound_beside(&l, givers)?),
             };
             bound.push((l, t, socket));
         }
-        // Every address bound: the kernel's refusal comes at the bind. A
-        // listen or a registration refused now (epoll's ENOMEM) still
-        // drops those listening before it.
+        Ok(bound)
+    }
+
+    /// Each socket bound anew or beside ([`Reloader::bind_beside_last`])
+    /// listening and registered with the runtime, once nothing else
+    /// refuses the reload (the access log opened too): those beside a
+    /// running listener's take its address's new connections at once
+    /// (Linux sends them to the more specific socket), with its name.
+    /// Every address bound: the kernel's refusal came at the bind. A listen
+    /// or a registration refused now (epoll's ENOMEM) still drops those
+    /// listening before it.
+    pub(super) fn listen_last<T>(
+        &self,
+        bound: Vec<Bound<'_, T>>,
+    ) -> Result<Vec<Planned<T>>, String> {
         let mut planned = Vec::with_capacity(bound.len());
         for (l, t, socket) in bound {
             let (socket, beside) = match socket {
                 Taken::Ready(s) => (s, None),
+                Taken::Bound(socket) => {
+                    let socket = socket.listen(1024).map(|()| socket.into());
+                    let socket = socket.map_err(|e| cannot_bind(&l, &e))?;
+                    (Some(self.registered(&l, socket)?), None)
+                }
                 Taken::Beside((socket, name, at, old)) => {
                     let socket = listen_beside(socket, &l.bind_shown, old)
                         .map_err(|e| refused_beside(&l, &e, name, at))?;
@@ -274,7 +287,7 @@ impl Reloader {
 
 /// A socket bound beside a running listener's ([`bind_beside`]), with
 /// that listener's name, its address as shown, and its socket.
-type Beside<'g> = (
+pub(super) type Beside<'g> = (
     socket2::Socket,
     &'g str,
     &'g Shown,
@@ -282,10 +295,21 @@ type Beside<'g> = (
 );
 
 /// A new listener's socket between [`Reloader::bind_beside_last`]'s binds
-/// and its listens: planned ([`Placed::Ready`]), or bound beside.
-enum Taken<'g> {
+/// and [`Reloader::listen_last`]'s listens: planned ([`Placed::Ready`]),
+/// bound anew, or bound beside.
+pub(super) enum Taken<'g> {
     Ready(Option<Registered>),
+    Bound(socket2::Socket),
     Beside(Beside<'g>),
+}
+
+/// A new listener's configuration, what else was planned of it, and its
+/// socket, bound and not listening yet.
+pub(super) type Bound<'g, T> = (ListenerConfig, T, Taken<'g>);
+
+/// The problem of `l`'s address refused by the kernel.
+fn cannot_bind(l: &ListenerConfig, e: &std::io::Error) -> String {
+    format!("listener {}: cannot bind {}: {e}", l.name, l.bind_shown)
 }
 
 /// The problem of `l`'s address refused beside the overlapping one of

@@ -178,28 +178,19 @@ fn reuse_port(l: &std::net::TcpListener, on: bool) -> std::io::Result<()> {
     tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(fd)).set_reuseport(on)
 }
 
-/// A listening socket on `addr`, with `SO_REUSEPORT` if `reuse_port` (only
-/// while binding beside an overlapping address, as this module does).
-pub(super) fn bind_std(
-    addr: SocketAddr,
-    rt: &tokio::runtime::Handle,
-    reuse_port: bool,
-) -> std::io::Result<std::net::TcpListener> {
-    // Bound through tokio's socket builder for SO_REUSEADDR, then handed
-    // back as a std listener so binding can happen before committing.
-    // `listen` registers with tokio's reactor: on the reloader thread (a
-    // config reload adds a listener) that needs the runtime entered.
-    let _enter = rt.enter();
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    if reuse_port {
-        socket.set_reuseport(true)?;
-    }
-    socket.bind(addr)?;
-    let l = socket.listen(1024)?;
-    l.into_std()
+/// A socket bound to `addr`, not listening: the kernel queues no
+/// connection on it (a client is refused) until [`Reloader::listen_last`]
+/// makes it listen, once nothing else refuses the reload.
+/// `SO_REUSEADDR`, as every listener: a port whose last connections are
+/// in TIME_WAIT binds at once.
+pub(super) fn bind_fresh(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
 }

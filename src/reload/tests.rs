@@ -19,6 +19,7 @@ use crate::material::pem;
 use crate::proxy::drain::Drain;
 
 mod open_mtls;
+mod refused_ports;
 
 /// A directory holding a CA (`clients.crt`), a CRL of it issued an hour
 /// ago (`now.crl`) and one dated a day ahead (`ahead.crl`), a server pair
