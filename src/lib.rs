@@ -34,7 +34,9 @@
 //!     (`|`, `>`: a pasted key or token), read back from the file's text.
 //!   - `tree`: the YAML as a tree with lines, read into `raw` recording every
 //!     unknown key, wrong type and missing field (check lists them all).
-//!     - `read`: the deserializer over the tree that records a problem and keeps going.
+//!     - `read`: the deserializer over the tree that records a problem and keeps going
+//!       (a required field, once found missing, filled in wherever else it is).
+//!     - `near`: an unknown key's message: the keys allowed, the one likely meant.
 //!     - `prepare`: the tree before it is read: keys over 256 bytes refused,
 //!       `${NAME}` expanded, pasted values found, each by node for `read` to place;
 //!       a key as paths and messages show it (escaped, cut, or withheld).

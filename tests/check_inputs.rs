@@ -727,3 +727,6 @@ mod warnings;
 
 #[path = "check_inputs/token_index.rs"]
 mod token_index;
+
+#[path = "check_inputs/broken_items.rs"]
+mod broken_items;

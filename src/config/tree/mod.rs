@@ -19,6 +19,7 @@ use std::fmt;
 use serde::de::{self, DeserializeOwned, Visitor};
 use serde::{Deserialize, Deserializer};
 
+mod near;
 mod prepare;
 mod read;
 mod tags;
@@ -413,12 +414,18 @@ pub fn read<T: DeserializeOwned>(
     let mut fixed: Vec<Found> = Vec::new();
     let mut lines = HashMap::new();
     let mut paths = HashMap::new();
+    // The fields each struct was found to require: known, they are filled
+    // in wherever missing within one attempt ([`Rec::required`]).
+    let mut required = HashMap::new();
+    // What the last attempt found besides its fixes.
+    let mut last = Vec::new();
     // Bounded: each attempt fixes at least one node (a list stops at its
-    // first broken item, so a catalogue whose every entry misses a field
-    // takes one attempt per entry).
+    // first broken item; a missing field once learned is filled in every
+    // item of a list in one attempt).
     for _ in 0..MAX_ATTEMPTS {
         let rec = RefCell::new(Rec {
             wanted: std::mem::take(&mut wanted),
+            required: std::mem::take(&mut required),
             ..Rec::default()
         });
         rec.borrow_mut().read_at(root, "");
@@ -429,9 +436,14 @@ pub fn read<T: DeserializeOwned>(
         });
         let rec = rec.into_inner();
         wanted = rec.wanted;
+        required = rec.required;
         paths.extend(rec.paths);
         if rec.fixes.is_empty() || result.is_ok() {
             let mut problems = fixed;
+            // Read whole with required fields filled in, their fixes
+            // needed by no further attempt: their problems are the file's.
+            let filled = rec.fixes.into_iter().map(|(_, _, found)| found);
+            problems.extend(filled.filter(|found| !found.message.is_empty()));
             problems.extend(rec.problems);
             problems.dedup();
             return (
@@ -444,6 +456,7 @@ pub fn read<T: DeserializeOwned>(
             );
         }
         lines = rec.lines;
+        last = rec.problems;
         for (id, fix, problem) in rec.fixes {
             apply(root, id, &fix);
             // Fixes inside placeholders have nothing to say.
@@ -453,8 +466,17 @@ pub fn read<T: DeserializeOwned>(
         }
     }
     // Not read whole: what was found is still what the operator must fix
-    // first (an empty report would say "0 problem(s)").
+    // first (an empty report would say "0 problem(s)"), with the last
+    // attempt's other problems, and a count that is not taken for all.
+    fixed.extend(last);
     fixed.dedup();
+    fixed.push(Found {
+        line: 0,
+        path: String::new(),
+        message: format!(
+            "more problems not read: the file was read {MAX_ATTEMPTS} times, each fixing what the last found; fix these and check again"
+        ),
+    });
     (
         None,
         Report {
@@ -531,6 +553,12 @@ struct Rec {
     fixes: Vec<(usize, Fix, Found)>,
     /// The nodes whose paths are wanted, and those read so far.
     wanted: HashSet<usize>,
+    /// For each struct (its name and fields, as serde names them), the
+    /// fields an earlier attempt found it requires: filled in where
+    /// missing ([`read::De`]), the struct is read on, and the items after
+    /// it in its list too. Each broken item took an attempt, and a list of
+    /// 300 routes missing their `upstream` lost those past the 256th.
+    required: HashMap<(&'static str, &'static [&'static str]), Vec<&'static str>>,
     paths: HashMap<usize, String>,
 }
 

@@ -7,6 +7,7 @@ use serde::Deserializer;
 use serde::de::{self, IntoDeserializer, Visitor};
 
 use super::super::withhold::{MAX_MESSAGE_BYTES, found_text, quoted};
+use super::near::unknown_key;
 use super::{Fix, Found, Node, Rec, Value};
 
 /// The error [`De`] hands serde: `recorded` once it is in the report, so
@@ -74,6 +75,30 @@ impl De<'_> {
             path: self.path.clone(),
             message,
         });
+    }
+
+    /// Required `field` missing from the node, a mapping: the fix adding
+    /// it (a placeholder) for the next attempt, and its problem, at the
+    /// field's own path, not its section's (the problems the resolver
+    /// finds elsewhere in the section, a bad timeout, a route to nowhere,
+    /// are still reported in the same run). Inside a placeholder, silent.
+    fn missing(&self, field: &str) {
+        let path = match self.path.as_str() {
+            "" => field.to_owned(),
+            at => format!("{at}.{field}"),
+        };
+        let message = match self.node.placeholder {
+            true => String::new(),
+            false => format!("missing `{field}`: it is required here"),
+        };
+        let line = self.node.line;
+        let found = Found {
+            line,
+            path,
+            message,
+        };
+        let fix = Fix::AddKey(field.to_owned());
+        self.rec.borrow_mut().fixes.push((self.node.id, fix, found));
     }
 
     /// "expected X, found Y" for the node, recorded.
@@ -410,7 +435,7 @@ impl<'de> Deserializer<'de> for De<'_> {
 
     fn deserialize_struct<V: Visitor<'de>>(
         self,
-        _: &'static str,
+        name: &'static str,
         fields: &'static [&'static str],
         v: V,
     ) -> Result<V::Value, Error> {
@@ -438,40 +463,16 @@ impl<'de> Deserializer<'de> for De<'_> {
                 recorded: true,
             });
         };
-        let r = v.visit_map(MapAcc::new(entries, Some(fields), &self));
+        let r = v.visit_map(MapAcc::new(entries, Some((name, fields)), &self));
         match r {
             Err(e) if !e.recorded && e.message.starts_with("missing field `") => {
-                let field = e.message["missing field `".len()..]
-                    .trim_end_matches('`')
-                    .to_owned();
-                // At the field's own path, not its section's: the problems
-                // the resolver finds elsewhere in the section (a bad timeout,
-                // a route to nowhere) are still reported in the same run.
-                let path = match self.path.as_str() {
-                    "" => field.clone(),
-                    at => format!("{at}.{field}"),
-                };
-                let problem = Found {
-                    line: self.node.line,
-                    path,
-                    message: format!("missing `{field}`: it is required here"),
-                };
-                if self.node.placeholder {
-                    // Inside a placeholder: fill silently.
-                    self.rec.borrow_mut().fixes.push((
-                        self.node.id,
-                        Fix::AddKey(field),
-                        Found {
-                            message: String::new(),
-                            ..problem
-                        },
-                    ));
-                } else {
-                    self.rec
-                        .borrow_mut()
-                        .fixes
-                        .push((self.node.id, Fix::AddKey(field), problem));
+                let field = e.message["missing field `".len()..].trim_end_matches('`');
+                if let Some(field) = fields.iter().find(|f| **f == field) {
+                    // Known from now on: filled in wherever missing.
+                    let mut rec = self.rec.borrow_mut();
+                    rec.required.entry((name, fields)).or_default().push(field);
                 }
+                self.missing(field);
                 Err(Error {
                     message: e.message,
                     recorded: true,
@@ -585,28 +586,84 @@ impl<'de> de::SeqAccess<'de> for SeqAcc<'_> {
 struct MapAcc<'a> {
     entries: &'a [(Node, Node)],
     i: usize,
+    /// A struct's name and fields; `None` for a map.
+    shape: Option<(&'static str, &'static [&'static str])>,
     fields: Option<&'static [&'static str]>,
+    parent: &'a Node,
     path: String,
     rec: &'a RefCell<Rec>,
     value: Option<(&'a Node, String)>,
+    /// Once the entries are read: the fields the struct requires
+    /// ([`Rec::required`]) that it misses, yet to be filled in.
+    missing: Option<Vec<&'static str>>,
 }
 
 impl<'a> MapAcc<'a> {
     fn new(
         entries: &'a [(Node, Node)],
-        fields: Option<&'static [&'static str]>,
+        shape: Option<(&'static str, &'static [&'static str])>,
         parent: &De<'a>,
     ) -> MapAcc<'a> {
         MapAcc {
             entries,
             i: 0,
-            fields,
+            shape,
+            fields: shape.map(|(_, fields)| fields),
+            parent: parent.node,
             path: parent.path.clone(),
             rec: parent.rec,
             value: None,
+            missing: None,
         }
     }
+
+    /// The next field the struct requires and misses: filled in with a
+    /// placeholder (its problem and fix recorded, as serde's "missing
+    /// field" is), so the struct is read whole, and the list it is in
+    /// read on to its other broken items in the same attempt.
+    fn next_missing(&mut self) -> Option<&'static str> {
+        let shape = self.shape?;
+        let entries = self.entries;
+        let rec = self.rec;
+        let missing = self.missing.get_or_insert_with(|| {
+            let has = |f: &str| {
+                entries
+                    .iter()
+                    .any(|(k, _)| matches!(&k.value, Value::Str(s) if s == f))
+            };
+            let required = rec
+                .borrow()
+                .required
+                .get(&shape)
+                .cloned()
+                .unwrap_or_default();
+            required.into_iter().rev().filter(|f| !has(f)).collect()
+        });
+        let field = missing.pop()?;
+        De {
+            node: self.parent,
+            path: self.path.clone(),
+            rec: self.rec,
+        }
+        .missing(field);
+        self.value = Some((&FILLED, super::field(&self.path, field)));
+        Some(field)
+    }
 }
+
+/// The value of a required field filled in ([`MapAcc::next_missing`]):
+/// read as empty without a further problem. Its id is none a placeholder
+/// in the tree has ([`super::placeholder`] counts down from one below).
+static FILLED: Node = Node {
+    value: Value::Null,
+    line: 0,
+    id: usize::MAX,
+    placeholder: true,
+    span: None,
+    written: None,
+    block: false,
+    tag: None,
+};
 
 impl<'de> de::MapAccess<'de> for MapAcc<'_> {
     type Error = Error;
@@ -656,7 +713,13 @@ impl<'de> de::MapAccess<'de> for MapAcc<'_> {
             let d: de::value::StringDeserializer<Error> = key.into_deserializer();
             return seed.deserialize(d).map(Some);
         }
-        Ok(None)
+        match self.next_missing() {
+            Some(field) => {
+                let d: de::value::StrDeserializer<Error> = field.into_deserializer();
+                seed.deserialize(d).map(Some)
+            }
+            None => Ok(None),
+        }
     }
 
     fn next_value_seed<T: de::DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, Error> {
@@ -671,40 +734,6 @@ impl<'de> de::MapAccess<'de> for MapAcc<'_> {
             rec: self.rec,
         })
     }
-}
-
-/// "unknown key `pol_interval` (did you mean `poll_interval`?; allowed here: ...)",
-/// the key as [`super::shown_key`] shows it.
-fn unknown_key(key: &str, fields: &[&str]) -> String {
-    let near = fields
-        .iter()
-        .map(|f| (distance(key, f), *f))
-        .filter(|(d, f)| *d <= 2.max(f.len() / 4))
-        .min();
-    let allowed = fields.join(", ");
-    let key = super::shown_key(key);
-    match near {
-        Some((_, f)) => {
-            format!("unknown key `{key}` (did you mean `{f}`? allowed here: {allowed})")
-        }
-        None => format!("unknown key `{key}` (allowed here: {allowed})"),
-    }
-}
-
-/// Levenshtein distance, for "did you mean".
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 #[cfg(test)]

@@ -1,0 +1,41 @@
+//! A file with hundreds of broken list items: every one is reported, and the problems after them too.
+
+use super::*;
+
+/// 300 routes each missing its `upstream`, and a typo in `watch`: one
+/// problem each, 301, the typo among them. Each broken item took a
+/// re-read of the whole file, and the reader gave up after 256: "256
+/// problem(s)", the last 44 routes and the typo unreported (and the
+/// operator, fixing those, met them only on the next check).
+#[test]
+fn every_broken_item_of_a_long_list_is_reported() {
+    let routes: String = (0..300)
+        .map(|n| format!("      - {{ path_prefix: /r{n}/ }}\n"))
+        .collect();
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    let cfg = s.config(&format!(
+        r#"
+watch: {{ pol_interval: 1s }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{{ cert_file: edge.crt, key_file: edge.key }}]
+    routes:
+{routes}"#
+    ));
+    let (code, out) = check_with(&cfg, &[]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("configuration check failed: 301 problem(s)"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "watch.pol_interval: unknown key `pol_interval` (did you mean `poll_interval`?"
+        ),
+        "{out}"
+    );
+}
