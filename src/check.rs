@@ -63,6 +63,14 @@ pub fn run(path: &Path) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let refs = references(&config, &Default::default());
+    // Where the file has a problem, the value read in its place (an
+    // address of `0.0.0.0:0`, a listener with no certificate) is built on
+    // no further: `run` reports the problem alone.
+    let flagged: Vec<String> = config_problems
+        .iter()
+        .map(|p| flagged_path(p).to_owned())
+        .collect();
+    let flagged = |within: &str| flagged.iter().any(|p| is_within(p, within));
     let mut problems = config_problems;
     let mut warnings = Vec::new();
     let mut rows = vec![[
@@ -115,9 +123,11 @@ pub fn run(path: &Path) -> ExitCode {
     // Snapshots: what `run` builds — the listener's client_auth and every
     // certs entry's own (crt-list style) — by the proxy's own builder, so a
     // check passes only if run would start.
-    for l in &config.listeners {
+    for (i, l) in config.listeners.iter().enumerate() {
         // A redirect_https listener speaks plain HTTP: no TLS to build.
-        if l.front.redirect_https.is_some() {
+        // One whose TLS section has a problem was read without what was
+        // refused (every certificate: "no server certificate").
+        if l.front.redirect_https.is_some() || flagged(&format!("listeners[{i}].tls")) {
             continue;
         }
         // An entry that did not load is reported above, once.
@@ -165,7 +175,11 @@ pub fn run(path: &Path) -> ExitCode {
         warnings.push(w.to_owned());
     }
     let mut notes = Vec::new();
-    let stored = startup(&config, &mut rows, &mut problems, &mut warnings, &mut notes);
+    // The admin API's exposure, unless its address or tokens were refused
+    // (read as `0.0.0.0:0`, or without a token: said to expose it).
+    let exposure = !flagged("admin.bind") && !flagged("admin.tokens");
+    let seen = (&mut problems, &mut warnings, &mut notes);
+    let stored = startup(&config, &mut rows, exposure, seen);
     if !problems.is_empty() {
         // The table comes first: `check … | head` must still exit 1.
         crate::stdio::failing();
@@ -294,11 +308,13 @@ fn crl_warning(entry: &str, issuer: &str, next_update: i64, warnings: &mut Vec<S
 fn startup(
     config: &Config,
     rows: &mut Vec<[String; 7]>,
-    problems: &mut Vec<String>,
-    warnings: &mut Vec<String>,
-    notes: &mut Vec<String>,
+    exposure: bool,
+    (problems, warnings, notes): (&mut Vec<String>, &mut Vec<String>, &mut Vec<String>),
 ) -> usize {
-    let (refused, store) = restart_problems(config, true, true, warnings);
+    if let Some(admin) = &config.admin {
+        problems.extend(admin_problems(admin, exposure, warnings));
+    }
+    let (refused, store) = restart_problems(config, false, true, warnings);
     problems.extend(refused);
     // `run` raises the soft limit to the hard one; what is still short is said.
     if let Some(short) = crate::nofile::check_warning(config) {
@@ -349,6 +365,40 @@ fn startup(
     }
 }
 
+/// What `run` refuses in the admin section: its token sources that do
+/// not read, and, if `exposure`, the API exposed without tokens (a
+/// loopback address without any is a warning).
+fn admin_problems(
+    admin: &config::AdminConfig,
+    exposure: bool,
+    warnings: &mut Vec<String>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    match crate::admin::exposure(admin) {
+        _ if !exposure => {}
+        Ok(Some(w)) => warnings.push(format!("admin.bind {}: {w}", admin.bind_shown)),
+        Ok(None) => {}
+        Err(e) => problems.push(e),
+    }
+    problems.extend(crate::admin::auth::Tokens::problems(admin, warnings));
+    problems
+}
+
+/// The field a problem of the file is at: its location without the line
+/// (`line 7: listeners[0].tls.certs[0].ref: no entry …`).
+fn flagged_path(problem: &str) -> &str {
+    let at = problem.strip_prefix("line ").map_or(problem, |rest| {
+        rest.split_once(": ").map_or(rest, |(_, at)| at)
+    });
+    at.split_once(": ").map_or(at, |(at, _)| at)
+}
+
+/// Whether field `path` is `within` or inside it.
+fn is_within(path: &str, within: &str) -> bool {
+    path.strip_prefix(within)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
 /// What `run` refuses to start with in the sections it reads once, at
 /// startup: the admin listener exposed without tokens and a token source
 /// that does not read (`admin`), the store's key, its decryption and a
@@ -366,12 +416,7 @@ pub fn restart_problems(
 ) -> (Vec<String>, Option<Preview>) {
     let mut problems = Vec::new();
     if let Some(admin) = config.admin.as_ref().filter(|_| admin) {
-        match crate::admin::exposure(admin) {
-            Ok(Some(w)) => warnings.push(format!("admin.bind {}: {w}", admin.bind_shown)),
-            Ok(None) => {}
-            Err(e) => problems.push(e),
-        }
-        problems.extend(crate::admin::auth::Tokens::problems(admin, warnings));
+        problems.extend(admin_problems(admin, true, warnings));
     }
     let Some(store) = config.store.as_ref().filter(|_| store) else {
         return (problems, None);

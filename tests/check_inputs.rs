@@ -730,3 +730,6 @@ mod token_index;
 
 #[path = "check_inputs/broken_items.rs"]
 mod broken_items;
+
+#[path = "check_inputs/stand_ins.rs"]
+mod stand_ins;

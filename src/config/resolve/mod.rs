@@ -191,7 +191,11 @@ impl Resolver {
             return None;
         }
         if s.is_empty() {
+            // Refused, as a pasted value is: joined to the configuration's
+            // directory, it was loaded as a file (`check`: "not a regular
+            // file (a directory)"), a second problem for the one made.
             self.problem(at, "empty path");
+            return None;
         }
         let p = PathBuf::from(s);
         let p = if p.is_absolute() {
