@@ -165,8 +165,9 @@ pub const HEAD_WAIT_BYTES: usize = 128 * 1024;
 /// a request hyper has written is gone, and one the upstream may not have
 /// processed is sent again from these bytes ([`crate::proxy::forward`]).
 /// And whether the connection's last write or flush waited on its socket
-/// ([`HeadWait::unflushed`]).
-pub struct HeadWait(AtomicUsize, Mutex<SentHead>, AtomicBool);
+/// ([`HeadWait::unflushed`]), and whether hyper began to shut it down
+/// ([`HeadWait::shutting`]).
+pub struct HeadWait(AtomicUsize, Mutex<SentHead>, AtomicBool, AtomicBool);
 
 /// [`HeadWait`]'s value while no request waits for a head.
 const NOT_WAITING: usize = usize::MAX;
@@ -192,6 +193,7 @@ impl Default for HeadWait {
         HeadWait(
             AtomicUsize::new(NOT_WAITING),
             Mutex::default(),
+            AtomicBool::new(false),
             AtomicBool::new(false),
         )
     }
@@ -246,6 +248,15 @@ impl HeadWait {
     /// the next request behind them.
     pub fn unflushed(&self) -> bool {
         self.2.load(Ordering::Relaxed)
+    }
+
+    /// Whether hyper began to shut the connection down (it does so only
+    /// once it will not keep the connection): a TLS connection's
+    /// close_notify may wait on a full socket, the upstream reading
+    /// nothing more, and until it is written the connection future stays
+    /// pending, as an open connection's does.
+    pub fn shutting(&self) -> bool {
+        self.3.load(Ordering::Relaxed)
     }
 
     fn sent_head(&self) -> std::sync::MutexGuard<'_, SentHead> {
@@ -431,7 +442,11 @@ impl AsyncWrite for Framed {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        let this = self.get_mut();
+        if let Some(head) = &this.head {
+            head.3.store(true, Ordering::Relaxed);
+        }
+        Pin::new(&mut this.io).poll_shutdown(cx)
     }
 }
 

@@ -463,11 +463,12 @@ impl Pool {
     /// keep-alive timeout), each holding a server slot until `idle_timeout`.
     pub fn put(&self, mut c: Box<H1>) {
         // Closed as its response ended (`Connection: close`, an HTTP/1.0
-        // answer, a body read to EOF): pooled, it pushed a live one out of a
-        // full pool, and woke a waiter to a connection it could not use.
-        // hyper ends it in the poll that ends such a response: read, not
-        // polled again (a poll per request cost ~2,000 instructions).
-        if c.generation != self.generation() || c.unpooled || c.conn.is_none() {
+        // answer, a body read to EOF), or closing (a close_notify waiting on
+        // a full socket): pooled, it pushed a live one out of a full pool,
+        // and the request that took it waited on that close. hyper ends it
+        // in the poll that ends such a response: read, not polled again.
+        let closed = c.conn.is_none() || c.head.shutting();
+        if c.generation != self.generation() || c.unpooled || closed {
             return;
         }
         let now = Instant::now();

@@ -224,3 +224,129 @@ async fn an_h2_connection_closed_when_idle_closes_at_its_last_stream_only() {
         .expect("the connection stays open")
         .unwrap();
 }
+
+/// A TLS 1.3 server config for `localhost` (self-signed, made now), and a
+/// client config that trusts it.
+fn tls_configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let pair = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let der = pair.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pair.signing_key.serialize_der()));
+    let provider = crate::tls::provider::get();
+    let tls13 = &[&rustls::version::TLS13];
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(tls13)
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![der.clone()], key)
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der).unwrap();
+    let client = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(tls13)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (Arc::new(server), Arc::new(client))
+}
+
+/// A TLS upstream (127.0.0.2) that answers `Connection: close` and then
+/// reads nothing more, its socket open: hyper shuts the connection down
+/// as the response ends, and the close_notify finds the socket's send
+/// buffer full (here filled through a second handle on the socket once
+/// the response is in, before hyper reads its end; in production by a
+/// request body the upstream did not read, all of it given to the
+/// kernel). hyper's shutdown waits on the socket; to `Pool::put` the
+/// connection was still open (`conn` kept) and its last write and flush
+/// had gone through (not `unflushed`): it was pooled, and the next request
+/// to take it waited in `H1::ready` for that write for as long as the
+/// upstream neither read nor closed (up to `request_timeout`), a live
+/// connection pushed out of a full pool for it.
+#[tokio::test]
+async fn a_connection_whose_close_notify_waits_on_its_socket_is_not_pooled() {
+    use std::os::fd::AsFd;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (server_config, client_config) = tls_configs();
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let tcp = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    socket2::SockRef::from(&tcp)
+        .set_send_buffer_size(4096)
+        .unwrap();
+    // The same socket (non-blocking, as tokio set it), read and written
+    // around TLS.
+    let raw = std::net::TcpStream::from(tcp.as_fd().try_clone_to_owned().unwrap());
+    let (accepted, _) = listener.accept().await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let (tls, server) = tokio::join!(
+        tokio_rustls::TlsConnector::from(client_config).connect(name, Counted::new(tcp)),
+        tokio_rustls::TlsAcceptor::from(server_config).accept(accepted),
+    );
+    let (tls, mut server) = (tls.unwrap(), server.unwrap());
+    let d = Dialled {
+        io: UpstreamIo::new(MaybeTls::Tls(Box::new(tls)), None),
+        h2: false,
+    };
+    let mut c = Box::new(H1::handshake(d, 0).await.unwrap());
+    let req = http::Request::get("/")
+        .body(crate::proxy::body::ClientBody::empty())
+        .unwrap();
+    // The request's head, then the response's, with `Connection: close`.
+    let answer = async {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            assert_eq!(server.read(&mut b).await.unwrap(), 1, "no request");
+            head.push(b[0]);
+        }
+        server
+            .write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\n")
+            .await
+            .unwrap();
+        server.flush().await.unwrap();
+    };
+    let (resp, ()) = tokio::join!(c.send(req), answer);
+    let mut body = resp
+        .map_err(|e| e.into_error())
+        .expect("answered")
+        .into_body();
+    // The body, its record in the client's socket before hyper reads it;
+    // then the upstream reads no more, and the send buffer is filled.
+    server.write_all(b"ok").await.unwrap();
+    server.flush().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = raw.peek(&mut [0u8; 1]) {
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}");
+        assert!(Instant::now() < deadline, "the body never arrived");
+        tokio::task::yield_now().await;
+    }
+    let chunk = [0u8; 64 * 1024];
+    while std::io::Write::write(&mut &raw, &chunk).is_ok() {}
+    // Its body to the end, driving the connection meanwhile (as
+    // `LeasedBody` does): hyper shuts the connection down in that poll.
+    let mut read = Vec::new();
+    std::future::poll_fn(|cx| {
+        c.poll_conn(cx);
+        loop {
+            match hyper::body::Body::poll_frame(Pin::new(&mut body), cx) {
+                Poll::Ready(Some(frame)) => {
+                    read.extend_from_slice(&frame.unwrap().into_data().unwrap());
+                }
+                Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await;
+    assert_eq!(read, b"ok");
+    drop(body);
+    // The scene: the dispatcher waits on its close_notify, and the
+    // connection's last write and flush went through.
+    assert!(c.conn.is_some(), "the close_notify went out");
+    assert!(!c.head.unflushed());
+    let pool = crate::upstream::pool::Pool::new(4, Duration::from_secs(60));
+    pool.put(c);
+    assert_eq!(pool.idle(), 0, "a connection shutting down was pooled");
+    drop(server);
+}
