@@ -67,8 +67,10 @@
 //!     unit tests in `server/tests.rs`.
 //!   - `accept`: the listener handshake: the ClientHello read first, an SNI miss counted once, then the config.
 //!   - `session_cache`: a listener's session expiry (12 hours from the full
-//!     handshake): its TLS 1.2 session-ID cache and its ticketer's wrapper; its
-//!     tests in `session_cache/tests.rs` and `session_cache/tests/tickets.rs`.
+//!     handshake): its TLS 1.2 session-ID cache and its ticketer's wrapper, and
+//!     (`session_cache/retry.rs`) one handshake's own ticketer after a
+//!     HelloRetryRequest; its tests in `session_cache/tests.rs` and
+//!     `session_cache/tests/tickets.rs`.
 //!   - `verifiers`: the client verifiers a client-auth mode builds: webpki's against a CA
 //!     bundle, or any certificate.
 //!   - `full_crl`: an issuer's full CRL read on webpki's path beside a newer scoped CRL.

@@ -13,8 +13,8 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
-use rustls::ServerConfig;
 use rustls::server::Acceptor;
+use rustls::{NamedGroup, ProtocolVersion, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
@@ -23,6 +23,7 @@ use tokio_rustls::{LazyConfigAcceptor, StartHandshake};
 use crate::tls::per_name::PerName;
 use crate::tls::sent::Counted;
 use crate::tls::server::SniResolver;
+use crate::tls::session_cache::retrying;
 
 /// A finished listener handshake.
 pub struct Accepted {
@@ -63,10 +64,7 @@ pub async fn accept(
             error,
             stream: None,
         })?;
-    // The copy goes now, not at the handshake's end.
     let Hello { inner, seen } = start.io;
-    let resuming = offers_psk(&seen);
-    drop(seen);
     let start = StartHandshake::from_parts(start.accepted, inner);
     let at = {
         let hello = start.client_hello();
@@ -86,10 +84,16 @@ pub async fn accept(
         (Some(p), Some(at)) => p.configs[at].clone(),
         _ => config.clone(),
     };
+    let retry = may_retry(&config, start.client_hello().named_groups(), &seen);
+    let resuming = offers_psk(&seen);
+    // The copy goes now, not at the handshake's end.
+    drop(seen);
     let config = if resuming { one_ticket(config) } else { config };
+    let config = if retry { retrying(config) } else { config };
     // The certificate is chosen as rustls takes the ClientHello, before
     // `into_stream_with` returns; a TLS 1.3 resumption's tickets keep its
-    // session's birth (`session_cache::keep_tls13_birth`).
+    // session's birth (`session_cache::keep_tls13_birth`, and `retrying`
+    // after a HelloRetryRequest).
     let (handshake, served) = crate::tls::server::noting_choice(|| {
         start
             .into_stream_with(config, crate::tls::session_cache::keep_tls13_birth)
@@ -246,9 +250,54 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Hello<S> {
 /// extension, RFC 8446 §4.2.11). Anything else, a ClientHello split
 /// across records among it, reads as no.
 fn offers_psk(bytes: &[u8]) -> bool {
+    const PRE_SHARED_KEY: u16 = 41;
+    matches!(hello_extension(bytes, PRE_SHARED_KEY), Ok(Some(_)))
+}
+
+/// Whether rustls may answer the ClientHello in `bytes` (the first a
+/// client sent) with a HelloRetryRequest under `config`: the group it
+/// picks, the first of the client's `groups` that `config` has for TLS
+/// 1.3, has no key share in it (RFC 8446 §4.2.8). A ClientHello not whole
+/// in its first record may.
+fn may_retry(config: &ServerConfig, groups: Option<&[NamedGroup]>, bytes: &[u8]) -> bool {
+    const KEY_SHARE: u16 = 51;
+    let ours = &config.crypto_provider().kx_groups;
+    let picked = groups.unwrap_or_default().iter().find(|group| {
+        ours.iter()
+            .any(|kx| kx.name() == **group && kx.usable_for_version(ProtocolVersion::TLSv1_3))
+    });
+    let Some(&picked) = picked else {
+        return false;
+    };
+    let Ok(shares) = hello_extension(bytes, KEY_SHARE) else {
+        return true;
+    };
+    // No key shares: no TLS 1.3 (rustls refuses a TLS 1.3 hello without).
+    let Some(mut shares) = shares else {
+        return false;
+    };
+    let mut listed = || -> Option<bool> {
+        let len = usize::from(u16::from_be_bytes(*shares.split_first_chunk::<2>()?.0));
+        shares = shares.get(2..2 + len)?;
+        while let Some((head, rest)) = shares.split_first_chunk::<4>() {
+            let group = u16::from_be_bytes([head[0], head[1]]);
+            if NamedGroup::from(group) == picked {
+                return Some(true);
+            }
+            let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+            shares = rest.get(len..)?;
+        }
+        Some(false)
+    };
+    listed() != Some(true)
+}
+
+/// The extension of type `kind` of the ClientHello in the first record of
+/// `bytes`: `Ok(None)` if it has none, `Err(())` if no whole ClientHello
+/// is there (one split across records, or anything else).
+fn hello_extension(bytes: &[u8], kind: u16) -> Result<Option<&[u8]>, ()> {
     const HANDSHAKE: u8 = 22;
     const CLIENT_HELLO: u8 = 1;
-    const PRE_SHARED_KEY: u16 = 41;
     fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (head, rest) = b.split_at_checked(n)?;
         *b = rest;
@@ -261,16 +310,16 @@ fn offers_psk(bytes: &[u8]) -> bool {
                 .fold(0, |n, &x| n << 8 | usize::from(x)),
         )
     }
-    let found = || -> Option<bool> {
+    let found = || -> Option<Option<&[u8]>> {
         let mut b = bytes;
         let header = take(&mut b, 3)?;
         if header[0] != HANDSHAKE {
-            return Some(false);
+            return None;
         }
         let record = len(&mut b, 2)?;
         let mut b = take(&mut b, record)?;
         if take(&mut b, 1)?[0] != CLIENT_HELLO {
-            return Some(false);
+            return None;
         }
         let body = len(&mut b, 3)?;
         let mut b = take(&mut b, body)?;
@@ -283,21 +332,21 @@ fn offers_psk(bytes: &[u8]) -> bool {
         let n = len(&mut b, 2)?;
         let mut exts = take(&mut b, n)?;
         while !exts.is_empty() {
-            let kind = len(&mut exts, 2)?;
+            let found = len(&mut exts, 2)? == usize::from(kind);
             let n = len(&mut exts, 2)?;
-            take(&mut exts, n)?;
-            if kind == usize::from(PRE_SHARED_KEY) {
-                return Some(true);
+            let data = take(&mut exts, n)?;
+            if found {
+                return Some(Some(data));
             }
         }
-        Some(false)
+        Some(None)
     };
-    found().unwrap_or(false)
+    found().ok_or(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Hello, offers_psk};
+    use super::{Hello, may_retry, offers_psk};
 
     /// A ClientHello record with these extensions (type, data).
     fn hello(exts: &[(u16, &[u8])]) -> Vec<u8> {
@@ -340,6 +389,49 @@ mod tests {
         let mut alert = full.clone();
         alert[0] = 21;
         assert!(!offers_psk(&alert));
+    }
+
+    /// rustls retries when the group it picks (the client's first that the
+    /// listener has) has no key share; so read here, whatever other
+    /// shares come, and a hello cut short may retry.
+    #[test]
+    fn a_retry_is_foreseen_when_the_picked_group_has_no_key_share() {
+        use rustls::NamedGroup::{FFDHE2048, X25519, secp256r1};
+        let provider = crate::tls::provider::get();
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_cert_resolver(std::sync::Arc::new(
+                rustls::server::ResolvesServerCertUsingSni::new(),
+            ));
+        // The key_share extension of these groups' shares (4 bytes each).
+        let shares = |groups: &[u16]| {
+            let mut entries = Vec::new();
+            for g in groups {
+                entries.extend_from_slice(&g.to_be_bytes());
+                entries.extend_from_slice(&[0, 4, 1, 2, 3, 4]);
+            }
+            let mut ext = (entries.len() as u16).to_be_bytes().to_vec();
+            ext.extend_from_slice(&entries);
+            hello(&[(51, &ext)])
+        };
+        let retry =
+            |groups: &[rustls::NamedGroup], hello: &[u8]| may_retry(&config, Some(groups), hello);
+        let (x25519, p256) = (u16::from(X25519), u16::from(secp256r1));
+        assert!(!retry(&[X25519, secp256r1], &shares(&[x25519])));
+        assert!(!retry(&[X25519, secp256r1], &shares(&[p256, x25519])));
+        assert!(retry(&[X25519, secp256r1], &shares(&[p256])));
+        assert!(retry(&[X25519, secp256r1], &shares(&[])));
+        // A group the listener lacks is not picked.
+        assert!(!retry(&[FFDHE2048, secp256r1], &shares(&[p256])));
+        // No key shares (TLS 1.2), no group in common: no retry.
+        assert!(!retry(&[X25519], &hello(&[(0, b"abc")])));
+        assert!(!retry(&[FFDHE2048], &shares(&[])));
+        assert!(!may_retry(&config, None, &shares(&[])));
+        // Cut short: it may.
+        let whole = shares(&[x25519]);
+        assert!(retry(&[X25519], &whole[..whole.len() - 1]));
     }
 
     /// What the client sends after its first record is not kept, nor

@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
 
+mod retry;
+pub use retry::retrying;
+
 /// How long a TLS 1.2 session ID resumes after its full handshake: as long
 /// as the listener's session tickets live (rustls's ticketer keeps each key
 /// 6 hours and the one before it 6 more). rustls's own cache keeps a
@@ -197,8 +200,16 @@ impl<W: WallClock> ProducesTickets for AgedTickets<W> {
             Some(Origin::Age(age)) => {
                 now.saturating_sub(age.as_secs() + u64::from(age.subsec_nanos() > 0))
             }
-            // A TLS 1.3 resumption's, else a full handshake's: now.
-            None => tls13_birth(plain).map_or(now, |birth| birth.min(now)),
+            None => match (tls13_data(plain), RETRIED.get()) {
+                // A handshake foreseen to maybe retry: the ticket its
+                // connection opened, else a full handshake's: now.
+                (Some(_), Some(opened)) => opened.map_or(now, |birth| birth.min(now)),
+                // A retry not foreseen: whether it resumed is not known
+                // here, and a ticket stamped now may make a session young.
+                (Some(data), None) if data == RETRY_MARK => return None,
+                // A TLS 1.3 resumption's, else a full handshake's: now.
+                (data, _) => data.and_then(birth_in).map_or(now, |birth| birth.min(now)),
+            },
         };
         let mut stamped = Vec::with_capacity(8 + plain.len());
         stamped.extend_from_slice(&birth.to_be_bytes());
@@ -291,9 +302,9 @@ fn parses(plain: &[u8]) -> bool {
 }
 
 /// The birth a TLS 1.3 session in rustls's encoding carries in its
-/// resumption data (put there by [`keep_tls13_birth`]), if any.
-fn tls13_birth(plain: &[u8]) -> Option<u64> {
-    let birth = tls13_data(plain)?.strip_prefix(BIRTH_DATA)?;
+/// resumption data `data` (put there by [`keep_tls13_birth`]), if any.
+fn birth_in(data: &[u8]) -> Option<u64> {
+    let birth = data.strip_prefix(BIRTH_DATA)?;
     Some(u64::from_be_bytes(birth.try_into().ok()?))
 }
 
@@ -338,6 +349,16 @@ fn sized(bytes: &[u8], width: usize) -> Option<(&[u8], &[u8])> {
 /// birth of the session it resumed follows (8 bytes, unix seconds).
 const BIRTH_DATA: &[u8] = b"hotproxy birth ";
 
+/// The resumption data of a connection that sent a HelloRetryRequest:
+/// its ticket, if any, is opened after [`keep_tls13_birth`] has run.
+const RETRY_MARK: &[u8] = b"hotproxy retry";
+
+thread_local! {
+    /// Set while a [`retry::Retrying`] ticketer seals, for that call alone: the
+    /// birth of the TLS 1.3 ticket its connection opened, if any.
+    static RETRIED: Cell<Option<Option<u64>>> = const { Cell::new(None) };
+}
+
 thread_local! {
     /// The birth of the TLS 1.3 ticket rustls last opened on this thread:
     /// when its ClientHello resumed, the one it resumed (rustls stops at
@@ -353,17 +374,26 @@ thread_local! {
 /// it issues and `encrypt` reads back. A full handshake's are stamped now.
 /// This caps a chain of resumptions as RFC 8446 4.6.1 recommends (BoringSSL,
 /// so Envoy, caps it at 7 days; OpenSSL, so nginx, does not for TLS 1.3).
-/// A resumption after a HelloRetryRequest, which any client can provoke
-/// (a group listed first with no key share), has its second ClientHello
-/// read after this hook: its tickets are stamped then. For TLS 1.3 the
-/// lifetime is a default, not a guarantee; each resumption mixes in a new
-/// key exchange all the same.
+/// A HelloRetryRequest, which any client can provoke (a group listed first
+/// with no key share), has the second ClientHello, and the ticket it
+/// offers, read after this hook: `tls::accept` gives a handshake it
+/// foresees one for a ticketer of its own ([`retrying`]) that keeps the
+/// birth; the connection is marked here, and one not foreseen is issued
+/// no ticket. Each resumption mixes in a new key exchange all the same.
 pub fn keep_tls13_birth(conn: &mut rustls::ServerConnection) {
     let birth = OPENED_TLS13.take();
-    let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
-        && conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
-    if let (true, Some(birth)) = (resumed, birth) {
-        conn.set_resumption_data(&[BIRTH_DATA, &birth.to_be_bytes()].concat());
+    match conn.handshake_kind() {
+        Some(rustls::HandshakeKind::Resumed)
+            if conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) =>
+        {
+            if let Some(birth) = birth {
+                conn.set_resumption_data(&[BIRTH_DATA, &birth.to_be_bytes()].concat());
+            }
+        }
+        Some(rustls::HandshakeKind::FullWithHelloRetryRequest) => {
+            conn.set_resumption_data(RETRY_MARK);
+        }
+        _ => {}
     }
 }
 

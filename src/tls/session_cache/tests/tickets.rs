@@ -83,6 +83,29 @@ fn a_ticket_of_an_unparseable_session_is_refused() {
     }
 }
 
+/// A TLS 1.3 session as rustls encodes it (no SNI, version, suite, secret,
+/// EMS flag, no chain, no ALPN), with resumption data `data`.
+fn tls13_session(data: &[u8]) -> Vec<u8> {
+    let mut plain = vec![0, 3, 4, 0x13, 0x01, 32];
+    plain.extend_from_slice(&[7; 32]);
+    plain.extend_from_slice(&[0, 0, 0]);
+    plain.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    plain.extend_from_slice(data);
+    plain.extend_from_slice(&[0; 12]);
+    plain
+}
+
+/// A HelloRetryRequest `tls::accept` did not foresee (its connection
+/// marked so by `keep_tls13_birth`, and no ticketer of its own) gets no
+/// ticket: whether it resumed, and what, is not known where it is sealed.
+#[test]
+fn a_retry_not_foreseen_is_issued_no_ticket() {
+    let clock = TestWall::new();
+    let t = tickets(&clock);
+    assert_eq!(t.encrypt(&tls13_session(RETRY_MARK)), None);
+    assert!(t.encrypt(&tls13_session(b"")).is_some());
+}
+
 /// The ticket a TLS 1.2 resumption issues (same master secret) keeps the
 /// birth of the ticket it resumed; a full handshake's, after that
 /// resumption on the same thread, is stamped now.
@@ -276,4 +299,91 @@ fn tls_accept_carries_the_birth_into_a_resumptions_tickets() {
         third.starts_with(BIRTH_DATA),
         "the third connection's resumption data: {third:?}"
     );
+}
+
+/// A TLS 1.3 client trusting `ca` with only these key exchange groups,
+/// in this order, its sessions kept in `store`.
+fn with_groups(
+    ca: &rustls_pki_types::CertificateDer<'static>,
+    groups: &[rustls::NamedGroup],
+    store: &Arc<rustls::client::ClientSessionMemoryCache>,
+) -> Arc<ClientConfig> {
+    let mut provider = (*crate::tls::provider::get()).clone();
+    provider.kx_groups = groups
+        .iter()
+        .map(|g| {
+            *provider
+                .kx_groups
+                .iter()
+                .find(|kx| kx.name() == *g)
+                .expect("a group the provider has")
+        })
+        .collect();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    let mut client = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.resumption = Resumption::store(store.clone());
+    Arc::new(client)
+}
+
+/// Connect to `addr` as `localhost`, handshake, close: which kind it was,
+/// and the key exchange group it ended with.
+fn handshake_group(
+    client: &Arc<ClientConfig>,
+    addr: std::net::SocketAddr,
+) -> (HandshakeKind, rustls::NamedGroup) {
+    let mut sock = TcpStream::connect(addr).unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = ClientConnection::new(client.clone(), name).unwrap();
+    shake(&mut conn, &mut sock).unwrap();
+    let group = conn.negotiated_key_exchange_group().unwrap().name();
+    close(&mut conn, &mut sock);
+    (conn.handshake_kind().unwrap(), group)
+}
+
+/// A client can provoke a HelloRetryRequest: it resumes offering a key
+/// share for a group it does not list first (P-256, as a client whose
+/// session was made on P-256 does; the server picks X25519, the client's
+/// first). The tickets that resumption issued were stamped as new (the
+/// ticket it resumed is opened with the second ClientHello, after
+/// `keep_tls13_birth`), so a client doing so every few hours resumed its
+/// session for ever; through `tls::accept` they keep the birth of the full
+/// handshake, and its lifetime ends the session.
+#[test]
+fn a_resumption_after_a_hello_retry_keeps_the_sessions_birth() {
+    use rustls::NamedGroup::{X25519, secp256r1};
+    use rustls::client::ClientSessionStore;
+    let (ca, leaf, key) = pki();
+    let clock = TestWall::new();
+    let store = Arc::new(rustls::client::ClientSessionMemoryCache::new(8));
+    let client = with_groups(&ca, &[X25519, secp256r1], &store);
+    let (mut server, _) = configs(&rustls::version::TLS13, ca, leaf, key);
+    server.ticketer = Arc::new(tickets(&clock));
+    server.session_storage = Arc::new(NoServerSessionStorage {});
+    let localhost = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+
+    let (addr, serving) = serve_through_accept(Arc::new(server), 4);
+    let kind = || handshake_group(&client, addr);
+    assert_eq!(kind(), (HandshakeKind::Full, X25519));
+    clock.advance(LIFETIME / 2);
+    // P-256's share alone, X25519 picked: a retry, then the resumption.
+    store.set_kx_hint(localhost.clone(), secp256r1);
+    assert_eq!(
+        kind(),
+        (HandshakeKind::Resumed, X25519),
+        "half its lifetime on, after a retry"
+    );
+    clock.advance(LIFETIME / 2);
+    // rustls's client offers the newest ticket: the retried resumption's.
+    assert_eq!(
+        kind().0,
+        HandshakeKind::Full,
+        "{LIFETIME:?} after the full one"
+    );
+    assert_eq!(kind().0, HandshakeKind::Resumed, "the session made then");
+    serving.join().unwrap();
 }
