@@ -1,8 +1,9 @@
 //! A listener's session expiry: its session-ID cache and its tickets answer nothing older than their lifetime.
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
@@ -37,13 +38,24 @@ impl Clock for Monotonic {
 /// put (8 bytes: nanoseconds since the cache was made). `get` and `take`
 /// answer a session at least [`LIFETIME`] old (or the lifetime given) as
 /// absent and remove it. A resumption does not store its session again, so
-/// a session's age runs from its full handshake.
+/// a session's age runs from its full handshake. Each `put` also removes
+/// up to [`SWEEP`] sessions past the lifetime, oldest first: one never
+/// offered again stayed (its master secret too) until newer ones pushed
+/// it out, on a quiet listener for as long as the process ran.
 pub struct ExpiringSessions<C: Clock = Monotonic> {
     inner: Arc<ServerSessionMemoryCache>,
     lifetime: Duration,
     born: Instant,
     clock: C,
+    /// The keys put, oldest first, with their stamps (at most `size`:
+    /// rustls's cache lets its oldest go as this does).
+    order: Mutex<VecDeque<(u64, Vec<u8>)>>,
+    size: usize,
 }
+
+/// The most sessions past their lifetime one `put` removes: more than it
+/// adds, so any backlog goes, and bounded work per handshake.
+const SWEEP: usize = 2;
 
 impl ExpiringSessions {
     /// A cache of `size` sessions, each resumed for `lifetime`.
@@ -59,6 +71,37 @@ impl<C: Clock> ExpiringSessions<C> {
             lifetime,
             born: clock.now(),
             clock,
+            order: Mutex::new(VecDeque::new()),
+            size,
+        }
+    }
+
+    /// Note `key` put at `stamp`; take out of the cache up to [`SWEEP`]
+    /// of the oldest sessions past the lifetime (a key put again since
+    /// stays: its stamp is newer).
+    fn sweep(&self, key: &[u8], stamp: u64) {
+        let lifetime = u64::try_from(self.lifetime.as_nanos()).unwrap_or(u64::MAX);
+        let mut expired = Vec::new();
+        {
+            let mut order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
+            order.push_back((stamp, key.to_vec()));
+            if order.len() > self.size {
+                order.pop_front();
+            }
+            while expired.len() < SWEEP
+                && order
+                    .front()
+                    .is_some_and(|(at, _)| stamp.saturating_sub(*at) >= lifetime)
+            {
+                expired.extend(order.pop_front());
+            }
+        }
+        for (at, key) in expired {
+            if let Some(stored) = self.inner.take(&key)
+                && stamp_of(&stored) > Duration::from_nanos(at)
+            {
+                self.inner.put(key, stored);
+            }
         }
     }
 
@@ -88,6 +131,7 @@ impl<C: Clock> StoresServerSessions for ExpiringSessions<C> {
         let mut stored = Vec::with_capacity(8 + value.len());
         stored.extend_from_slice(&stamp.to_be_bytes());
         stored.extend_from_slice(&value);
+        self.sweep(&key, stamp);
         self.inner.put(key, stored)
     }
 

@@ -58,6 +58,32 @@ fn a_session_is_answered_until_its_lifetime_then_removed() {
     assert_eq!(c.get(b"new").as_deref(), Some(&b"newer"[..]));
 }
 
+/// A session past its lifetime that no client offers again is taken out
+/// of the cache at a later `put` (it stayed until newer ones pushed it
+/// out, its master secret held); a younger one stays.
+#[test]
+fn a_put_removes_sessions_past_their_lifetime() {
+    let (c, clock) = cache(LIFETIME);
+    c.put(b"old".to_vec(), b"1".to_vec());
+    clock.advance(LIFETIME / 2);
+    c.put(b"young".to_vec(), b"2".to_vec());
+    clock.advance(LIFETIME / 2);
+    c.put(b"new".to_vec(), b"3".to_vec());
+    assert_eq!(c.inner.get(b"old"), None, "its secret is still held");
+    assert!(c.inner.get(b"young").is_some());
+    assert!(c.inner.get(b"new").is_some());
+    // A backlog goes, two a put.
+    for n in 0..4u8 {
+        c.put(vec![n], vec![n]);
+    }
+    clock.advance(LIFETIME);
+    for key in [b"a", b"b", b"c"] {
+        c.put(key.to_vec(), key.to_vec());
+    }
+    let held = (0..4u8).filter(|n| c.inner.get(&[*n]).is_some()).count();
+    assert_eq!(held, 0, "expired sessions still held");
+}
+
 /// `take` (rustls's, for TLS 1.3 tickets where there is no ticket key)
 /// answers an aged session as
 /// absent too, and a fresh one once.
