@@ -285,14 +285,15 @@ impl H1 {
         self.idle_since.is_some()
     }
 
-    /// Drive the connection; true while it is open.
+    /// Drive the connection; true while it is open and not closing (a
+    /// close_notify waiting on a full socket: [`HeadWait::shutting`]).
     pub fn poll_conn(&mut self, cx: &mut Context<'_>) -> bool {
         if let Some(conn) = &mut self.conn
             && Pin::new(conn).poll(cx).is_ready()
         {
             self.conn = None;
         }
-        self.conn.is_some()
+        self.conn.is_some() && !self.head.shutting()
     }
 
     /// Wait until it can take a request; false if it closed meanwhile

@@ -350,3 +350,85 @@ async fn a_connection_whose_close_notify_waits_on_its_socket_is_not_pooled() {
     assert_eq!(pool.idle(), 0, "a connection shutting down was pooled");
     drop(server);
 }
+
+/// A used TLS connection, idle, whose upstream closes its side
+/// (close_notify, then a FIN) without reading what the proxy side's
+/// socket still holds, the send buffer full: taken for a request, hyper
+/// reads the close and shuts down, its close_notify waiting on the
+/// socket. hyper's `SendRequest` was ready all the same (it asked for
+/// the next request while idle), so `ready` handed it over: the request
+/// sat queued on a closing dispatcher, answered (sent back unwritten)
+/// only once that write went through or failed, for as long as the
+/// upstream neither read nor closed up to `request_timeout` (a `504`
+/// counted against the endpoint). A closing connection is not ready.
+#[tokio::test]
+async fn a_connection_closing_as_it_is_taken_is_not_ready() {
+    use std::os::fd::AsFd;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (server_config, client_config) = tls_configs();
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let tcp = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let local = tcp.local_addr().unwrap();
+    socket2::SockRef::from(&tcp)
+        .set_send_buffer_size(4096)
+        .unwrap();
+    let raw = std::net::TcpStream::from(tcp.as_fd().try_clone_to_owned().unwrap());
+    let (accepted, _) = listener.accept().await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let (tls, server) = tokio::join!(
+        tokio_rustls::TlsConnector::from(client_config).connect(name, Counted::new(tcp)),
+        tokio_rustls::TlsAcceptor::from(server_config).accept(accepted),
+    );
+    let (tls, mut server) = (tls.unwrap(), server.unwrap());
+    let d = Dialled {
+        io: UpstreamIo::new(MaybeTls::Tls(Box::new(tls)), None),
+        h2: false,
+    };
+    let mut c = Box::new(H1::handshake(d, 0).await.unwrap());
+    // One request, answered keep-alive, its (empty) body to the end.
+    let req = http::Request::get("/")
+        .body(crate::proxy::body::ClientBody::empty())
+        .unwrap();
+    let answer = async {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            assert_eq!(server.read(&mut b).await.unwrap(), 1, "no request");
+            head.push(b[0]);
+        }
+        server
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        server.flush().await.unwrap();
+    };
+    let (resp, ()) = tokio::join!(c.send(req), answer);
+    let mut body = resp
+        .map_err(|e| e.into_error())
+        .expect("answered")
+        .into_body();
+    std::future::poll_fn(|cx| {
+        c.poll_conn(cx);
+        hyper::body::Body::poll_frame(Pin::new(&mut body), cx).map(|f| assert!(f.is_none()))
+    })
+    .await;
+    drop(body);
+    c.idle_since = Some(Instant::now());
+    // The upstream closes its side, and the FIN is in (CLOSE_WAIT); it
+    // reads no more, and the socket's send buffer is filled.
+    server.shutdown().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !close_wait(local) {
+        assert!(Instant::now() < deadline, "the FIN never arrived");
+        tokio::task::yield_now().await;
+    }
+    let chunk = [0u8; 64 * 1024];
+    while std::io::Write::write(&mut &raw, &chunk).is_ok() {}
+    // The runtime polls its IO driver: the socket's readiness is in.
+    tokio::task::yield_now().await;
+    assert!(!c.ready().await, "a closing connection was ready");
+    assert!(c.conn.is_some(), "the scene: the close_notify went out");
+    drop(server);
+}
