@@ -6,9 +6,12 @@
 # The runtime image has no shell, no package manager and no sleep binary;
 # the Kubernetes manifests account for that (see examples/kubernetes).
 
-# rustc pinned: the profile in pgo/ applies to the rustc it was made with
-# (pgo/rustc-version); another builds, without the profile's gain.
-FROM rust:1.95-bookworm AS build
+# rustc pinned to the patch release: the profile in pgo/ applies only to
+# the rustc it was made with (pgo/rustc-version). `rust:1.95-bookworm`
+# moves to each 1.95.x; PGO_REQUIRED=1 below makes pgo/build.sh fail, not
+# warn, when the rustc is not the profile's, so the image never ships
+# without the profile's gain unnoticed.
+FROM rust:1.95.0-bookworm AS build
 WORKDIR /src
 COPY . .
 # The cache mounts keep the crate registry and the target directory between
@@ -17,7 +20,7 @@ COPY . .
 # says what it buys) optimised with the committed profile pgo/hotproxy.profdata.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cp "$(pgo/build.sh)" /hotproxy
+    bin=$(PGO_REQUIRED=1 pgo/build.sh) && cp "$bin" /hotproxy
 
 # cc-debian12: glibc and libgcc, which the binary links against, and nothing
 # else. Tag :nonroot runs as uid/gid 65532, the user the Deployment pins.

@@ -12,7 +12,8 @@
 # symbols, which carry a hash of the rustc version and of the build's
 # target, so it applies only to the rustc in pgo/rustc-version and to a
 # build with an explicit --target (as regenerate.sh's); with another rustc
-# the build still works, unoptimised by the profile, and this says so.
+# the build still works, unoptimised by the profile, and this says so;
+# with PGO_REQUIRED=1 in the environment (the Dockerfile sets it) it fails.
 # Functions changed since the profile was made are built as without one.
 # RUSTFLAGS from the environment are kept.
 set -euo pipefail
@@ -21,6 +22,12 @@ TRIPLE=$(rustc -vV | sed -n 's/^host: //p')
 want=$(cat pgo/rustc-version 2>/dev/null || true)
 have=$(rustc -V)
 if [[ $want != "$have" ]]; then
+    # PGO_REQUIRED=1 (the Dockerfile's): the image must not ship a binary
+    # the profile did not optimise, a warning lost in a build log.
+    if [[ ${PGO_REQUIRED:-} == 1 ]]; then
+        echo "pgo/build.sh: error: the profile was made with '$want', this is '$have': it would not apply and PGO_REQUIRED=1 (pin the rustc of pgo/rustc-version, or run pgo/regenerate.sh with this one)" >&2
+        exit 1
+    fi
     echo "pgo/build.sh: the profile was made with '$want', this is '$have': it will not apply (pgo/regenerate.sh makes one for this rustc)" >&2
 fi
 # -no-pgo-warn-mismatch (LLVM's name for it): functions edited since the profile was made

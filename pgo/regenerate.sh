@@ -12,7 +12,9 @@
 #    with SIGTERM, which writes the raw profile on the way out;
 # 3. merges the raw profiles with llvm-profdata into pgo/hotproxy.profdata
 #    (about 6 MB; 1.4 MB in git's packs) and records the rustc version in
-#    pgo/rustc-version (the profile applies to that rustc only). Not
+#    pgo/rustc-version (the profile applies to that rustc only; with a new
+#    rustc, pin its image in the Dockerfile's FROM too, or the image's
+#    build fails: it sets PGO_REQUIRED=1). Not
 #    `--sparse`: functions that never ran keep their zero counts, which is
 #    what marks them cold.
 #
