@@ -178,11 +178,22 @@ pub async fn serve_then(config: Config, ready: impl FnOnce()) -> ExitCode {
         as_written("cannot install signal handlers");
         return ExitCode::FAILURE;
     };
-    let handle = match reload::start(
+    // The admin section's problems before any listener is bound: refused
+    // with the rest in one event, never after the listeners accepted
+    // (checked after them, a placeholder token left the listeners serving
+    // until the exit, and a missing certificate beside it took two failed
+    // starts to learn).
+    let (tokens, refused) = match admin.as_ref().map(crate::admin::prepare) {
+        Some(Ok(tokens)) => (Some(tokens), Vec::new()),
+        Some(Err(problems)) => (None, problems),
+        None => (None, Vec::new()),
+    };
+    let handle = match reload::start_refusing(
         config,
         tokio::runtime::Handle::current(),
         shutdown_rx.clone(),
         drain.clone(),
+        refused,
     ) {
         Ok(h) => h,
         Err(problem) => {
@@ -191,8 +202,10 @@ pub async fn serve_then(config: Config, ready: impl FnOnce()) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(admin) = admin {
-        match crate::admin::start(&admin, handle.clone(), shutdown_rx.clone()).await {
+    // No tokens with an admin section: `refused` was not empty, and the
+    // start above was refused for it.
+    if let (Some(admin), Some(tokens)) = (admin, tokens) {
+        match crate::admin::start(&admin, tokens, handle.clone(), shutdown_rx.clone()).await {
             Ok(addr) => {
                 // A reload's listeners may not take it (admin.bind
                 // applies at restart): said before they fail to bind.

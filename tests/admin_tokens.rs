@@ -411,3 +411,88 @@ async fn a_refused_tokens_long_path_is_cut_in_its_warning() {
     assert_eq!(v["path_bytes"], path.len(), "{line}");
     assert!(!line.contains(GUESS), "{line}");
 }
+
+/// `run` checked the admin section only once the listeners were serving:
+/// a token file still holding the manifests' placeholder left them
+/// accepting until the exit, and beside a missing certificate it took two
+/// failed starts to learn both. Refused now before any listener is bound,
+/// in the one ERROR event that names every problem.
+#[test]
+fn a_refused_admin_section_is_refused_with_the_rest_before_any_listener() {
+    let s = Scene::new();
+    write(
+        &s.path("secret/token"),
+        "replace-me-with-openssl-rand-hex-32\n",
+    );
+    // A port of its own, probed while the refused process runs.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = s.config(&format!(
+        "admin:\n  bind: 127.0.0.1:0\n  tokens: [{{ role: editor, token_file: secret/token }}]\n\
+         listeners:\n{}\n",
+        listener_yaml("public", &format!("127.0.0.1:{port}"), "[]")
+    ));
+    let run = || {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hotproxy"))
+            .args(["run", "--log-format", "json", "--config"])
+            .arg(&cfg)
+            .current_dir(s.path(""))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Until it exits (its start refused), the listener's port refuses
+        // every connection: nothing was ever listening on it.
+        let mut accepted = 0;
+        while child.try_wait().unwrap().is_none() {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                accepted += 1;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stderr, accepted)
+    };
+    let errors = |stderr: &str| -> Vec<String> {
+        stderr
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["level"] == "ERROR")
+            .map(|v| v["error"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+
+    // The certificate missing too: one refusal names both.
+    let (code, stderr, accepted) = run();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(accepted, 0, "the listener accepted:\n{stderr}");
+    let errors_seen = errors(&stderr);
+    assert_eq!(errors_seen.len(), 1, "one ERROR event:\n{stderr}");
+    assert!(
+        errors_seen[0].contains("listeners.public.tls.certs[0]")
+            && errors_seen[0].contains("secret/token"),
+        "the certificate and the token file in one ERROR:\n{stderr}"
+    );
+
+    // The certificate there: refused for the token before any listener.
+    let ca = TestCa::new("ca");
+    s.pair("a", &ca.server_pair(&["localhost"]));
+    let (code, stderr, accepted) = run();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(accepted, 0, "the listener accepted:\n{stderr}");
+    let errors_seen = errors(&stderr);
+    assert_eq!(errors_seen.len(), 1, "one ERROR event:\n{stderr}");
+    assert!(errors_seen[0].contains("secret/token"), "{stderr}");
+    assert!(
+        !stderr.contains("\"listening\""),
+        "a listener was listening before the refusal:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("openssl-rand-hex"),
+        "the token in {stderr}"
+    );
+}

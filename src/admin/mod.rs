@@ -30,18 +30,38 @@ use crate::reload::Handle;
 
 pub type AdminBody = Full<Bytes>;
 
-/// Bind the admin address and serve it in the background; its address.
-/// Refuses a non-loopback bind without tokens (SPEC §4). The token files
-/// are the reloader's to re-read (on a change and on SIGHUP).
+/// The admin section's tokens, or every problem it refuses a start for:
+/// a non-loopback bind without tokens (SPEC §4) and each token source that
+/// does not read. Asked before any listener is bound, so that `run` names
+/// them with the listeners' and certificates' in one refusal (SPEC §1).
+pub fn prepare(config: &AdminConfig) -> Result<Arc<auth::Tokens>, Vec<String>> {
+    let mut problems = Vec::new();
+    match exposure(config) {
+        Ok(Some(warning)) => warn!(addr = %config.bind_shown, "{warning}"),
+        Ok(None) => {}
+        Err(e) => problems.push(e),
+    }
+    match auth::Tokens::load(config) {
+        Ok(tokens) if problems.is_empty() => return Ok(Arc::new(tokens)),
+        Ok(_) => {}
+        // Every token's problem, not only the first `load` stopped at.
+        Err(first) => {
+            let all = auth::Tokens::problems(config, &mut Vec::new());
+            problems.extend(if all.is_empty() { vec![first] } else { all });
+        }
+    }
+    Err(problems)
+}
+
+/// Bind the admin address and serve it in the background with `tokens`
+/// ([`prepare`]'s); its address. The token files are the reloader's to
+/// re-read (on a change and on SIGHUP).
 pub async fn start(
     config: &AdminConfig,
+    tokens: Arc<auth::Tokens>,
     handle: Handle,
     shutdown: watch::Receiver<bool>,
 ) -> Result<SocketAddr, String> {
-    if let Some(warning) = exposure(config)? {
-        warn!(addr = %config.bind_shown, "{warning}");
-    }
-    let tokens = Arc::new(auth::Tokens::load(config)?);
     if !config.tokens.is_empty() {
         auth::count_failures_from_zero();
     }

@@ -388,7 +388,7 @@ impl Reloader {
             return Err(format!("{ENTRIES_UNSETTLED}{}", problems.join("\n")));
         }
         if !problems.is_empty() {
-            return Err(problems.join("\n"));
+            return Err(self.refusal(problems));
         }
 
         // 2. Upstreams: reuse unchanged ones (keeps their pools).
@@ -461,8 +461,8 @@ impl Reloader {
                 Err(e) => problems.push(e),
             }
         }
-        if !problems.is_empty() {
-            return Err(problems.join("\n"));
+        if !problems.is_empty() || !self.refused_at_start.is_empty() {
+            return Err(self.refusal(problems));
         }
         // Shutdown may have begun while this was built (up to 5 s, the
         // last upstream's lookup): committed, it would make new ports

@@ -245,6 +245,10 @@ pub struct Reloader {
     /// The read of the configuration under way may wait for entry files
     /// it names that are not settled (`apply::reload_config_for`).
     config_entries_wait: bool,
+    /// Problems found outside the configuration's sections the start
+    /// applies (the admin section's): the first `apply_config` is refused
+    /// for them too, with its own, before it binds.
+    refused_at_start: Vec<String>,
     /// A read of the configuration was deferred for entry files not
     /// settled, and said so: until a read is not.
     config_entries_waited: bool,
@@ -310,8 +314,22 @@ pub fn start(
     shutdown: watch::Receiver<bool>,
     drain: Arc<Drain>,
 ) -> Result<Handle, String> {
+    start_refusing(config, rt, shutdown, drain, Vec::new())
+}
+
+/// [`start`], refused for `refused` too (the admin section's problems,
+/// found by its caller) with the configuration's own, in one error, before
+/// any listener is bound.
+pub fn start_refusing(
+    config: Config,
+    rt: tokio::runtime::Handle,
+    shutdown: watch::Receiver<bool>,
+    drain: Arc<Drain>,
+    refused: Vec<String>,
+) -> Result<Handle, String> {
     let (mut reloader, mut events) = Reloader::new(&config, rt.clone(), shutdown, drain);
     let shared = reloader.shared.clone();
+    reloader.refused_at_start = refused;
     reloader.apply_config(config.clone(), true)?;
     crate::metrics::METRICS.config_last_reload_successful.set(1);
     // The listeners serve from here on: a failure past this point stops
@@ -371,6 +389,13 @@ impl Reloader {
         Ok(())
     }
 
+    /// `problems` of a configuration refused, one a line, then those of
+    /// [`start_refusing`]'s caller (said once, with the first refusal).
+    fn refusal(&mut self, mut problems: Vec<String>) -> String {
+        problems.append(&mut self.refused_at_start);
+        problems.join("\n")
+    }
+
     /// Stop every listener's accept loop and close its socket: the start
     /// failed after they were spawned and the process ends.
     fn stop_listeners(&mut self) {
@@ -426,6 +451,7 @@ impl Reloader {
             config_waited_edit: None,
             config_unsettled_entries: Vec::new(),
             config_entries_wait: false,
+            refused_at_start: Vec::new(),
             config_entries_waited: false,
             config_seen: None,
             config_backoff: None,
