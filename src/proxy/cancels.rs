@@ -143,7 +143,9 @@ impl Unanswered {
     }
 
     /// The answer came: the request stays in flight while its body is sent.
-    pub fn answered(mut self) -> InFlight {
+    /// Once only. Borrowed, not taken: the guard stays where it was made
+    /// (a request's future), not moved on each request to be consumed.
+    pub fn answered(&mut self) -> InFlight {
         let in_flight = self.in_flight.take().expect("taken only here or on drop");
         if self.forwarded {
             in_flight.cancels().answered();

@@ -216,13 +216,11 @@ pub fn was_cut(resp: &Response<ResponseBody>) -> bool {
 /// error (HTTP/2: the stream reset `CANCEL`, the connection serving on;
 /// HTTP/1.1: the connection closed), as a revoked connection's request
 /// waiting for its head ends with nothing sent; the cut is hotproxy's, not
-/// a cancellation of the client's (`in_flight` answered).
-pub fn not_cut(
-    resp: Response<ResponseBody>,
-    in_flight: Unanswered,
-) -> Result<(Response<ResponseBody>, Unanswered), h2::Error> {
-    if !was_cut(&resp) {
-        return Ok((resp, in_flight));
+/// a cancellation of the client's (`in_flight` answered). Checked in
+/// place: every request's response and guard would be moved through it.
+pub fn not_cut(resp: &Response<ResponseBody>, in_flight: &mut Unanswered) -> Result<(), h2::Error> {
+    if !was_cut(resp) {
+        return Ok(());
     }
     drop(in_flight.answered());
     Err(h2::Error::from(h2::Reason::CANCEL))

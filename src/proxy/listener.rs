@@ -531,8 +531,8 @@ async fn connection(
                     return Err(h2::Error::from(h2::Reason::REFUSED_STREAM));
                 };
                 let (begun, ctx, req) = unstarted.start();
-                let resp = handle(begun, req, &ctx, &slot, &tunnel, &mut in_flight).await;
-                let (mut resp, in_flight) = host_cut::not_cut(resp, in_flight)?;
+                let mut resp = handle(begun, req, &ctx, &slot, &tunnel, &mut in_flight).await;
+                host_cut::not_cut(&resp, &mut in_flight)?;
                 front.set_response_headers(resp.headers_mut());
                 if is_h2 {
                     crate::proxy::date::never_indexed(resp.headers_mut()); // no HPACK walk
