@@ -46,7 +46,7 @@ mod handshake;
 mod serve;
 mod settings;
 mod unanswered;
-use begun::{Begun, Unstarted};
+use begun::Unstarted;
 pub use handshake::{Handshake, ServedCert};
 pub use serve::{Heir, Inherited, Removal, Shutdown, Slot, Stop, bind, log_listening, serve};
 pub use settings::{MAX_CONCURRENT_STREAMS, Settings};
@@ -509,7 +509,7 @@ async fn connection(
             // HTTP/2's held (`Unstarted`) until then, begun if the future is dropped unpolled.
             let refused = activity.refuses();
             let head = req.method() == Method::HEAD;
-            let begun = match refused {
+            let mut begun = match refused {
                 true => Err(req), // dropped with the future, as a request begun
                 false => {
                     let in_flight = Unanswered::new(body::begin(&activity, &mut req));
@@ -527,12 +527,12 @@ async fn connection(
             Box::into_pin(Box::write(Box::new_uninit(), async move {
                 // hyper resets the stream with the reason of the h2 error
                 // among the service error's causes; the connection goes on.
-                let Ok((mut in_flight, unstarted)) = begun else {
+                // Lent, not moved: each move copied the request and its guards.
+                let Ok((in_flight, unstarted)) = &mut begun else {
                     return Err(h2::Error::from(h2::Reason::REFUSED_STREAM));
                 };
-                let (begun, ctx, req) = unstarted.start();
-                let mut resp = handle(begun, req, &ctx, &slot, &tunnel, &mut in_flight).await;
-                host_cut::not_cut(&resp, &mut in_flight)?;
+                let mut resp = handle(unstarted, &slot, &tunnel, in_flight).await;
+                host_cut::not_cut(&resp, in_flight)?;
                 front.set_response_headers(resp.headers_mut());
                 if is_h2 {
                     crate::proxy::date::never_indexed(resp.headers_mut()); // no HPACK walk
@@ -631,26 +631,25 @@ fn refuse(
     exchange.refused(refused.authz()).finish(refused.response())
 }
 
-/// Route one request and forward it (`in_flight` told at an endpoint), with its metrics; the edge duties
-/// (request id, route `allow`, client-certificate headers, access log) are [`Exchange`]'s, begun with
-/// `begun`. A `101` to a tunnelled upgrade starts the tunnel, which keeps `slot`, writes the request's
+/// Route one request (`unstarted`'s) and forward it (`in_flight` told at an endpoint), with its metrics;
+/// the edge duties (request id, route `allow`, client-certificate headers, access log) are [`Exchange`]'s,
+/// begun with it. A `101` to a tunnelled upgrade starts the tunnel, which keeps `slot`, writes the request's
 /// line when it ends, and is checked again against its route's rules when the routes change.
 async fn handle(
-    begun: Begun,
-    mut req: Request<Incoming>,
-    ctx: &Arc<RequestContext>,
+    unstarted: &mut Unstarted,
     slot: &Arc<Slot>,
     tunnel: &TunnelLimits,
     in_flight: &mut Unanswered,
 ) -> Response<ResponseBody> {
+    let (taken, ctx, mut req) = unstarted.start();
     let begun::Taken {
         listener,
         start,
         named,
         checked,
         mut exchange,
-    } = begun.take();
-    let listener = &listener;
+    } = taken;
+    let (listener, ctx) = (&listener, &ctx);
     let prepared = checked.and_then(|()| request::prepare(&mut req, &ctx.hosts));
     if let Err(refused) = prepared {
         return refuse(listener, ctx, exchange, refused, start);

@@ -100,12 +100,13 @@ impl Unstarted {
         Unstarted(Some((beginning, ctx, req)))
     }
 
-    /// In the request's future, as it first runs: the request begun, and
-    /// what was held for it.
-    pub fn start(mut self) -> (Begun, Arc<RequestContext>, Request<Incoming>) {
+    /// In the request's future, as it first runs: the request begun and
+    /// taken over by `handle` at once (no await between), and what was
+    /// held for it. Lent, not taken: moved, it copied the request again.
+    pub fn start(&mut self) -> (Taken, Arc<RequestContext>, Request<Incoming>) {
         let (beginning, ctx, mut req) = self.0.take().expect("started once");
-        let begun = beginning.begun(&ctx, &mut req);
-        (begun, ctx, req)
+        let taken = beginning.begun(&ctx, &mut req).take();
+        (taken, ctx, req)
     }
 }
 
