@@ -6,6 +6,7 @@
 //! with for its whole life: that is "open connections keep their certificate".
 
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
@@ -725,11 +726,11 @@ async fn handle(
     // Another entry's host: watched from now, head or no head, body too (`host_cut`).
     let watch = host_entry.map(|h| HostWatch::start(listener, ctx, &mut req, h, slot.grace()));
     let abandoned = forwarding.abandoned();
-    // Pinned here and lent: passed by value, the forward future was stored
-    // again in each async fn it went through, on every request.
+    // Pinned where it is made, and lent: passed by value, or bound first,
+    // the forward future (kilobytes) was copied again on every request.
     let mut resp = {
-        let forward = upstream.forward(req, ctx, max_body, in_flight, accept, abandoned);
-        host_cut::forwarded(watch.as_ref(), std::pin::pin!(forward)).await
+        let forward = pin!(upstream.forward(req, ctx, max_body, in_flight, accept, abandoned));
+        host_cut::forwarded(watch.as_ref(), forward).await
     };
     if watch.is_some() && host_cut::was_cut(&resp) {
         return resp; // `forwarding` dropped: its `499` line
