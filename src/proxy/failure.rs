@@ -108,19 +108,22 @@ pub fn never_processed(e: &Failure) -> bool {
     }
 }
 
-/// The response of `head` and `body`, once what of the body came with the
-/// head is read ([`LeasedBody::read_early`]): a body the upstream broke
-/// there fails the request (a `502` with its cause, nothing sent again),
-/// as none of it has gone to the client yet. The head came: processed,
-/// whatever the error's code ([`Failure::AfterHead`]).
-pub async fn early(
-    head: http::response::Parts,
-    mut body: LeasedBody,
-) -> Result<Response<ResponseBody>, (Failure, Option<Request<ClientBody>>)> {
-    match body.read_early().await {
-        Ok(()) => Ok(Response::from_parts(head, body.boxed())),
-        Err(e) => Err((Failure::AfterHead(e), None)),
-    }
+/// What of `body` came with its head, read ([`LeasedBody::read_early`]):
+/// a body the upstream broke there fails the request (a `502` with its
+/// cause, nothing sent again), as none of it has gone to the client yet.
+/// The head came: processed, whatever the error's code
+/// ([`Failure::AfterHead`]). Lent, not taken: the body (and its head) moved
+/// into this future were copied on every response; [`answer`] then.
+pub async fn early(body: &mut LeasedBody) -> Result<(), (Failure, Option<Request<ClientBody>>)> {
+    body.read_early()
+        .await
+        .map_err(|e| (Failure::AfterHead(e), None))
+}
+
+/// The response of `head` and `body`, once [`early`] has read what came
+/// with the head.
+pub fn answer(head: http::response::Parts, body: LeasedBody) -> Response<ResponseBody> {
+    Response::from_parts(head, body.boxed())
 }
 
 /// A request whose body can be sent twice ([`ClientBody::can_replay`]):

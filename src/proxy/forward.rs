@@ -49,8 +49,8 @@ use crate::proxy::budget::Budget;
 use crate::proxy::buffer;
 use crate::proxy::edge::{Abandoned, BytesIn};
 use crate::proxy::failure::{
-    Failure, closed_before_response, copy_of, diagnose, dispatch_gone, early, h1_again, h1_spent,
-    idempotent, refused_stream, replayable, unprocessed,
+    Failure, answer, closed_before_response, copy_of, diagnose, dispatch_gone, early, h1_again,
+    h1_spent, idempotent, refused_stream, replayable, unprocessed,
 };
 use crate::proxy::headers::{Message, rewrite_request_headers, strip_hop_by_hop};
 use crate::proxy::kept::{Fields, Kept};
@@ -461,8 +461,9 @@ impl Upstream {
                         }
                         Ok(resp) => {
                             let (head, b) = resp.into_parts();
-                            let b = LeasedBody::h1(b, c, endpoint, sent, &self.read, count.take());
-                            return early(head, b).await;
+                            let mut b =
+                                LeasedBody::h1(b, c, endpoint, sent, &self.read, count.take());
+                            return early(&mut b).await.map(|()| answer(head, b));
                         }
                         Err(e) => (e, copy.and_then(|k| k.request(&c, &path)), reused),
                     }
@@ -519,8 +520,9 @@ impl Upstream {
                         }
                         Ok(resp) => {
                             let (head, b) = padding::trimmed_head(resp).into_parts();
-                            let body = LeasedBody::h2(b, stream, body, &self.read, count.take());
-                            return early(head, body).await;
+                            let mut body =
+                                LeasedBody::h2(b, stream, body, &self.read, count.take());
+                            return early(&mut body).await.map(|()| answer(head, body));
                         }
                         Err(mut e) => {
                             // Sent again, and whether to this endpoint too.
