@@ -47,8 +47,12 @@ pub struct ExpiringSessions<C: Clock = Monotonic> {
     lifetime: Duration,
     born: Instant,
     clock: C,
-    /// The keys put, oldest first, with their stamps (at most `size`:
-    /// rustls's cache lets its oldest go as this does).
+    /// The keys in `inner`, oldest first, with their stamps. Every change
+    /// to `inner` is made under this lock, stamps read under it too, so
+    /// this is rustls's own queue, in its order: a session answered as
+    /// absent goes from both, and a put into a full cache takes the oldest
+    /// out itself (rustls never lets one go unseen). A queue kept beside
+    /// rustls's drifted from it and let keys go that rustls still held.
     order: Mutex<VecDeque<(u64, Vec<u8>)>>,
     size: usize,
 }
@@ -64,6 +68,9 @@ impl ExpiringSessions {
     }
 }
 
+/// The keys in the cache, oldest first, with their stamps.
+type Order = VecDeque<(u64, Vec<u8>)>;
+
 impl<C: Clock> ExpiringSessions<C> {
     pub(crate) fn with_clock(size: usize, lifetime: Duration, clock: C) -> Self {
         Self {
@@ -76,44 +83,45 @@ impl<C: Clock> ExpiringSessions<C> {
         }
     }
 
-    /// Note `key` put at `stamp`; take out of the cache up to [`SWEEP`]
-    /// of the oldest sessions past the lifetime (a key put again since
-    /// stays: its stamp is newer).
-    fn sweep(&self, key: &[u8], stamp: u64) {
+    /// The queue, locked: hold it while changing `inner`.
+    fn order(&self) -> std::sync::MutexGuard<'_, Order> {
+        self.order.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Take out of the cache up to [`SWEEP`] of the oldest sessions at
+    /// least the lifetime old at `now` (nanoseconds since the cache's
+    /// making).
+    fn sweep(&self, order: &mut Order, now: u64) {
         let lifetime = u64::try_from(self.lifetime.as_nanos()).unwrap_or(u64::MAX);
-        let mut expired = Vec::new();
-        {
-            let mut order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
-            order.push_back((stamp, key.to_vec()));
-            if order.len() > self.size {
-                order.pop_front();
+        for _ in 0..SWEEP {
+            match order.front() {
+                Some((at, _)) if now.saturating_sub(*at) >= lifetime => {}
+                _ => break,
             }
-            while expired.len() < SWEEP
-                && order
-                    .front()
-                    .is_some_and(|(at, _)| stamp.saturating_sub(*at) >= lifetime)
-            {
-                expired.extend(order.pop_front());
-            }
-        }
-        for (at, key) in expired {
-            if let Some(stored) = self.inner.take(&key)
-                && stamp_of(&stored) > Duration::from_nanos(at)
-            {
-                self.inner.put(key, stored);
+            if let Some((_, key)) = order.pop_front() {
+                self.inner.take(&key);
             }
         }
     }
 
-    /// How long after the cache was made it is now.
-    fn since_born(&self) -> Duration {
-        self.clock.now().saturating_duration_since(self.born)
+    /// Take `key` out of the cache and the queue, under the queue's lock.
+    fn remove(&self, order: &mut Order, key: &[u8]) -> Option<Vec<u8>> {
+        let stored = self.inner.take(key)?;
+        order.retain(|(_, k)| k != key);
+        Some(stored)
+    }
+
+    /// How long after the cache was made it is now, in nanoseconds (u64
+    /// nanoseconds last 584 years from the cache's making).
+    fn now(&self) -> u64 {
+        let since = self.clock.now().saturating_duration_since(self.born);
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// The session behind its stamp, if it is younger than the lifetime.
-    fn fresh(&self, stored: Vec<u8>) -> Option<Vec<u8>> {
+    fn fresh(&self, stored: &[u8]) -> Option<Vec<u8>> {
         let (_, session) = stored.split_first_chunk::<8>()?;
-        let age = self.since_born().saturating_sub(stamp_of(&stored));
+        let age = Duration::from_nanos(self.now()).saturating_sub(stamp_of(stored));
         (age < self.lifetime).then(|| session.to_vec())
     }
 }
@@ -126,33 +134,51 @@ fn stamp_of(stored: &[u8]) -> Duration {
 
 impl<C: Clock> StoresServerSessions for ExpiringSessions<C> {
     fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
-        // u64 nanoseconds last 584 years from the cache's making.
-        let stamp = u64::try_from(self.since_born().as_nanos()).unwrap_or(u64::MAX);
+        let mut order = self.order();
+        // Read under the lock: stamps rise along the queue, whatever the
+        // threads' order, so its front is always the oldest.
+        let stamp = self.now();
         let mut stored = Vec::with_capacity(8 + value.len());
         stored.extend_from_slice(&stamp.to_be_bytes());
         stored.extend_from_slice(&value);
-        self.sweep(&key, stamp);
+        // A key stored again goes to the back, with its new stamp.
+        self.remove(&mut order, &key);
+        self.sweep(&mut order, stamp);
+        if order.len() >= self.size
+            && let Some((_, oldest)) = order.pop_front()
+        {
+            // What rustls would let go, taken here so both queues agree.
+            self.inner.take(&oldest);
+        }
+        order.push_back((stamp, key.clone()));
         self.inner.put(key, stored)
     }
 
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
         let stored = self.inner.get(key)?;
-        let session = self.fresh(stored.clone());
-        match &session {
-            // A ticket this resumption issues (a client offering its
-            // session ID and the ticket extension) is as old as the session.
-            Some(value) => {
-                let age = self.since_born().saturating_sub(stamp_of(&stored));
-                carry(value, Origin::Age(age));
-            }
+        let Some(session) = self.fresh(&stored) else {
             // Gone for good: its master secret is not kept past its use.
-            None => drop(self.inner.take(key)),
-        }
-        session
+            // Looked at again under the lock: one put again since stays.
+            let mut order = self.order();
+            if self
+                .inner
+                .get(key)
+                .is_some_and(|s| self.fresh(&s).is_none())
+            {
+                self.remove(&mut order, key);
+            }
+            return None;
+        };
+        // A ticket this resumption issues (a client offering its session
+        // ID and the ticket extension) is as old as the session.
+        let age = Duration::from_nanos(self.now()).saturating_sub(stamp_of(&stored));
+        carry(&session, Origin::Age(age));
+        Some(session)
     }
 
     fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.inner.take(key).and_then(|stored| self.fresh(stored))
+        let stored = self.remove(&mut self.order(), key)?;
+        self.fresh(&stored)
     }
 
     fn can_cache(&self) -> bool {

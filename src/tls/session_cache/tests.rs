@@ -84,6 +84,34 @@ fn a_put_removes_sessions_past_their_lifetime() {
     assert_eq!(held, 0, "expired sessions still held");
 }
 
+/// A session ID answered as absent (past its lifetime) went out of
+/// rustls's cache but stayed in the sweep's queue, so the queue no longer
+/// matched rustls's: a later put let the oldest key out of the queue while
+/// rustls kept it (it was not full), and that session, its master secret
+/// with it, was tracked by nothing, held until pushed out.
+#[test]
+fn a_session_answered_as_absent_leaves_no_other_untracked() {
+    let clock = TestClock::new();
+    let c = ExpiringSessions::with_clock(256, LIFETIME, clock.clone());
+    let key = |n: u32| format!("K{n}").into_bytes();
+    for n in 1..=256 {
+        c.put(key(n), b"secret".to_vec());
+    }
+    clock.advance(LIFETIME);
+    assert_eq!(c.get(&key(100)), None, "a session {LIFETIME:?} old");
+    c.put(key(257), b"secret".to_vec());
+    assert_eq!(c.inner.get(&key(1)), None, "its secret is still held");
+    assert_eq!(c.inner.get(&key(2)), None, "its secret is still held");
+    // The rest go as later puts sweep (two at each), none left behind.
+    for n in 258..=400 {
+        c.put(key(n), b"secret".to_vec());
+    }
+    let held = (1..=256)
+        .filter(|n| c.inner.get(&key(*n)).is_some())
+        .count();
+    assert_eq!(held, 0, "expired sessions still held");
+}
+
 /// `take` (rustls's, for TLS 1.3 tickets where there is no ticket key)
 /// answers an aged session as
 /// absent too, and a fresh one once.
