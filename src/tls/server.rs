@@ -639,14 +639,15 @@ fn sessions(name: &str, bind: SocketAddr) -> Result<Sessions, TlsError> {
     held.retain(|_, (t, _)| t.strong_count() > 0);
     let rotating = rustls::crypto::aws_lc_rs::Ticketer::new()
         .map_err(|e| TlsError::Build(format!("ticketer: {e}")))?;
-    // rustls's tickets carry no age it checks (TLS 1.2) and its previous
-    // key opens any ticket after a quiet spell: each is refused once its
-    // session is as old as a session ID may be.
-    let ticketer: Arc<dyn ProducesTickets> =
-        Arc::new(AgedTickets::new(rotating, session_cache::LIFETIME));
     // rustls's default size for a config's own cache; its sessions expire
     // as the tickets do (rustls's own cache would resume them for days).
     let cache = Arc::new(ExpiringSessions::new(256, session_cache::LIFETIME));
+    // rustls's tickets carry no age it checks (TLS 1.2) and its previous
+    // key opens any ticket after a quiet spell: each is refused once its
+    // session is as old as a session ID may be. Sealing one also sweeps
+    // the cache: a TLS 1.3 handshake stores no session ID to sweep it.
+    let ticketer: Arc<dyn ProducesTickets> =
+        Arc::new(AgedTickets::new(rotating, session_cache::LIFETIME).expiring(cache.clone()));
     held.insert(key, (Arc::downgrade(&ticketer), Arc::downgrade(&cache)));
     Ok(Sessions { ticketer, cache })
 }

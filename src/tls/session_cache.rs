@@ -3,6 +3,7 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -38,10 +39,11 @@ impl Clock for Monotonic {
 /// put (8 bytes: nanoseconds since the cache was made). `get` and `take`
 /// answer a session at least [`LIFETIME`] old (or the lifetime given) as
 /// absent and remove it. A resumption does not store its session again, so
-/// a session's age runs from its full handshake. Each `put` also removes
-/// up to [`SWEEP`] sessions past the lifetime, oldest first: one never
-/// offered again stayed (its master secret too) until newer ones pushed
-/// it out, on a quiet listener for as long as the process ran.
+/// a session's age runs from its full handshake. Each `put`, and each
+/// ticket sealed ([`Expires`]), also removes up to [`SWEEP`] sessions past
+/// the lifetime, oldest first: one never offered again stayed (its master
+/// secret too) until newer ones pushed it out, on a quiet listener for as
+/// long as the process ran.
 pub struct ExpiringSessions<C: Clock = Monotonic> {
     inner: Arc<ServerSessionMemoryCache>,
     lifetime: Duration,
@@ -54,6 +56,10 @@ pub struct ExpiringSessions<C: Clock = Monotonic> {
     /// out itself (rustls never lets one go unseen). A queue kept beside
     /// rustls's drifted from it and let keys go that rustls still held.
     order: Mutex<VecDeque<(u64, Vec<u8>)>>,
+    /// When the queue's oldest session reaches the lifetime (nanoseconds
+    /// since the cache's making; `u64::MAX` with none), set under its
+    /// lock: a handshake sealing a ticket compares to it alone.
+    due: AtomicU64,
     size: usize,
 }
 
@@ -79,6 +85,7 @@ impl<C: Clock> ExpiringSessions<C> {
             born: clock.now(),
             clock,
             order: Mutex::new(VecDeque::new()),
+            due: AtomicU64::new(u64::MAX),
             size,
         }
     }
@@ -102,6 +109,16 @@ impl<C: Clock> ExpiringSessions<C> {
                 self.inner.take(&key);
             }
         }
+    }
+
+    /// Note when the queue's oldest session reaches the lifetime: call
+    /// after each change to `order`, its lock still held.
+    fn note_due(&self, order: &Order) {
+        let lifetime = u64::try_from(self.lifetime.as_nanos()).unwrap_or(u64::MAX);
+        let due = order
+            .front()
+            .map_or(u64::MAX, |(at, _)| at.saturating_add(lifetime));
+        self.due.store(due, Ordering::Relaxed);
     }
 
     /// Take `key` out of the cache and the queue, under the queue's lock.
@@ -151,6 +168,7 @@ impl<C: Clock> StoresServerSessions for ExpiringSessions<C> {
             self.inner.take(&oldest);
         }
         order.push_back((stamp, key.clone()));
+        self.note_due(&order);
         self.inner.put(key, stored)
     }
 
@@ -166,6 +184,7 @@ impl<C: Clock> StoresServerSessions for ExpiringSessions<C> {
                 .is_some_and(|s| self.fresh(&s).is_none())
             {
                 self.remove(&mut order, key);
+                self.note_due(&order);
             }
             return None;
         };
@@ -177,7 +196,10 @@ impl<C: Clock> StoresServerSessions for ExpiringSessions<C> {
     }
 
     fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
-        let stored = self.remove(&mut self.order(), key)?;
+        let mut order = self.order();
+        let stored = self.remove(&mut order, key)?;
+        self.note_due(&order);
+        drop(order);
         self.fresh(&stored)
     }
 
@@ -191,6 +213,26 @@ impl<C: Clock> fmt::Debug for ExpiringSessions<C> {
         f.debug_struct("ExpiringSessions")
             .field("lifetime", &self.lifetime)
             .finish_non_exhaustive()
+    }
+}
+
+/// A session-ID cache whose sessions past their lifetime a handshake that
+/// stores none (a ticket's) takes out of memory.
+pub trait Expires: Send + Sync {
+    /// Take out up to [`SWEEP`] of the oldest sessions past their lifetime.
+    fn expire(&self);
+}
+
+impl<C: Clock> Expires for ExpiringSessions<C> {
+    /// A clock read and one compare while nothing is due: this runs on
+    /// every handshake that seals a ticket, resumptions included.
+    fn expire(&self) {
+        if self.now() < self.due.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut order = self.order();
+        self.sweep(&mut order, self.now());
+        self.note_due(&order);
     }
 }
 
@@ -227,6 +269,8 @@ pub struct AgedTickets<W: WallClock = SystemWall> {
     inner: Arc<dyn ProducesTickets>,
     lifetime: Duration,
     clock: W,
+    /// The listener's session IDs, swept as a ticket is sealed.
+    sessions: Option<Arc<dyn Expires>>,
 }
 
 impl AgedTickets {
@@ -247,7 +291,15 @@ impl<W: WallClock> AgedTickets<W> {
             inner,
             lifetime,
             clock,
+            sessions: None,
         }
+    }
+
+    /// Also take the listener's session IDs past their lifetime out of
+    /// `sessions` as tickets are sealed ([`Expires`]).
+    pub fn expiring(mut self, sessions: Arc<dyn Expires>) -> Self {
+        self.sessions = Some(sessions);
+        self
     }
 }
 
@@ -263,6 +315,11 @@ impl<W: WallClock> ProducesTickets for AgedTickets<W> {
     }
 
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        // A TLS 1.3 handshake (or a TLS 1.2 one taking a ticket) stores no
+        // session ID, so sweeps none as it is stored: it sweeps them here.
+        if let Some(sessions) = &self.sessions {
+            sessions.expire();
+        }
         let now = self.clock.unix_secs();
         let birth = match carried(plain) {
             Some(Origin::Birth(birth)) => birth,

@@ -95,6 +95,38 @@ fn tls13_session(data: &[u8]) -> Vec<u8> {
     plain
 }
 
+/// A listener's session IDs past their lifetime were swept only as new
+/// ones were stored: at a TLS 1.2 full handshake without a ticket. One that
+/// saw such a client, then only clients taking tickets (TLS 1.3), held that
+/// session, its master secret with it, for as long as the process ran.
+/// Sealing a ticket, which every other handshake does, sweeps them too.
+#[test]
+fn sealing_a_ticket_removes_session_ids_past_their_lifetime() {
+    let clock = TestClock::new();
+    let sessions = Arc::new(ExpiringSessions::with_clock(256, LIFETIME, clock.clone()));
+    let wall = TestWall::new();
+    let t = tickets(&wall).expiring(sessions.clone());
+    sessions.put(b"old".to_vec(), b"1".to_vec());
+    clock.advance(LIFETIME / 2);
+    sessions.put(b"young".to_vec(), b"2".to_vec());
+    assert!(t.encrypt(&tls13_session(b"")).is_some());
+    assert!(sessions.inner.get(b"old").is_some(), "at half its lifetime");
+    clock.advance(LIFETIME / 2);
+    assert!(t.encrypt(&tls13_session(b"")).is_some());
+    assert_eq!(sessions.inner.get(b"old"), None, "its secret is still held");
+    assert!(
+        sessions.inner.get(b"young").is_some(),
+        "at half its lifetime"
+    );
+    clock.advance(LIFETIME / 2);
+    assert!(t.encrypt(&tls13_session(b"")).is_some());
+    assert_eq!(
+        sessions.inner.get(b"young"),
+        None,
+        "its secret is still held"
+    );
+}
+
 /// A HelloRetryRequest `tls::accept` did not foresee (its connection
 /// marked so by `keep_tls13_birth`, and no ticketer of its own) gets no
 /// ticket: whether it resumed, and what, is not known where it is sealed.
