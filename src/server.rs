@@ -233,8 +233,8 @@ pub async fn serve_then(config: Config, ready: impl FnOnce()) -> ExitCode {
                 // keep SIGTERM from being heard) and again through a
                 // shortage; asked first, so that the re-read of every
                 // certificate file does not hold it up.
-                handle.send(Command::Call(Box::new(|r| r.reread_admin_tokens())));
-                handle.send(Command::ReloadAll);
+                // Merged with one still waiting: a burst is one re-read.
+                handle.sighup(true);
             }
             // logrotate: the access log is reopened at its configured path.
             _ = usr1.recv() => crate::access_log::reopen(),
@@ -277,7 +277,7 @@ pub async fn serve_then(config: Config, ready: impl FnOnce()) -> ExitCode {
             _ = quit.recv() => break second_signal(&drain),
             // The admin API refuses every call now: its token files are
             // not re-read.
-            _ = hup.recv() => handle.send(Command::ReloadAll),
+            _ = hup.recv() => handle.sighup(false),
             _ = usr1.recv() => crate::access_log::reopen(),
             _ = usr2.recv() => usr2_ignored(),
         }

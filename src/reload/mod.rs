@@ -63,8 +63,6 @@ const LOG: &str = module_path!();
 pub enum Command {
     /// The watcher saw something that may have changed this subject.
     Changed(Subject),
-    /// SIGHUP: re-read the configuration and every file.
-    ReloadAll,
     /// Run a closure on the reloader thread (the admin API's mutations).
     Call(Box<dyn FnOnce(&mut Reloader) + Send>),
     /// Stop the thread.
@@ -100,6 +98,8 @@ pub struct ListenerView {
 pub struct Handle {
     tx: mpsc::Sender<Command>,
     pub shared: Arc<Shared>,
+    /// A SIGHUP's re-read waits in the queue, not begun ([`Handle::sighup`]).
+    hup_pending: Arc<AtomicBool>,
 }
 
 impl Handle {
@@ -118,6 +118,29 @@ impl Handle {
             let _ = tx.send(f(r));
         })));
         rx.await.ok()
+    }
+
+    /// SIGHUP: re-read the configuration and every file (the admin token
+    /// files first with `tokens`), unless a re-read asked for earlier has
+    /// not begun: that one reads what this signal asks for, and answers
+    /// for both (nginx keeps one reload pending). Each signal queued its
+    /// own re-read of every file: a burst of them kept the reloader busy
+    /// for seconds, and SIGTERM's release of the ports waited behind them.
+    pub fn sighup(&self, tokens: bool) {
+        if self.hup_pending.swap(true, Ordering::AcqRel) {
+            debug!(target: LOG, "SIGHUP: a re-read is already waiting; this one joins it");
+            return;
+        }
+        let pending = self.hup_pending.clone();
+        self.send(Command::Call(Box::new(move |r| {
+            // Cleared before reading: a signal from now on may follow
+            // writes this re-read misses, and gets its own.
+            pending.store(false, Ordering::Release);
+            if tokens {
+                r.reread_admin_tokens();
+            }
+            r.reload_all();
+        })));
     }
 }
 
@@ -363,7 +386,11 @@ pub fn start_refusing(
             }
         }
     });
-    Ok(Handle { tx, shared })
+    Ok(Handle {
+        tx,
+        shared,
+        hup_pending: Arc::default(),
+    })
 }
 
 impl Reloader {
@@ -492,7 +519,6 @@ impl Reloader {
                     self.reading = Cause::Asked;
                 }
                 Ok(Command::Changed(Subject::AdminToken(i))) => self.reread_admin_token(i),
-                Ok(Command::ReloadAll) => self.reload_all(),
                 Ok(Command::Call(f)) => f(&mut self),
                 Ok(Command::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
