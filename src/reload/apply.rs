@@ -1,6 +1,6 @@
 //! Applying a configuration: entries, upstreams and listeners planned, bound and started or stopped.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -431,8 +431,9 @@ impl Reloader {
             return Err(SHUTDOWN_BEGAN.to_owned());
         }
         let mut planned = Vec::new();
-        // Running listeners whose socket a new one serves on (a rename, a swap).
-        let mut shared = BTreeSet::new();
+        // Running listeners whose socket a new one serves on (a rename, a
+        // swap), with the name of that one.
+        let mut shared = BTreeMap::new();
         let givers = Givers::new(&self.listeners, &listed);
         for l in &new.listeners {
             let client_auth = match overrides.get(&l.name) {
@@ -579,7 +580,7 @@ impl Reloader {
                 }
                 (Some(socket), old) => {
                     if let Some(old) = old {
-                        old.stop(shared.contains(&cfg.name));
+                        old.stop(shared.contains_key(&cfg.name));
                         info!(target: LOG, listener = %cfg.name, "listener re-bound; old address closed");
                     }
                     let live = Listener::new(
@@ -615,7 +616,7 @@ impl Reloader {
             live_listeners.insert(cfg.name.clone(), live);
         }
         for (name, old) in std::mem::take(&mut self.listeners) {
-            old.stop(shared.contains(&name));
+            old.stop(shared.contains_key(&name));
             info!(target: LOG, listener = %name, "listener removed");
         }
         self.listeners = live_listeners;

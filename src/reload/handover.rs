@@ -1,6 +1,6 @@
 //! The socket a reload's new listener serves on (its own kept, one a running listener gives up, bound anew, or bound beside an overlapping one), the new listeners looked up by name and address.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 use super::rebind::{Registered, bind_beside, bind_fresh, listen_beside, register};
@@ -153,7 +153,8 @@ pub(super) type Planned<T> = (ListenerConfig, T, Option<Registered>, Option<Stri
 impl Reloader {
     /// The socket new listener `l` is to serve on: `None` when it keeps
     /// its own (same name, same address); else the one a running listener
-    /// gives up on its address (that listener's name added to `shared`),
+    /// gives up on its address (that listener's name added to `shared`,
+    /// with `l`'s: the one it is handed over to),
     /// registered with the runtime now (a failure, epoll's ENOMEM or
     /// ENOSPC, refuses the reload; in the commit it panicked, half
     /// applied); else bound anew, not listening ([`Placed::Bound`]); else,
@@ -166,7 +167,7 @@ impl Reloader {
         &self,
         l: &ListenerConfig,
         givers: &Givers<'_>,
-        shared: &mut BTreeSet<String>,
+        shared: &mut BTreeMap<String, String>,
     ) -> Result<Placed, String> {
         let kept = self
             .listeners
@@ -176,7 +177,7 @@ impl Reloader {
             return Ok(Placed::Ready(None));
         }
         if let Some((old, socket)) = givers.handed_over(l) {
-            shared.insert(old.to_owned());
+            shared.insert(old.to_owned(), l.name.clone());
             return self.registered(l, socket).map(|s| Placed::Ready(Some(s)));
         }
         // Bound only: listening here, it queued the clients of a port a

@@ -1,6 +1,6 @@
 //! Listening sockets a reload takes up or gives up: registered while planned, bound beside (an overlapping address), handed over, or their queue served (each by the listener on its address) before they close.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 
@@ -79,21 +79,23 @@ impl Reloader {
     pub(super) fn hand_over<T>(
         &mut self,
         planned: &[Planned<T>],
-        shared: &BTreeSet<String>,
+        shared: &BTreeMap<String, String>,
     ) -> BTreeMap<String, Inherited> {
         let inherited =
             self.inherit(planned.iter().filter_map(|(cfg, .., beside)| {
                 Some((cfg.name.clone(), cfg.bind, beside.clone()?))
             }));
-        for name in shared {
+        for (name, to) in shared {
             let Some(old) = self.listeners.remove(name) else {
                 continue;
             };
             old.stop(true);
+            // Not "closed" nor plainly "removed": the socket goes on
+            // serving, under listener `to`.
             if planned.iter().any(|(cfg, ..)| cfg.name == *name) {
-                info!(target: LOG, listener = %name, "listener re-bound; old address closed");
+                info!(target: LOG, listener = %name, to = %to, "listener re-bound; old address handed over");
             } else {
-                info!(target: LOG, listener = %name, "listener removed");
+                info!(target: LOG, listener = %name, to = %to, "listener removed; its address handed over");
             }
         }
         inherited

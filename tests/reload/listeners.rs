@@ -77,6 +77,19 @@ listeners:
     p.wait_log("rename applied", reloaded).await;
     assert_eq!(p.listener_addr("edge").await, one);
     assert_serves(one, "localhost", &ca.cert_pem, &a.fingerprint).await;
+    // Said as it is: the address goes on serving, under the new name. It
+    // was logged "listener removed", the address as good as closed.
+    let handed = |from: &str, to: &str, message: &str| {
+        let (from, to, message) = (from.to_owned(), to.to_owned(), message.to_owned());
+        move |v: &serde_json::Value| {
+            v["listener"] == *from && v["to"] == *to && v["message"] == *message
+        }
+    };
+    let said = "listener removed; its address handed over";
+    p.wait_log("the rename said", handed("one", "edge", said))
+        .await;
+    let removed = |l: &String| l.contains("\"listener removed\"") || l.contains("closed\"");
+    assert!(!p.logs().iter().any(removed), "{:?}", p.logs());
     // The two swap ports: each address now serves the other's pair.
     write(&cfg, &listeners(("edge", two.port()), ("two", one.port())));
     wait_until(WAIT, "the swap served", || async {
@@ -92,6 +105,13 @@ listeners:
                 == Some(&*a.fingerprint)
     })
     .await;
+    // Each address goes on serving, under the other: neither closed.
+    let said = "listener re-bound; old address handed over";
+    p.wait_log("the swap said", handed("edge", "two", said))
+        .await;
+    p.wait_log("the swap said", handed("two", "edge", said))
+        .await;
+    assert!(!p.logs().iter().any(removed), "{:?}", p.logs());
 }
 
 /// `max_connections` changed by a reload applies to a listener that is
