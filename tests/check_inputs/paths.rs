@@ -607,6 +607,42 @@ fn a_fifo_access_log_the_user_cannot_open_is_refused() {
     assert!(out.ends_with("exit: Some(0)"), "{out}");
 }
 
+/// A service user given CAP_DAC_OVERRIDE (systemd's AmbientCapabilities)
+/// opens a root's 0600 FIFO, but `check` and `run` refused it: access(2)
+/// asks with the real ids and, for a real uid not root, drops every
+/// capability. Run as `nobody` holding only that capability (`setpriv`),
+/// when the tests run as root; otherwise there is no one to run it as.
+#[test]
+fn a_fifo_access_log_a_capable_user_may_open_passes() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+        eprintln!("skipped: needs root to run hotproxy as nobody with a capability");
+        return;
+    }
+    let (s, cfg) = scene("public", "access_log: { path: access.fifo }");
+    std::fs::set_permissions(s.dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    let fifo = s.path("access.fifo");
+    mkfifo(&fifo);
+    std::fs::set_permissions(&fifo, PermissionsExt::from_mode(0o600)).unwrap();
+    let bin = s.path("hotproxy");
+    std::fs::copy(env!("CARGO_BIN_EXE_hotproxy"), &bin).unwrap();
+    let mut command = Command::new("setpriv");
+    command
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["--inh-caps=+dac_override", "--ambient-caps=+dac_override"])
+        .arg(&bin)
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .current_dir(s.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = output_within_deadline(&mut command);
+    let out = String::from_utf8_lossy(&out.stdout).into_owned()
+        + &String::from_utf8_lossy(&out.stderr)
+        + &format!("\nexit: {:?}", out.status.code());
+    assert!(out.ends_with("exit: Some(0)"), "{out}");
+}
+
 /// `hotproxy check` on `cfg`, run from a copy of the binary in the scene's
 /// directory (the build's own directories may be closed to `nobody`) as
 /// `nobody` when the tests run as root (who writes anywhere), else as the
