@@ -28,7 +28,7 @@ use crate::metrics;
 use crate::proxy::body::{self, Fault};
 use crate::proxy::client_io::ClientIo;
 use crate::proxy::conn::{self, Activity, Driver, TrackedBody};
-use crate::proxy::edge::{EdgePolicy, Exchange, UpstreamAddr};
+use crate::proxy::edge::{EdgePolicy, UpstreamAddr};
 use crate::proxy::forward::{RequestContext, ResponseBody, client_fault, error_response};
 use crate::proxy::front::{self, Front};
 use crate::proxy::headers::client_ip_value;
@@ -47,6 +47,7 @@ mod handshake;
 mod serve;
 mod settings;
 mod unanswered;
+mod unrouted;
 use begun::Unstarted;
 pub use handshake::{Handshake, ServedCert};
 pub use serve::{Heir, Inherited, Removal, Shutdown, Slot, Stop, bind, log_listening, serve};
@@ -615,23 +616,6 @@ async fn connection(
     }
 }
 
-/// A request refused before it has a route (malformed, or one whose
-/// readings disagree on its route): logged at debug, as any client can
-/// cause it, counted without an upstream, answered.
-fn refuse(
-    listener: &Listener,
-    ctx: &RequestContext,
-    exchange: Exchange,
-    refused: request::Refused,
-    start: Instant,
-) -> Response<ResponseBody> {
-    debug!(listener = %listener.name, peer = %ctx.client_addr, error = %refused, "request refused");
-    listener
-        .unrouted
-        .record(refused.status().as_u16(), start.elapsed());
-    exchange.refused(refused.authz()).finish(refused.response())
-}
-
 /// Route one request (`unstarted`'s) and forward it (`in_flight` told at an endpoint), with its metrics;
 /// the edge duties (request id, route `allow`, client-certificate headers, access log) are [`Exchange`]'s,
 /// begun with it. A `101` to a tunnelled upgrade starts the tunnel, which keeps `slot`, writes the request's
@@ -653,7 +637,7 @@ async fn handle(
     let (listener, ctx) = (&listener, &ctx);
     let prepared = checked.and_then(|()| request::prepare(&mut req, &ctx.hosts));
     if let Err(refused) = prepared {
-        return refuse(listener, ctx, exchange, refused, start);
+        return unrouted::refuse(listener, ctx, exchange, refused, start);
     }
     let host_entry = match exchange.misdirected(ctx, &req, listener) {
         Ok(host_entry) => host_entry,
@@ -671,11 +655,10 @@ async fn handle(
     };
     let route = match route {
         Ok(route) => route,
-        Err(refused) => return refuse(listener, ctx, exchange, refused, start),
+        Err(refused) => return unrouted::refuse(listener, ctx, exchange, refused, start),
     };
     let Some((upstream, policy, route_metrics)) = route else {
-        listener.unrouted.record(404, start.elapsed());
-        return exchange.finish(error_response(StatusCode::NOT_FOUND, "no route"));
+        return unrouted::no_route(listener, exchange, start);
     };
     // A refusal of the route's names its upstream, as its count does
     // (`upstream="<name>"`); no endpoint, no head: `upstream_addr` and
@@ -698,7 +681,8 @@ async fn handle(
         exchange.upstream(&upstream.name, None);
         route_metrics.record(413, start.elapsed());
         let h2 = req.version() == http::Version::HTTP_2;
-        return exchange.finish(client_fault(ctx, &upstream.name, &Fault::TooLarge, h2));
+        let too_large = client_fault(ctx, &upstream.name, &Fault::TooLarge, h2);
+        return exchange.refused("body_too_large").finish(too_large);
     }
     // A tunnelled upgrade is a WebSocket handshake or a `400` (a `503` on a closing
     // connection, which would cut it at once); its `101` must carry the key's accept.
@@ -713,7 +697,7 @@ async fn handle(
         debug!(listener = %listener.name, peer = %ctx.client_addr, error = refused.message(), "websocket handshake refused");
         exchange.upstream(&upstream.name, None);
         route_metrics.record(refused.status().as_u16(), start.elapsed());
-        return exchange.finish(refused.response());
+        return exchange.refused(refused.authz()).finish(refused.response());
     }
     let client_upgrade = handshake.and_then(Result::ok).map(|accept| {
         // What the tunnel's route (and another entry's host) is checked

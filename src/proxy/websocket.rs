@@ -61,6 +61,15 @@ impl Refused {
         }
     }
 
+    /// The access log's `authz`: `bad_request` for the `400`, as a refused
+    /// head's; `unavailable` for the `503` of a closing connection.
+    pub fn authz(self) -> &'static str {
+        match self {
+            Refused::Closing => "unavailable",
+            _ => "bad_request",
+        }
+    }
+
     /// The `400`: with `Sec-WebSocket-Version: 13` for a wrong version;
     /// the `503` with `Connection: close`.
     pub fn response(self) -> Response<ResponseBody> {

@@ -134,3 +134,55 @@ async fn a_head_the_client_abandons_is_logged_and_counted() {
     let line = r#"hotproxy_http_requests_total{listener="public",upstream="",code="400"} 2"#;
     wait_metric(admin, line, WAIT).await;
 }
+
+/// Refusals made once a route is looked up said `allowed` (SPEC §2: `authz`
+/// is `allowed`, or why the request was refused): no route (`404`,
+/// `no_route`), a declared length over `max_body_bytes` (`413`,
+/// `body_too_large`) and a refused WebSocket handshake (`400`, a key that
+/// is no 16 bytes: `bad_request`). The backend sees none of them.
+#[tokio::test]
+async fn requests_refused_at_their_route_say_why_in_authz() {
+    let w = world().await;
+    let (path, log) = logged_config(&w, "max_body_bytes: 10");
+    edit_config(&path, |t| {
+        t.replace(
+            "routes: [{ upstream: plain }]",
+            "routes: [{ path_prefix: /in, upstream: plain }]",
+        )
+    });
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("public").await;
+    let cases = [
+        (
+            "GET /out HTTP/1.1\r\nhost: a.example.com\r\n",
+            404,
+            "no_route",
+        ),
+        (
+            "POST /in HTTP/1.1\r\nhost: a.example.com\r\ncontent-length: 11\r\n",
+            413,
+            "body_too_large",
+        ),
+        (
+            "GET /in HTTP/1.1\r\nhost: a.example.com\r\nconnection: upgrade\r\n\
+             upgrade: websocket\r\nsec-websocket-key: c2hvcnQ=\r\nsec-websocket-version: 13\r\n",
+            400,
+            "bad_request",
+        ),
+    ];
+    for (seen, (head, status, authz)) in cases.into_iter().enumerate() {
+        let request = format!("{head}connection: close\r\n\r\n");
+        let reply = h1_exchange(&w, addr, request.as_bytes()).await;
+        assert!(
+            reply.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{head}: {reply}"
+        );
+        let line = &wait_access_log(&log, seen + 1, WAIT).await[seen];
+        assert_eq!(line["status"], status, "{head}: {line}");
+        assert_eq!(line["authz"], authz, "{head}: {line}");
+    }
+    assert_eq!(
+        w.backend.requests.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+}
