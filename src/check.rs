@@ -70,7 +70,14 @@ pub fn run(path: &Path) -> ExitCode {
         .iter()
         .map(|p| flagged_path(p).to_owned())
         .collect();
-    let flagged = |within: &str| flagged.iter().any(|p| is_within(p, within));
+    // Either way round: a problem inside the section (a refused field) or
+    // on a path that holds it (`listeners[1]` a scalar, the whole item a
+    // stand-in) leaves the section built on nothing `run` would build.
+    let flagged = |within: &str| {
+        flagged
+            .iter()
+            .any(|p| is_within(p, within) || is_within(within, p))
+    };
     let mut problems = config_problems;
     let mut warnings = Vec::new();
     let mut rows = vec![[

@@ -19,14 +19,21 @@ listeners:
     tls: {tls}
 "#
     ));
-    let (code, out) = check_with(&cfg, &[]);
+    file_has_one_problem(&cfg, want);
+}
+
+/// `check` on `cfg`: exit 1 and exactly the one problem `want`, as `run`
+/// refuses the file with.
+#[track_caller]
+fn file_has_one_problem(cfg: &std::path::Path, want: &str) {
+    let (code, out) = check_with(cfg, &[]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains(want), "{out}");
     assert!(
         out.contains("configuration check failed: 1 problem(s)"),
         "{out}"
     );
-    let (code, run) = cli_with("run", &cfg, &[]);
+    let (code, run) = cli_with("run", cfg, &[]);
     assert_eq!(code, 1, "{run}");
     assert!(run.contains(want), "{run}");
 }
@@ -65,4 +72,33 @@ fn a_listener_whose_certificates_are_refused_is_not_built() {
         "",
         "listeners[0].tls.certs[0].ref: no entry \"nothere\" in certs",
     );
+}
+
+/// An `admin` section that is a scalar (an address where a mapping is
+/// expected): its stand-in's address `0.0.0.0:0` was also said to expose
+/// the admin API unauthenticated, a second problem `run` never reports.
+#[test]
+fn a_scalar_admin_section_is_not_said_to_expose_the_api() {
+    one_problem(PAIR, "admin: 127.0.0.1:9000", "admin: ");
+}
+
+/// A listener item that is not a mapping (a bare name, an empty `-`):
+/// its stand-in was also built, "listener : no server certificate".
+#[test]
+fn a_listener_item_that_is_not_a_mapping_is_not_built() {
+    for item in ["public", ""] {
+        let s = Scene::new();
+        let ca = TestCa::new("ca");
+        s.pair("edge", &ca.server_pair(&["localhost"]));
+        let cfg = s.config(&format!(
+            r#"
+listeners:
+  - name: good
+    bind: 127.0.0.1:0
+    tls: {PAIR}
+  - {item}
+"#
+        ));
+        file_has_one_problem(&cfg, "listeners[1]: ");
+    }
 }
