@@ -733,3 +733,6 @@ mod broken_items;
 
 #[path = "check_inputs/stand_ins.rs"]
 mod stand_ins;
+
+#[path = "check_inputs/header_values.rs"]
+mod header_values;

@@ -62,6 +62,15 @@ impl Resolver {
                     self.problem(hat, format!("`{shown}` is not a valid header name"));
                 } else if http::HeaderValue::from_str(&value).is_err() {
                     self.problem(hat, "not a valid header value (control characters?)");
+                } else if value.starts_with([' ', '\t']) || value.ends_with([' ', '\t']) {
+                    // Sent on every response: HTTP/2 clients that enforce
+                    // RFC 9113 §8.2.1 refuse the stream. The value is not
+                    // shown (it may come from a secret's variable).
+                    self.problem(
+                        hat,
+                        "begins or ends with a space or tab, which HTTP/2 clients \
+                         refuse (RFC 9113 §8.2.1): remove it",
+                    );
                 } else if HOP_BY_HOP.contains(&name.to_ascii_lowercase().as_str()) {
                     self.problem(
                         hat,
