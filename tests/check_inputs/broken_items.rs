@@ -39,3 +39,39 @@ listeners:
         "{out}"
     );
 }
+
+/// 300 routes each a scalar (`- api`, a mapping expected), and a typo in
+/// `watch`: one problem each, 301. Each such item stopped the read of the
+/// list and took a re-read of the whole file: the reader gave up after
+/// 256, and its note ("more problems not read") came last, past the 100
+/// problems listed, never seen.
+#[test]
+fn every_item_of_a_long_list_that_is_not_a_mapping_is_reported() {
+    let routes: String = (0..300).map(|n| format!("      - api{n}\n")).collect();
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    let cfg = s.config(&format!(
+        r#"
+watch: {{ pol_interval: 1s }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{{ cert_file: edge.crt, key_file: edge.key }}]
+    routes:
+{routes}"#
+    ));
+    let (code, out) = check_with(&cfg, &[]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("configuration check failed: 301 problem(s)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("listeners[0].routes[0]: expected a mapping"),
+        "{out}"
+    );
+    assert!(out.contains("watch.pol_interval: unknown key"), "{out}");
+    assert!(!out.contains("more problems not read"), "{out}");
+}

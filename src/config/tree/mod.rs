@@ -468,19 +468,22 @@ pub fn read<T: DeserializeOwned>(
     // Not read whole: what was found is still what the operator must fix
     // first (an empty report would say "0 problem(s)"), with the last
     // attempt's other problems, and a count that is not taken for all.
-    fixed.extend(last);
-    fixed.dedup();
-    fixed.push(Found {
+    // The note first: the problems are listed a hundred at most, and it
+    // says the count is not the file's.
+    let mut problems = vec![Found {
         line: 0,
         path: String::new(),
         message: format!(
             "more problems not read: the file was read {MAX_ATTEMPTS} times, each fixing what the last found; fix these and check again"
         ),
-    });
+    }];
+    fixed.extend(last);
+    fixed.dedup();
+    problems.extend(fixed);
     (
         None,
         Report {
-            problems: fixed,
+            problems,
             lines,
             paths,
         },

@@ -443,7 +443,10 @@ impl<'de> Deserializer<'de> for De<'_> {
         let Value::Map(entries) = &self.node.value else {
             // A section that is not a mapping: said once, then read as an
             // empty one (its required fields silently filled) so the rest
-            // of the file is still checked.
+            // of the file is still checked. Read so in this same attempt:
+            // a list of such items (`- api`, `-`) is read on to its end,
+            // not one item per re-read of the whole file (the reader gave
+            // up after 256). The fix stands for the next attempt, if any.
             let message = if self.node.placeholder {
                 String::new()
             } else {
@@ -458,10 +461,12 @@ impl<'de> Deserializer<'de> for De<'_> {
                     message,
                 },
             ));
-            return Err(Error {
-                message: "not a mapping".into(),
-                recorded: true,
-            });
+            let empty = De {
+                node: &EMPTY_MAP,
+                path: self.path.clone(),
+                rec: self.rec,
+            };
+            return empty.deserialize_struct(name, fields, v);
         };
         let r = v.visit_map(MapAcc::new(entries, Some((name, fields)), &self));
         match r {
@@ -656,6 +661,21 @@ impl<'a> MapAcc<'a> {
 /// in the tree has ([`super::placeholder`] counts down from one below).
 static FILLED: Node = Node {
     value: Value::Null,
+    line: 0,
+    id: usize::MAX,
+    placeholder: true,
+    span: None,
+    written: None,
+    block: false,
+    tag: None,
+};
+
+/// A section that is not a mapping, read in its place within the same
+/// attempt ([`De::deserialize_struct`]): empty, silent, as the fix
+/// `EmptyMap` makes it for the next. Its id, like [`FILLED`]'s, is none
+/// a node of the tree has.
+static EMPTY_MAP: Node = Node {
+    value: Value::Map(Vec::new()),
     line: 0,
     id: usize::MAX,
     placeholder: true,
