@@ -13,6 +13,8 @@
 //! - `resolve`: server names to endpoints, re-resolved every `resolve_interval`.
 //! - `lookup`: one blocking lookup of a name, shared by all who wait for it;
 //!   at most 64 at once in the process.
+//! - `reach`: whether this host has a route to an address (a resolved one
+//!   it has none to is no endpoint).
 //! - `read_timeout`: the longest wait for the next piece of a response body.
 //! - `pipe`: hyper's task sending a request body to an HTTP/2 upstream (or
 //!   an `Upgrade` request's own connection), cut when the upstream has
@@ -27,5 +29,6 @@ pub mod lookup;
 pub mod members;
 pub mod pipe;
 pub mod pool;
+pub mod reach;
 pub mod read_timeout;
 pub mod resolve;

@@ -46,6 +46,7 @@ use crate::upstream::conn::Dialer;
 use crate::upstream::endpoint::Endpoint;
 use crate::upstream::lookup::{Answer, Lookup};
 use crate::upstream::members::{Member, Members, Publishing};
+use crate::upstream::reach;
 
 /// What [`Resolution::refresh`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +83,9 @@ pub struct Resolution {
     /// Per server: the addresses its last answer had that are skipped
     /// (unspecified, multicast), logged when they change.
     skipped: Mutex<Vec<Vec<SocketAddr>>>,
+    /// Per server: the addresses its last answer had that this host has
+    /// no route to ([`reach::routed`]), logged when they change.
+    unrouted: Mutex<Vec<Vec<SocketAddr>>>,
     /// Held by [`Resolution::apply`] from reading the set in service to
     /// storing the one it makes: one name's answer at a time.
     applying: Mutex<()>,
@@ -119,10 +123,12 @@ pub fn dialable(ip: IpAddr) -> bool {
     !ip.is_unspecified() && !ip.is_multicast()
 }
 
-/// A dial by name's addresses: the [`dialable`] ones, in the resolver's
-/// order (`0.0.0.0` was dialled, as the endpoints of a re-resolved name).
+/// A dial by name's addresses: the [`dialable`] ones this host has a
+/// route to ([`reach::routed`]), in the resolver's order (`0.0.0.0` was
+/// dialled, as the endpoints of a re-resolved name).
 pub fn to_dial(host: &str, mut addrs: Vec<SocketAddr>) -> std::io::Result<Vec<SocketAddr>> {
     addrs.retain(|a| dialable(a.ip()));
+    let (addrs, _) = reach::split(addrs);
     if addrs.is_empty() {
         let none = format!("no usable addresses for {host}");
         return Err(std::io::Error::other(none));
@@ -153,9 +159,12 @@ fn normalise(addrs: Vec<SocketAddr>) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
     (usable, skipped)
 }
 
-/// Whether `found` has no address to dial: a failed lookup (SPEC §7).
+/// Whether `found` has no address to dial (none [`dialable`] that this
+/// host has a route to): a failed lookup (SPEC §7).
 fn unusable(found: &[SocketAddr]) -> bool {
-    !found.iter().any(|a| dialable(a.ip()))
+    !found
+        .iter()
+        .any(|a| dialable(a.ip()) && reach::routed(a.ip()))
 }
 
 /// `set`'s members by server URL and address (the first of each).
@@ -180,6 +189,7 @@ impl Resolution {
             late: Mutex::new((0..n).map(|_| None).collect()),
             failing: Mutex::new(vec![false; n]),
             skipped: Mutex::new(vec![Vec::new(); n]),
+            unrouted: Mutex::new(vec![Vec::new(); n]),
             applying: Mutex::new(()),
             publishing: Arc::default(),
         }
@@ -288,6 +298,17 @@ impl Resolution {
         for (s, skipped) in self.config.servers.iter().zip(mine.iter_mut()) {
             if let Some(theirs) = by_server.get(&(s.host.as_str(), s.port)) {
                 skipped.clone_from(theirs);
+            }
+        }
+        let theirs = previous.unrouted.lock().expect("resolution lock").clone();
+        let by_server: HashMap<(&str, u16), Vec<SocketAddr>> = (previous.config.servers.iter())
+            .zip(theirs)
+            .map(|(s, unrouted)| ((s.host.as_str(), s.port), unrouted))
+            .collect();
+        let mut mine = self.unrouted.lock().expect("resolution lock");
+        for (s, unrouted) in self.config.servers.iter().zip(mine.iter_mut()) {
+            if let Some(theirs) = by_server.get(&(s.host.as_str(), s.port)) {
+                unrouted.clone_from(theirs);
             }
         }
     }
@@ -453,9 +474,11 @@ impl Resolution {
         Refreshed::Changed
     }
 
-    /// Server `i`'s answer `found`, [`normalise`]d: the addresses to
-    /// dial. Those skipped are logged, naming the upstream and server,
-    /// when they differ from the last answer's (not at every re-resolution).
+    /// Server `i`'s answer `found`, [`normalise`]d, less those this host
+    /// has no route to ([`reach::split`], probed anew each answer: routes
+    /// change): the addresses to dial. Those skipped are logged, naming
+    /// the upstream and server, when they differ from the last answer's
+    /// (not at every re-resolution).
     fn usable(&self, i: usize, found: Vec<SocketAddr>) -> Vec<SocketAddr> {
         let (usable, skipped) = normalise(found);
         let mut last = self.skipped.lock().expect("resolution lock");
@@ -465,6 +488,16 @@ impl Resolution {
                 warn!(upstream = %self.upstream, server = %self.config.servers[i].url, addresses = %addresses.join(", "), "upstream DNS answer has unspecified or multicast addresses; skipped");
             }
             last[i] = skipped;
+        }
+        drop(last);
+        let (usable, unrouted) = reach::split(usable);
+        let mut last = self.unrouted.lock().expect("resolution lock");
+        if last[i] != unrouted {
+            if !unrouted.is_empty() {
+                let addresses: Vec<String> = unrouted.iter().map(|a| a.ip().to_string()).collect();
+                warn!(upstream = %self.upstream, server = %self.config.servers[i].url, addresses = %addresses.join(", "), "upstream DNS answer has addresses this host has no route to; skipped");
+            }
+            last[i] = unrouted;
         }
         usable
     }

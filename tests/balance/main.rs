@@ -15,6 +15,7 @@ mod edits;
 mod health;
 mod late;
 mod names;
+mod nameserver;
 mod panic;
 mod refusing;
 mod removed;

@@ -58,3 +58,41 @@ async fn skipped_addresses_are_logged_once_across_reloads() {
         "the same skipped addresses logged again: {again:#?}"
     );
 }
+
+/// What an answer's addresses this host has no route to log.
+const UNROUTED: &str = "upstream DNS answer has addresses this host has no route to; skipped";
+
+/// A name answered its pod's address and `fe80::1`, a link-local address
+/// with no interface that the kernel refuses a route (`EINVAL`), as an
+/// IPv4-only host refuses every IPv6 address (`ENETUNREACH`): only the
+/// pod is an endpoint, no dial fails, and the skipped address is logged.
+/// Every answer's address was an endpoint: its dials failed, counted as
+/// connect errors, retried or answered 502, and it was ejected (two such
+/// used up the ejection cap). The test host routes IPv6, so the family
+/// itself cannot be taken away here; the kernel's refusal is the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_with_no_route_are_no_endpoints() {
+    let dns = NameServer::start(&["127.0.0.2", "fe80::1"]).await;
+    let name = own_name("unrouted");
+    let mut w = app_over(&dns, &[&name], "    resolve_interval: 5s\n").await;
+    for _ in 0..4 {
+        let got = get_pod(&mut client(&w).await, "/").await;
+        assert_eq!(got, (200, Some("pod".into())));
+    }
+    let m = metrics(&w).await;
+    let app_lines = |word: &str| -> Vec<String> {
+        (m.lines())
+            .filter(|l| l.contains("upstream=\"app\"") && l.contains(word))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(app_lines("connect_error"), Vec::<String>::new(), "{m}");
+    assert_eq!(app_lines("fe80"), Vec::<String>::new(), "{m}");
+    let warned = w
+        .proxy
+        .wait_log("the unrouted address's warning", |v| {
+            v["message"] == UNROUTED
+        })
+        .await;
+    assert_eq!(warned["addresses"], "fe80::1", "{warned}");
+}
