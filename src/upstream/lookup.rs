@@ -1,7 +1,7 @@
 //! One blocking lookup of a `host:port`, shared by all in the process who ask for it while it runs (re-resolutions, configuration-time lookups of any upstream, a rejected reload's too, dials by name); at most 64 at once.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
@@ -9,7 +9,62 @@ use std::time::Instant;
 use crate::upstream::conn::out_of_local_resources;
 
 /// What a lookup found, or why it found nothing.
-pub type Answer = Result<Vec<SocketAddr>, String>;
+pub type Answer = Result<Vec<SocketAddr>, Failure>;
+
+/// Why a lookup found nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub why: String,
+    /// The resolver said the name has no address (`EAI_NONAME`,
+    /// `EAI_NODATA`: NXDOMAIN, or no `A`/`AAAA` record), and not for want
+    /// of the proxy's own descriptors (glibc, unable to open /etc/hosts
+    /// or a socket, says the same): the name's addresses are gone, where
+    /// any other failure (SERVFAIL, a timeout) says nothing of them.
+    pub no_such_name: bool,
+}
+
+impl Failure {
+    pub fn other(why: impl Into<String>) -> Failure {
+        Failure {
+            why: why.into(),
+            no_such_name: false,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
+/// `host:port`'s addresses: getaddrinfo as std's `to_socket_addrs` asks
+/// it (any family, stream sockets), its error code kept, which std turns
+/// into words only.
+fn resolve(host: &str, port: u16) -> Answer {
+    use dns_lookup::{AddrInfoHints, LookupErrorKind};
+    let hints = AddrInfoHints {
+        socktype: libc::SOCK_STREAM,
+        ..AddrInfoHints::default()
+    };
+    let found = dns_lookup::getaddrinfo(Some(host), None, Some(hints)).map_err(|e| {
+        let gone = matches!(e.kind(), LookupErrorKind::NoName | LookupErrorKind::NoData);
+        Failure {
+            no_such_name: gone && probe().is_none(),
+            why: format!(
+                "failed to lookup address information: {}",
+                std::io::Error::from(e)
+            ),
+        }
+    })?;
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for info in found {
+        let mut addr = info.map_err(|e| Failure::other(e.to_string()))?.sockaddr;
+        addr.set_port(port);
+        addrs.push(addr);
+    }
+    Ok(addrs)
+}
 
 /// A lookup on the runtime's blocking pool (outside a runtime, on a
 /// thread of its own), its answer kept once it ends for every waiter, the
@@ -111,7 +166,9 @@ impl Ending {
 
 impl Drop for Ending {
     fn drop(&mut self) {
-        self.end(Err("lookup failed: it did not run to its end".to_owned()));
+        self.end(Err(Failure::other(
+            "lookup failed: it did not run to its end",
+        )));
     }
 }
 
@@ -137,7 +194,7 @@ impl Lookup {
         });
         let Some(permit) = permit else {
             let full = format!("too many lookups running ({MAX_LOOKUPS} at once)");
-            lookup.end(Err(full));
+            lookup.end(Err(Failure::other(full)));
             return lookup;
         };
         table.insert(key.clone(), lookup.clone());
@@ -151,8 +208,7 @@ impl Lookup {
         };
         let host = host.to_owned();
         let run = move || {
-            let found = (host.as_str(), port).to_socket_addrs();
-            ending.ran(found.map(Iterator::collect).map_err(|e| e.to_string()));
+            ending.ran(resolve(&host, port));
         };
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             drop(rt.spawn_blocking(run));
@@ -220,15 +276,19 @@ impl Lookup {
     /// `EMFILE` is `local_resources`. Probed once per lookup, the verdict
     /// shared by every dial that joined it: each opened a probe socket of
     /// its own, as many as requests waited on a name that failed.
-    pub fn failed_dial(&self, why: String) -> std::io::Error {
+    pub fn failed_dial(&self, why: Failure) -> std::io::Error {
         self.failed_dial_with(why, probe)
     }
 
     /// [`Lookup::failed_dial`], `probe` telling the want of resources.
-    fn failed_dial_with(&self, why: String, probe: impl FnOnce() -> Option<i32>) -> std::io::Error {
+    fn failed_dial_with(
+        &self,
+        why: Failure,
+        probe: impl FnOnce() -> Option<i32>,
+    ) -> std::io::Error {
         match *self.starved.get_or_init(probe) {
             Some(code) => std::io::Error::from_raw_os_error(code),
-            None => std::io::Error::other(why),
+            None => std::io::Error::other(why.why),
         }
     }
 }

@@ -44,7 +44,7 @@ use crate::config::UpstreamConfig;
 use crate::metrics;
 use crate::upstream::conn::Dialer;
 use crate::upstream::endpoint::Endpoint;
-use crate::upstream::lookup::{Answer, Lookup};
+use crate::upstream::lookup::{Answer, Failure, Lookup};
 use crate::upstream::members::{Member, Members, Publishing};
 use crate::upstream::reach;
 
@@ -246,9 +246,15 @@ impl Resolution {
                 let Some(lookup) = lookup else {
                     continue;
                 };
+                // No such name: not the replaced upstream's addresses
+                // (dead pods' IPs, recycled for other workloads).
+                let mut gone = false;
                 let found = match lookup.wait_until(deadline) {
                     Some(Ok(found)) => Some(self.usable(i, found)).filter(|f| !f.is_empty()),
-                    Some(Err(_)) => None,
+                    Some(Err(e)) => {
+                        gone = e.no_such_name;
+                        None
+                    }
                     None => {
                         late[i] = Some(Kept {
                             lookup,
@@ -259,7 +265,8 @@ impl Resolution {
                 };
                 // Still running: the first re-resolution's to join.
                 last[i] = found.or_else(|| {
-                    kept.as_ref()?
+                    kept.as_ref()
+                        .filter(|_| !gone)?
                         .iter()
                         .find(|(host, port, _)| *host == s.host && *port == s.port)
                         .map(|(_, _, addrs)| addrs.clone())
@@ -369,6 +376,8 @@ impl Resolution {
             return Refreshed::Same;
         }
         match (outcome, &ended) {
+            // The name has no address: whatever was kept, its endpoints go.
+            (Ok(Err(e)), _) if e.no_such_name => return self.answered(i, Err(e), failed),
             // Its failure to end in time was counted already: one failed
             // lookup is one count (SPEC §7), an answer with nothing usable
             // as much a failure as an error (its skipped addresses logged).
@@ -402,7 +411,8 @@ impl Resolution {
             counted: counted || past_second,
         });
         if past_second {
-            return self.answered(i, Err("lookup timed out".to_owned()), Refreshed::Same);
+            let timed_out = Failure::other("lookup timed out");
+            return self.answered(i, Err(timed_out), Refreshed::Same);
         }
         debug!(upstream = %self.upstream, server = %s.url, "upstream DNS lookup outlasted 5 s; the next re-resolution waits for it");
         match (ended, kept) {
@@ -445,15 +455,17 @@ impl Resolution {
 
     /// Server `i`'s lookup answered `found` (`failed`: what a failure
     /// returns): stored as its last good addresses if any, or counted
-    /// and logged as a failure.
+    /// and logged as a failure; no such name ([`Resolution::gone`])
+    /// empties them.
     fn answered(&self, i: usize, found: Answer, failed: Refreshed) -> Refreshed {
         let s = &self.config.servers[i];
         let found = match found.map(|f| self.usable(i, f)) {
             Ok(f) if !f.is_empty() => f,
+            Err(e) if e.no_such_name => return self.gone(i, e),
             other => {
                 let error = other
                     .err()
-                    .unwrap_or_else(|| "no usable addresses".to_owned());
+                    .map_or_else(|| "no usable addresses".to_owned(), |e| e.why);
                 metrics::upstream_error(&self.upstream, "resolve");
                 let mut failing = self.failing.lock().expect("resolution lock");
                 if !failing[i] {
@@ -471,6 +483,30 @@ impl Resolution {
             return Refreshed::Same;
         }
         last[i] = Some(found);
+        Refreshed::Changed
+    }
+
+    /// Server `i`'s name has no address (`failure`: NXDOMAIN, or no
+    /// record): its set empties, its endpoints drained and their series
+    /// removed, requests answered as for an upstream with no servers
+    /// (Envoy's STRICT_DNS). Kept, the addresses were dead pods' IPs, which
+    /// a CNI gives to other pods: requests went to an unrelated workload.
+    /// Counted as a failed lookup; logged when the set empties, and as a
+    /// failure streak's start (a good answer logs the recovery).
+    fn gone(&self, i: usize, failure: Failure) -> Refreshed {
+        let s = &self.config.servers[i];
+        metrics::upstream_error(&self.upstream, "resolve");
+        let mut last = self.last.lock().expect("resolution lock");
+        let emptied = last[i].as_ref().is_none_or(|a| !a.is_empty());
+        let mut failing = self.failing.lock().expect("resolution lock");
+        if emptied || !failing[i] {
+            warn!(upstream = %self.upstream, server = %s.url, error = %failure, "upstream DNS name has no addresses; its endpoints removed");
+        }
+        failing[i] = true;
+        if !emptied {
+            return Refreshed::Same;
+        }
+        last[i] = Some(Vec::new());
         Refreshed::Changed
     }
 

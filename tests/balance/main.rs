@@ -12,6 +12,7 @@ mod common;
 mod budget;
 mod dns;
 mod edits;
+mod gone;
 mod health;
 mod late;
 mod names;

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 
 use crate::common::*;
+use crate::dns::{app_by_name, own_name};
 use crate::support::*;
 
 /// Pods named `labels`, at 127.0.0.2, .3, ... on one port, behind the
@@ -171,20 +172,17 @@ async fn changing_addresses_spread_and_drain() {
     drop(hosts);
 }
 
-/// A name that stops resolving keeps its last good addresses: requests are
-/// still served, the failure is logged once and counted, and the recovery
-/// is logged. The name has an empty label (`pods-N..hotproxy.test`): glibc
-/// finds it in /etc/hosts while it is there, and once it is gone refuses to
-/// encode it into a DNS query, so the failed lookup is immediate and no
-/// packet leaves the machine.
+/// A name whose lookups fail (SERVFAIL) keeps its last good addresses:
+/// requests are still served, the failure is logged once and counted,
+/// and the recovery is logged. (A name that no longer exists empties its
+/// set instead: `gone`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_lookup_keeps_the_last_good_addresses() {
-    let name = format!("pods-{}..hotproxy.test", std::process::id());
-    let (mut w, _pods, hosts) = named_pods(&name, &["pod"]).await;
+    let (dns, mut w) = app_by_name("failing", "100ms").await;
     let mut send = client(&w).await;
     assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
 
-    hosts.set(&[]);
+    dns.fail();
     let failed = wait_lookup_failed(&mut w).await;
     assert_eq!(failed["upstream"], "app");
     for _ in 0..5 {
@@ -200,7 +198,7 @@ async fn failed_lookup_keeps_the_last_good_addresses() {
         "hotproxy_upstream_endpoints{upstream=\"app\",state=\"healthy\"} 1",
     );
 
-    hosts.set(&["127.0.0.2"]);
+    dns.answer_with(&["127.0.0.2"]);
     w.wait_recovered("app").await;
     let failures = w
         .proxy
@@ -213,20 +211,19 @@ async fn failed_lookup_keeps_the_last_good_addresses() {
 }
 
 /// Editing an upstream rebuilds it (new pools; its endpoints' health
-/// carries over, see `edits`), and its names are resolved again. A lookup that fails then keeps the addresses the
+/// carries over, see `edits`), and its names are resolved again. A lookup that fails (SERVFAIL) then keeps the addresses the
 /// running upstream had for that name, as a failed re-resolution does. It
 /// used to start from nothing and dial the name itself: every request a
 /// 502 until DNS came back, for an edit as small as a `read_timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_edited_while_its_name_does_not_resolve_keeps_its_addresses() {
-    let name = format!("edited-{}..hotproxy.test", std::process::id());
-    let (mut w, pods, hosts) = named_pods(&name, &["pod"]).await;
+    let (dns, mut w) = app_by_name("edited", "100ms").await;
     let mut send = client(&w).await;
     assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
-    hosts.set(&[]);
+    dns.fail();
     wait_lookup_failed(&mut w).await;
-    let port = pods[0].addr.port();
-    let app = named_app(&name, port, "    read_timeout: 30s\n");
+    let port = w.pods[0].addr.port();
+    let app = named_app(&own_name("edited"), port, "    read_timeout: 30s\n");
     w.scene.public_config("[{ upstream: app }]", &app);
     let reloaded = w.wait_reloaded("the edit applied").await;
     assert_eq!(reloaded["changes"], "upstreams changed: app");

@@ -123,10 +123,10 @@ impl NameServer {
     }
 
     /// From now on queries answered are answered with `ips` (none: the
-    /// name exists with no address, `NODATA`).
+    /// name exists with no address, `NODATA`), no longer failed.
     pub(super) fn answer_with(&self, ips: &[&str]) {
         let mut st = self.state.lock().unwrap();
-        (st.ips, st.nxdomain) = (parse(ips), false);
+        (st.ips, st.nxdomain, st.servfail) = (parse(ips), false, false);
     }
 
     /// From now on every query is answered at once: no such name.
