@@ -27,7 +27,6 @@ use hyper::client::conn::{TrySendError, http1, http2};
 use hyper_util::rt::TokioTimer;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use crate::config::Http2Keepalive;
@@ -35,9 +34,7 @@ use crate::proxy::body::ClientBody;
 use crate::proxy::slots::ConnectionLimit;
 use crate::tls::sent::Counted;
 use crate::upstream::io::{HeadWait, Kill, MaybeTls, Settling, UpstreamIo};
-use crate::upstream::lookup::Lookup;
 use crate::upstream::pool::Wakes;
-use crate::upstream::resolve::to_dial;
 
 /// Streams one shared HTTP/2 upstream connection carries at once before
 /// the pool opens another, unless the server's `SETTINGS_MAX_CONCURRENT_STREAMS`
@@ -125,20 +122,21 @@ impl Dialer {
         deadline: tokio::time::Instant,
         h1_only: bool,
     ) -> Result<Dialled, DialError> {
-        let tcp = match tokio::time::timeout_at(deadline, connect(host, port)).await {
-            Err(_) => return Err(DialError::Timeout),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                return Err(DialError::Refused);
-            }
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
-                return Err(DialError::Timeout);
-            }
-            Ok(Err(e)) if out_of_local_resources(&e) => {
-                return Err(DialError::LocalResources(e));
-            }
-            Ok(Err(e)) => return Err(DialError::Io(e)),
-            Ok(Ok(tcp)) => tcp,
-        };
+        let tcp =
+            match tokio::time::timeout_at(deadline, serial::connect(host, port, deadline)).await {
+                Err(_) => return Err(DialError::Timeout),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    return Err(DialError::Refused);
+                }
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Err(DialError::Timeout);
+                }
+                Ok(Err(e)) if out_of_local_resources(&e) => {
+                    return Err(DialError::LocalResources(e));
+                }
+                Ok(Err(e)) => return Err(DialError::Io(e)),
+                Ok(Ok(tcp)) => tcp,
+            };
         tcp.set_nodelay(true).map_err(DialError::Io)?;
         if !https {
             return Ok(Dialled {
@@ -175,21 +173,6 @@ impl Dialer {
             h2,
         })
     }
-}
-
-/// TCP to `host:port`: an IP address as it is, a name through its
-/// [`Lookup`] (joined if one runs, counted in the 64), its [`to_dial`]
-/// addresses tried in turn. Each dial by name ran a lookup of its own on
-/// the blocking pool, outside the 64, and one whose dial timed out left
-/// its thread blocked on a hung resolver: one more per dial. A lookup
-/// refused a place fails the dial as any failed lookup ([`Lookup::failed_dial`]).
-async fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
-    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-        return TcpStream::connect((ip, port)).await;
-    }
-    let lookup = Lookup::start(host, port);
-    let addrs = (lookup.answer().await).map_err(|why| lookup.failed_dial(why))?;
-    TcpStream::connect(&to_dial(host, addrs)?[..]).await
 }
 
 /// A connect that failed here, in `socket()` or `connect()`, for want of
@@ -790,6 +773,7 @@ pub type UpgradeConn = (
     tokio::task::JoinHandle<()>,
 );
 
+mod serial;
 mod stream;
 
 pub use stream::{Refuser, StreamGuard, Unanswered};

@@ -21,6 +21,7 @@ mod panic;
 mod refusing;
 mod removed;
 mod retries;
+mod serial;
 mod series;
 mod skipped;
 mod streams;
