@@ -7,7 +7,6 @@ use socket2::{Domain, Socket, Type};
 
 use crate::common::*;
 use crate::dns::*;
-use crate::support::*;
 
 /// A listener at `at` whose accept queue is full (backlog 0, one
 /// connection never accepted): its SYNs go unanswered, as a dead node's.

@@ -3,6 +3,7 @@
 use std::os::fd::AsFd;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use super::*;
