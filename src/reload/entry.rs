@@ -1,6 +1,6 @@
 //! One entry's reload: re-read, offer, refuse, retry with back-off; its logs and metrics.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, info, warn};
@@ -286,8 +286,11 @@ impl Reloader {
         loaded: Loaded,
         files: Option<[u8; 32]>,
     ) -> Result<bool, String> {
-        let changed = self.swap(id, loaded, Instant::now(), false)?;
-        if let Some(entry) = self.entries.get_mut(id)
+        let changed = self.swap(id, loaded, Instant::now(), Live::Api(files))?;
+        // Material the entry serves already (`swap` changed nothing):
+        // the API's from now on all the same.
+        if !changed
+            && let Some(entry) = self.entries.get_mut(id)
             && !entry.spec.source.is_inline()
         {
             entry.files_hash = files;
@@ -302,7 +305,7 @@ impl Reloader {
     /// reload takes it, so not material the API put over them. A build
     /// failure is answered to the caller, as for [`Reloader::offer`].
     pub fn offer_own_files(&mut self, id: &str, loaded: Loaded) -> Result<bool, String> {
-        let changed = self.swap(id, loaded, Instant::now(), false)?;
+        let changed = self.swap(id, loaded, Instant::now(), Live::OwnFiles)?;
         self.read_from_files(id);
         Ok(changed)
     }
@@ -316,15 +319,21 @@ impl Reloader {
         loaded: Loaded,
         started: Instant,
     ) -> Result<bool, String> {
-        self.swap(id, loaded, started, true)
+        self.swap(id, loaded, started, Live::Files)
     }
 
+    /// Swap in `loaded` from `live` for `id`, rebuilding what uses it. The
+    /// material served and the entry's view (its fingerprint and where it
+    /// came from, `live_source`) change as one for the admin API
+    /// ([`Shared::entry_views`](super::Shared::entry_views)): the label
+    /// was set after the material was served, so a GET in between showed
+    /// the files' new certificate as the API's, or the API's as the files'.
     fn swap(
         &mut self,
         id: &str,
         loaded: Loaded,
         started: Instant,
-        from_files: bool,
+        live: Live,
     ) -> Result<bool, String> {
         let entry = self
             .entries
@@ -345,14 +354,25 @@ impl Reloader {
             Ok(c) => c,
             Err(problem) => {
                 self.entries.get_mut(id).expect("present").current = previous;
-                if from_files {
+                if live == Live::Files {
                     self.refused(id, &problem, None);
                 }
                 return Err(problem);
             }
         };
+        let shared = self.shared.clone();
+        let publishing = shared
+            .publishing
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         self.commit_material(changes);
         let entry = self.entries.get_mut(id).expect("present");
+        if !entry.spec.source.is_inline() {
+            (entry.from_api, entry.files_hash) = match live {
+                Live::Api(files) => (true, files),
+                Live::Files | Live::OwnFiles => (false, None),
+            };
+        }
         entry.unsettled = None;
         entry.failures = 0;
         entry.last_logged = None;
@@ -370,6 +390,7 @@ impl Reloader {
         record_success(&entry.spec, &loaded);
         warn_validity(id, &loaded, previous.as_deref());
         self.publish_entry(id);
+        drop(publishing);
         if let Some(p) = loaded.primary() {
             let reload_ms = started.elapsed().as_secs_f64() * 1e3;
             info!(target: LOG, entry = %id, fingerprint = %p.fingerprint_sha256, subject = %p.subject, not_after = %rfc3339(p.not_after), not_after_unix = p.not_after, reload_ms, "certificate reloaded");
@@ -646,6 +667,19 @@ impl Reloader {
         self.retries.insert(id.to_owned(), Instant::now() + retry);
         self.publish_entry(id);
     }
+}
+
+/// Where material swapped in comes from ([`Reloader::swap`]).
+#[derive(Clone, Copy, PartialEq)]
+enum Live {
+    /// A re-read of the entry's files: a build failure is theirs (retried).
+    Files,
+    /// A PUT naming the entry's own files: taken as a reload takes them, a
+    /// build failure answered to the caller.
+    OwnFiles,
+    /// Put through the admin API over the files, in the state given
+    /// (`Entry::files_hash`).
+    Api(Option<[u8; 32]>),
 }
 
 pub(super) fn record_success(spec: &EntrySpec, loaded: &Loaded) {

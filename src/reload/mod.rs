@@ -36,9 +36,9 @@ mod watching;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -81,6 +81,25 @@ pub struct Shared {
     pub config: ArcSwap<Config>,
     /// Every listener is bound and has usable material.
     pub ready: AtomicBool,
+    /// Held for writing while an entry's new material is stored in the
+    /// listeners and upstreams and its view published, and for reading by
+    /// [`Shared::entry_views`]: the admin API never shows an entry's view
+    /// older than the material served (a client handshaking with the new
+    /// certificate, then asking, saw the old fingerprint or the new one
+    /// still labelled `api`), nor newer.
+    publishing: RwLock<()>,
+}
+
+impl Shared {
+    /// The entries' views, as of a moment when they describe the material
+    /// served (see `publishing`).
+    pub fn entry_views(&self) -> Arc<EntryViews> {
+        let _published = self
+            .publishing
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.entries.load_full()
+    }
 }
 
 /// A listener as the admin API shows it.
@@ -451,6 +470,7 @@ impl Reloader {
             listeners: ArcSwap::from_pointee(BTreeMap::new()),
             config: ArcSwap::from_pointee(config.clone()),
             ready: AtomicBool::new(false),
+            publishing: RwLock::new(()),
         });
         let reloader = Reloader {
             rt,

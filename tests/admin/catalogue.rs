@@ -1,5 +1,8 @@
 //! The catalogue through the API: CRUD, the encrypted store, no store, a symlinked store, rereads.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
@@ -576,6 +579,80 @@ async fn a_rollback_of_files_broken_at_the_put_takes_over() {
         served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
         old.fingerprint
     );
+}
+
+/// An entry's view names where the material it shows came from, and is
+/// never behind what is served. Rounds of a PUT inline then files
+/// rewritten: every view a poller reads pairs a fingerprint with its
+/// source, and a GET once a handshake finds the files' certificate shows
+/// it. The source was set after the material was served and its view
+/// published: a GET in between showed the files' new certificate still
+/// labelled `api` (and the API's labelled `file`).
+#[tokio::test]
+async fn a_view_labels_the_material_it_shows_with_its_source() {
+    const ROUNDS: usize = 10;
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let first = ca.server_pair(&["localhost"]);
+    let rounds: Vec<(TestPair, TestPair)> = (0..ROUNDS)
+        .map(|_| {
+            (
+                ca.server_pair(&["localhost"]),
+                ca.server_pair(&["localhost"]),
+            )
+        })
+        .collect();
+    let mut source = BTreeMap::from([(first.fingerprint.clone(), "file")]);
+    for (inline, files) in &rounds {
+        source.insert(inline.fingerprint.clone(), "api");
+        source.insert(files.fingerprint.clone(), "file");
+    }
+    let kubelet = Kubelet::new(&s.path("secret"));
+    let files_of =
+        |p: &TestPair| kubelet.write(&[("tls.crt", &p.cert_pem), ("tls.key", &p.key_pem)], false);
+    files_of(&first);
+    let (_p, addr, api) = watched_edge(
+        &s,
+        "{ events: true, debounce: 20ms, poll_interval: 1h }",
+        "secret/tls.crt",
+        "secret/tls.key",
+    )
+    .await;
+
+    let done = Arc::new(AtomicBool::new(false));
+    let poller = tokio::spawn({
+        let done = done.clone();
+        async move {
+            let mut seen = Vec::new();
+            while !done.load(Ordering::SeqCst) {
+                let v = admin(api, "GET", "/api/v1/certs/edge", None, None, &[])
+                    .await
+                    .json();
+                let fingerprint = v["fingerprint_sha256"].as_str().unwrap().to_owned();
+                seen.push((fingerprint, v["live_source"].as_str().unwrap().to_owned()));
+            }
+            seen
+        }
+    });
+    for (inline, files) in &rounds {
+        let r = put_inline(api, inline).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        files_of(files);
+        let (ca_pem, want) = (&ca.cert_pem, &files.fingerprint);
+        wait_until(Duration::from_secs(10), "the files served", || async move {
+            served_leaf(addr, "localhost", ca_pem).await.ok().as_ref() == Some(want)
+        })
+        .await;
+        let r = admin(api, "GET", "/api/v1/certs/edge", None, None, &[]).await;
+        assert_eq!(r.json()["fingerprint_sha256"], want.as_str(), "{}", r.body);
+        assert_eq!(r.json()["live_source"], "file", "{}", r.body);
+    }
+    done.store(true, Ordering::SeqCst);
+    let seen = poller.await.unwrap();
+    for (fingerprint, live_source) in &seen {
+        assert_eq!(source[fingerprint], live_source, "{fingerprint}");
+    }
+    eprintln!("{} views polled", seen.len());
 }
 
 /// Re-reading an entry that holds no material (a stored entry whose files

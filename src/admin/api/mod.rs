@@ -146,7 +146,7 @@ async fn route(
     }
     match (method, segs) {
         (&Method::GET, ["certs"]) => {
-            let entries = handle.shared.entries.load();
+            let entries = handle.shared.entry_views();
             Ok((
                 StatusCode::OK,
                 json!(entries.values().map(|v| &**v).collect::<Vec<_>>()),
@@ -172,7 +172,7 @@ async fn route(
             validate(handle, shutdown, spec).await
         }
         (&Method::GET, ["certs", id]) => {
-            let entries = handle.shared.entries.load();
+            let entries = handle.shared.entry_views();
             let view = entries.get(*id).ok_or_else(|| no_entry(id))?;
             Ok((StatusCode::OK, json!(&**view), Some(view.etag.clone())))
         }
@@ -180,7 +180,7 @@ async fn route(
             // Looked up first: an unknown id is 404 whatever its name, and
             // a known one is never judged by the rule for new ids. `replace`
             // looks again on the reloader, in case it went meanwhile.
-            if !handle.shared.entries.load().contains_key(*id) {
+            if !handle.shared.entry_views().contains_key(*id) {
                 return Err(no_entry(id));
             }
             let def: Definition = body(req, shutdown).await?;
