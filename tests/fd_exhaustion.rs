@@ -269,10 +269,13 @@ async fn out_of_descriptors_ejects_nothing(
     let pair = backend_ca.server_pair(&["backend.local"]);
     let one = Backend::start_h1("one", &pair, None).await;
     let two = Backend::start_h1("two", &pair, None).await;
+    // No poll of the watched files: each pass reads the watcher's CPU
+    // time (`/proc/thread-self/schedstat`), a descriptor held for a moment.
     let cfg = scene.config(&format!(
         r#"
 runtime: {{ worker_threads: 1 }}
 admin: {{ bind: "127.0.0.1:0" }}
+watch: {{ poll_interval: 0s }}
 listeners:
   - name: public
     bind: 127.0.0.1:0
@@ -290,6 +293,17 @@ upstreams:
     let mut p = Proxy::start_with_fd_limit(&cfg, 64);
     let addr = p.listener_addr("public").await;
     let admin_addr = p.admin_addr().await;
+    // The start-up re-read of the certificate files done: it holds a
+    // descriptor while it reads them. Held when an accept failed, then
+    // closed, it was free until the accept loop's next try after its
+    // back-off: a request then dialled the upstream, and pooled the
+    // connection for the others.
+    for entry in ["listeners.public.tls.certs[0]", "upstreams.pair.tls.ca"] {
+        p.wait_log("the start-up re-read", |v| {
+            v["message"] == "certificate files re-read: unchanged" && v["entry"] == entry
+        })
+        .await;
+    }
     // The client's connection, open before the flood; the pool is cold.
     let tls = connect(
         addr,
@@ -304,6 +318,9 @@ upstreams:
     for _ in 0..100 {
         flood.push(tokio::net::TcpStream::connect(addr).await.unwrap());
     }
+    // Nothing else takes a descriptor for a moment from here on (no file
+    // is read, no name resolved but by the requests): the flood's last
+    // accepted connection took the last one free, and none comes free.
     p.wait_log("the first failed accept", |v| {
         v["message"] == "accept failed; backing off" && v["listener"] == "public"
     })
