@@ -5,6 +5,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, info, warn};
 
+use super::cut::Cut;
 use super::warnings::{log_notes, warn_validity};
 use super::{Cause, LOG, Reloader};
 use crate::config::EntrySpec;
@@ -761,53 +762,4 @@ pub(super) fn set_state(id: &str, state: State) {
         .cert_reload_failing
         .get_or_create(&labels)
         .set(i64::from(state == State::Failing));
-}
-
-/// A source re-read with fewer sections than are served from it.
-struct Cut {
-    /// Its index in the entry's sources (`pem::origins`).
-    source: usize,
-    /// CRLs (a CRL file), else certificates (a chain or a CA bundle).
-    crls: bool,
-    read: usize,
-    served: usize,
-}
-
-impl Cut {
-    /// The first source of `read` that holds fewer sections than the
-    /// same source of `served`: the certificate file, then each CRL file.
-    fn find(served: &Material, read: &Material) -> Option<Cut> {
-        let certs = |m: &Material| match m {
-            Material::Pair(p) => p.key.cert.len(),
-            Material::Ca(c) => c.roots.len(),
-        };
-        let (was, now) = (certs(served), certs(read));
-        if now < was {
-            return Some(Cut {
-                source: 0,
-                crls: false,
-                read: now,
-                served: was,
-            });
-        }
-        let (Material::Ca(served), Material::Ca(read)) = (served, read) else {
-            return None;
-        };
-        // Counts compare source by source only over the same CRL sources.
-        if served.crl_counts.len() != read.crl_counts.len() {
-            return None;
-        }
-        let (at, (&now, &was)) = read
-            .crl_counts
-            .iter()
-            .zip(&served.crl_counts)
-            .enumerate()
-            .find(|(_, (now, was))| now < was)?;
-        Some(Cut {
-            source: 1 + at,
-            crls: true,
-            read: now,
-            served: was,
-        })
-    }
 }

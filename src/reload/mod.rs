@@ -22,6 +22,7 @@ mod api;
 mod apply;
 mod changes;
 mod config_file;
+mod cut;
 mod entry;
 mod handover;
 mod keep;
