@@ -496,3 +496,40 @@ fn a_refused_admin_section_is_refused_with_the_rest_before_any_listener() {
         "the token in {stderr}"
     );
 }
+
+/// A refused start logged each short token's warning twice: `run` read
+/// the tokens once to load them (stopping at the missing file) and again
+/// to name every problem, and each read warned. Now once.
+#[test]
+fn a_refused_start_warns_once_per_short_token() {
+    const VAR: &str = "HOTPROXY_ADMIN_TOKENS_SHORT_ONCE";
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("pki/edge", &ca.server_pair(&["localhost"]));
+    let cfg = s.admin_config(
+        "{ events: true, poll_interval: 1h }",
+        &format!("[{{ role: viewer, token_env: {VAR} }}, {{ role: editor, token_file: missing }}]"),
+        "pki/edge",
+        "",
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotproxy"))
+        .args(["run", "--log-format", "json", "--config"])
+        .arg(&cfg)
+        .env(VAR, "short123")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let short = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| {
+            v["level"] == "WARN"
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("admin token is shorter than 16"))
+        })
+        .count();
+    assert_eq!(short, 1, "one warning for the one short token:\n{stderr}");
+    assert!(!stderr.contains("short123"), "the token in {stderr}");
+}

@@ -40,15 +40,24 @@ pub struct Refusal {
 }
 
 impl Tokens {
-    /// Read every token; an unreadable or empty source is an error naming it.
+    /// Read every token; an unreadable or empty source is an error naming
+    /// it (the first). Warns once about each short token, every source
+    /// read even after a refused one: `problems`, which names the rest of
+    /// a refusal, warns about none, or a refused start warned twice.
     pub fn load(config: &AdminConfig) -> Result<Tokens, String> {
-        let tokens = (0..config.tokens.len())
+        let read: Vec<_> = (0..config.tokens.len())
             .map(|i| {
-                read_token(config, i)
-                    .map(|(role, token, _)| (role, token))
-                    .map_err(|e| e.message)
+                let token = read_token(config, i)?;
+                if token.2.is_some() {
+                    warn_short(config, i);
+                }
+                Ok((token.0, token.1))
             })
-            .collect::<Result<_, _>>()?;
+            .collect();
+        let tokens = read
+            .into_iter()
+            .collect::<Result<_, TokenError>>()
+            .map_err(|e| e.message)?;
         Ok(Tokens {
             config: config.clone(),
             current: ArcSwap::from_pointee(tokens),
@@ -58,7 +67,7 @@ impl Tokens {
 
     /// What `load` would refuse, every problem rather than the first (for
     /// `check`); what it would warn about (a short token) goes to
-    /// `warnings`. Reads the sources but keeps no token.
+    /// `warnings`, unlogged. Reads the sources but keeps no token.
     pub fn problems(config: &AdminConfig, warnings: &mut Vec<String>) -> Vec<String> {
         (0..config.tokens.len())
             .filter_map(|i| match read_token(config, i) {
@@ -105,8 +114,15 @@ impl Tokens {
                 error = %problem.message,
                 "admin token file refused; the running token stays"
             ),
-            Ok((_, token, _)) if token == running => {}
-            Ok((role, token, _)) => {
+            Ok((_, token, short)) if token == running => {
+                if short.is_some() {
+                    warn_short(&self.config, i);
+                }
+            }
+            Ok((role, token, short)) => {
+                if short.is_some() {
+                    warn_short(&self.config, i);
+                }
                 let token = (role, token);
                 // rcu: the watcher and SIGHUP may re-read different files at once.
                 self.current.rcu(|current| {
@@ -354,6 +370,13 @@ impl From<String> for TokenError {
     }
 }
 
+const SHORT: &str = "admin token is shorter than 16 characters; use a long random one";
+
+/// Log that token `i` is short (SPEC §4), naming its source, never it.
+fn warn_short(config: &AdminConfig, i: usize) {
+    tracing::warn!(source = %place(&config.tokens[i]), "{SHORT}");
+}
+
 fn read_token(
     config: &AdminConfig,
     i: usize,
@@ -400,11 +423,9 @@ fn read_token(
              output of `openssl rand -hex 32`"
         )));
     }
-    let warning = (token.len() < 16).then(|| {
-        const SHORT: &str = "admin token is shorter than 16 characters; use a long random one";
-        tracing::warn!(source = %place, "{SHORT}");
-        format!("{place}: {SHORT}")
-    });
+    // Logged by the caller (`warn_short`): `problems` reads the tokens
+    // `load` has read, and a warning here was logged by both.
+    let warning = (token.len() < 16).then(|| format!("{place}: {SHORT}"));
     Ok((t.role, Secret::new(token), warning))
 }
 
