@@ -9,7 +9,8 @@
 # rustc pinned to the patch release: the profile in pgo/ applies only to
 # the rustc it was made with (pgo/rustc-version). `rust:1.95-bookworm`
 # moves to each 1.95.x; PGO_REQUIRED=1 below makes pgo/build.sh fail, not
-# warn, when the rustc is not the profile's, so the image never ships
+# warn, when the rustc or the target (pgo/target: an arm64 image built
+# from an x86_64 profile) is not the profile's, so the image never ships
 # without the profile's gain unnoticed.
 FROM rust:1.95.0-bookworm AS build
 WORKDIR /src

@@ -11,7 +11,8 @@
 # block layout and cold splitting follow it. It names functions by their
 # symbols, which carry a hash of the rustc version and of the build's
 # target, so it applies only to the rustc in pgo/rustc-version and to a
-# build with an explicit --target (as regenerate.sh's); with another rustc
+# build with an explicit --target (as regenerate.sh's) for the target in
+# pgo/target (the host's, built for here); with another rustc or target
 # the build still works, unoptimised by the profile, and this says so;
 # with PGO_REQUIRED=1 in the environment (the Dockerfile sets it) it fails.
 # Functions changed since the profile was made are built as without one.
@@ -19,16 +20,30 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TRIPLE=$(rustc -vV | sed -n 's/^host: //p')
+# A profile that cannot apply: under PGO_REQUIRED=1 (the Dockerfile's) an
+# error, the image must not ship a binary the profile did not optimise (a
+# warning is lost in a build log); a warning otherwise.
+cannot_apply() {
+    if [[ ${PGO_REQUIRED:-} == 1 ]]; then
+        echo "pgo/build.sh: error: $1: it would not apply and PGO_REQUIRED=1 ($2)" >&2
+        exit 1
+    fi
+    echo "pgo/build.sh: $1: it will not apply ($3)" >&2
+}
 want=$(cat pgo/rustc-version 2>/dev/null || true)
 have=$(rustc -V)
 if [[ $want != "$have" ]]; then
-    # PGO_REQUIRED=1 (the Dockerfile's): the image must not ship a binary
-    # the profile did not optimise, a warning lost in a build log.
-    if [[ ${PGO_REQUIRED:-} == 1 ]]; then
-        echo "pgo/build.sh: error: the profile was made with '$want', this is '$have': it would not apply and PGO_REQUIRED=1 (pin the rustc of pgo/rustc-version, or run pgo/regenerate.sh with this one)" >&2
-        exit 1
-    fi
-    echo "pgo/build.sh: the profile was made with '$want', this is '$have': it will not apply (pgo/regenerate.sh makes one for this rustc)" >&2
+    cannot_apply "the profile was made with '$want', this is '$have'" \
+        "pin the rustc of pgo/rustc-version, or run pgo/regenerate.sh with this one" \
+        "pgo/regenerate.sh makes one for this rustc"
+fi
+# The symbols carry the target too: a profile made on x86_64 does not
+# apply to an arm64 build (an image built for linux/arm64, say).
+want=$(cat pgo/target 2>/dev/null || true)
+if [[ $want != "$TRIPLE" ]]; then
+    cannot_apply "the profile was made for target '$want', this build is for '$TRIPLE'" \
+        "build for $want, or run pgo/regenerate.sh on this target" \
+        "pgo/regenerate.sh on this target makes one for it"
 fi
 # -no-pgo-warn-mismatch (LLVM's name for it): functions edited since the profile was made
 # are expected, not worth a warning each.

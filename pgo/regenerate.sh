@@ -11,7 +11,9 @@
 #    request), and requests with larger heads and bodies over both; stops it
 #    with SIGTERM, which writes the raw profile on the way out;
 # 3. merges the raw profiles with llvm-profdata into pgo/hotproxy.profdata
-#    (about 6 MB; 1.4 MB in git's packs) and records the rustc version in
+#    (about 6 MB; 1.4 MB in git's packs), records the target it was made
+#    for in pgo/target (pgo/build.sh refuses another under PGO_REQUIRED=1)
+#    and the rustc version in
 #    pgo/rustc-version (the profile applies to that rustc only; with a new
 #    rustc, pin its image in the Dockerfile's FROM too, or the image's
 #    build fails: it sets PGO_REQUIRED=1). Not
@@ -75,5 +77,6 @@ wait "$pid" || true
 mkdir -p pgo
 "$profdata" merge -o pgo/hotproxy.profdata "$RAW"/*.profraw
 rustc -V >pgo/rustc-version
+echo "$TRIPLE" >pgo/target
 rm -rf "$RAW"
 ls -l pgo/hotproxy.profdata
