@@ -41,12 +41,19 @@ fn cli_with(subcommand: &str, cfg: &Path, env: &[(&str, OsString)]) -> (i32, Str
     )
 }
 
-/// A scene with the server pair `edge` for localhost and a listener whose
-/// name is `name`; `more` is appended (top-level sections).
-fn scene(name: &str, more: &str) -> (Scene, std::path::PathBuf) {
+/// A scene with the server pair `edge` (`edge.crt`, `edge.key`) for
+/// localhost, signed by a CA of its own.
+fn edge_scene() -> Scene {
     let s = Scene::new();
     let ca = TestCa::new("ca");
     s.pair("edge", &ca.server_pair(&["localhost"]));
+    s
+}
+
+/// A scene with the server pair `edge` for localhost and a listener whose
+/// name is `name`; `more` is appended (top-level sections).
+fn scene(name: &str, more: &str) -> (Scene, std::path::PathBuf) {
+    let s = edge_scene();
     let cfg = s.config(&format!(
         r#"
 {more}

@@ -7,9 +7,7 @@ use super::*;
 /// and the typo); the output, for what each test adds.
 #[track_caller]
 fn check_routes(routes: &str) -> String {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    s.pair("edge", &ca.server_pair(&["localhost"]));
+    let s = edge_scene();
     let cfg = s.config(&format!(
         r#"
 watch: {{ pol_interval: 1s }}

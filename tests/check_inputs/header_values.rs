@@ -8,9 +8,7 @@ use super::*;
 #[test]
 fn a_padded_response_header_value_is_refused() {
     const VAR: &str = "HOTPROXY_CHECK_PADDED_VALUE";
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    s.pair("edge", &ca.server_pair(&["localhost"]));
+    let s = edge_scene();
     let cfg = s.config(&format!(
         r#"
 listeners:

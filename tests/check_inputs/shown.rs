@@ -54,9 +54,7 @@ fn a_key_pasted_as_a_header_name_is_not_shown() {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
         .unwrap()
         .serialize_pem();
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    s.pair("edge", &ca.server_pair(&["localhost"]));
+    let s = edge_scene();
     // YAML double-quoted text: Rust's escapes of a PEM's characters are YAML's.
     let cfg = s.config(&format!(
         r#"

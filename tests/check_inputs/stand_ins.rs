@@ -7,9 +7,7 @@ use super::*;
 /// `want`, as `run` refuses the file with.
 #[track_caller]
 fn one_problem(tls: &str, more: &str, want: &str) {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    s.pair("edge", &ca.server_pair(&["localhost"]));
+    let s = edge_scene();
     let cfg = s.config(&format!(
         r#"
 {more}
@@ -87,9 +85,7 @@ fn a_scalar_admin_section_is_not_said_to_expose_the_api() {
 #[test]
 fn a_listener_item_that_is_not_a_mapping_is_not_built() {
     for item in ["public", ""] {
-        let s = Scene::new();
-        let ca = TestCa::new("ca");
-        s.pair("edge", &ca.server_pair(&["localhost"]));
+        let s = edge_scene();
         let cfg = s.config(&format!(
             r#"
 listeners:
