@@ -314,17 +314,10 @@ upstreams:
     .unwrap();
     let (mut send, _conn) = keep_open_h1(tls).await;
 
-    let mut flood = Vec::new();
-    for _ in 0..100 {
-        flood.push(tokio::net::TcpStream::connect(addr).await.unwrap());
-    }
     // Nothing else takes a descriptor for a moment from here on (no file
     // is read, no name resolved but by the requests): the flood's last
     // accepted connection took the last one free, and none comes free.
-    p.wait_log("the first failed accept", |v| {
-        v["message"] == "accept failed; backing off" && v["listener"] == "public"
-    })
-    .await;
+    let flood = hold_every_descriptor(&mut p, addr).await;
     for i in 0..5 {
         within_deadline(format!("request {i}"), send.ready())
             .await

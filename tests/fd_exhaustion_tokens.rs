@@ -41,16 +41,7 @@ async fn a_token_rotated_while_out_of_descriptors_is_taken_once_they_are_free() 
     let api = p.admin_addr().await;
     assert_eq!(status(api, OLD).await, 200);
 
-    // More connections than the proxy has descriptors, held idle: once
-    // its accept fails, every descriptor is taken.
-    let mut flood = Vec::new();
-    for _ in 0..100 {
-        flood.push(tokio::net::TcpStream::connect(addr).await.unwrap());
-    }
-    p.wait_log("the first failed accept", |v| {
-        v["message"] == "accept failed; backing off" && v["listener"] == "public"
-    })
-    .await;
+    let flood = hold_every_descriptor(&mut p, addr).await;
     kubelet.write(&[("token", NEW)], false);
     let short = |v: &serde_json::Value| {
         v["message"]
