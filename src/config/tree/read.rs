@@ -657,33 +657,28 @@ impl<'a> MapAcc<'a> {
 }
 
 /// The value of a required field filled in ([`MapAcc::next_missing`]):
-/// read as empty without a further problem. Its id is none a placeholder
-/// in the tree has ([`super::placeholder`] counts down from one below).
-static FILLED: Node = Node {
-    value: Value::Null,
-    line: 0,
-    id: usize::MAX,
-    placeholder: true,
-    span: None,
-    written: None,
-    block: false,
-    tag: None,
-};
+/// read as empty without a further problem.
+static FILLED: Node = stand_in(Value::Null);
 
 /// A section that is not a mapping, read in its place within the same
 /// attempt ([`De::deserialize_struct`]): empty, silent, as the fix
-/// `EmptyMap` makes it for the next. Its id, like [`FILLED`]'s, is none
-/// a node of the tree has.
-static EMPTY_MAP: Node = Node {
-    value: Value::Map(Vec::new()),
-    line: 0,
-    id: usize::MAX,
-    placeholder: true,
-    span: None,
-    written: None,
-    block: false,
-    tag: None,
-};
+/// `EmptyMap` makes it for the next.
+static EMPTY_MAP: Node = stand_in(Value::Map(Vec::new()));
+
+/// A placeholder holding `value`, at no line. Its id is none a node of
+/// the tree has ([`super::placeholder`] counts down from one below).
+const fn stand_in(value: Value) -> Node {
+    Node {
+        value,
+        line: 0,
+        id: usize::MAX,
+        placeholder: true,
+        span: None,
+        written: None,
+        block: false,
+        tag: None,
+    }
+}
 
 impl<'de> de::MapAccess<'de> for MapAcc<'_> {
     type Error = Error;
