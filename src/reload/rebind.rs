@@ -134,14 +134,8 @@ pub(super) fn bind_beside(
     addr: SocketAddr,
     old: &std::net::TcpListener,
 ) -> std::io::Result<socket2::Socket> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
+    let socket = listener_socket(addr)?;
     socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
     reuse_port(old, true)?;
     let bound = socket.bind(&addr.into());
     // Back to how every listener is bound: nothing else may join either.
@@ -186,6 +180,14 @@ fn reuse_port(l: &std::net::TcpListener, on: bool) -> std::io::Result<()> {
 /// `SO_REUSEADDR`, as every listener: a port whose last connections are
 /// in TIME_WAIT binds at once.
 pub(super) fn bind_fresh(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+    let socket = listener_socket(addr)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// A TCP socket for `addr`'s family, not yet bound: non-blocking, and
+/// `SO_REUSEADDR` as every listener's.
+fn listener_socket(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -193,6 +195,5 @@ pub(super) fn bind_fresh(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
     )?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
     Ok(socket)
 }
