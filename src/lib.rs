@@ -307,6 +307,7 @@
 //! - `devpki`: a throwaway CA, server pair and client pair.
 //! - `fsutil`: atomic writes and bounded, regular-file-only reads (store, dev PKI, PEM).
 //! - `logging`: tracing to stderr, text or JSON.
+//! - `log_writer`: the log's stderr writer, queued and lossy when stderr stalls.
 //! - `stdio`: `outln!`/`errln!`: command output that ends quietly on a closed pipe.
 //! - `shell`: a word quoted for a POSIX shell (`shlex.quote`; `$'\xHH'` for control
 //!   bytes and bytes not UTF-8), for the commands printed for an operator to paste.
@@ -321,6 +322,7 @@ pub mod demo;
 pub mod devpki;
 pub mod fsutil;
 pub mod identity;
+pub mod log_writer;
 pub mod logging;
 pub mod material;
 pub mod metrics;

@@ -154,7 +154,9 @@ pub fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Queued, never a write on the logging thread: a stalled stderr
+        // reader must not stop the proxy (crate::log_writer).
+        .with_writer(crate::log_writer::QueuedStderr)
         // Colour codes only for a person at a terminal, never into a file,
         // a pipe or a container log collector.
         .with_ansi(std::io::stderr().is_terminal())

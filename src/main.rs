@@ -97,7 +97,13 @@ fn refused_logging(problem: &str) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let code = command(Cli::parse());
+    // Queued log lines reach stderr before the process exits.
+    hotproxy::log_writer::flush();
+    code
+}
+
+fn command(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run {
             config,

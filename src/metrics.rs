@@ -123,9 +123,10 @@ pub struct Metrics {
     pub config_last_reload_successful: Gauge,
     /// Clients refused for who they are (issue 15): handshake or route.
     pub client_auth_denied: Family<ListenerReasonLabels, Counter>,
-    /// Access-log lines dropped because the writer lagged or could not
-    /// write them.
+    /// Lines dropped because the writer lagged or could not write them:
+    /// the access log's, and the diagnostic log's (stderr, `log_writer`).
     pub access_log_dropped: Counter,
+    pub log_lines_dropped: Counter,
     // What an operator is told (issue 18): pending and failing reloads,
     // a degraded watcher, SNI misses, clients that leave without asking.
     pub cert_reload_pending: Family<EntryLabels, Gauge>,
@@ -177,6 +178,7 @@ impl Metrics {
             config_last_reload_successful: Gauge::default(),
             client_auth_denied: Family::default(),
             access_log_dropped: Counter::default(),
+            log_lines_dropped: Counter::default(),
             cert_reload_pending: Family::default(),
             cert_reload_failing: Family::default(),
             watch_degraded: Gauge::default(),
@@ -282,6 +284,11 @@ impl Metrics {
             "hotproxy_access_log_dropped",
             "Access-log lines dropped because the writer could not keep up or write them",
             m.access_log_dropped.clone(),
+        );
+        registry.register(
+            "hotproxy_log_lines_dropped",
+            "Diagnostic log lines dropped because stderr was not read fast enough",
+            m.log_lines_dropped.clone(),
         );
         registry.register(
             "hotproxy_accept_errors",

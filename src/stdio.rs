@@ -54,17 +54,21 @@ pub fn line(stream: Stream, args: std::fmt::Arguments<'_>) {
         }
         Stream::Err => {
             failing();
+            // After the log lines already queued, as they were logged first.
+            crate::log_writer::flush();
             writeln!(std::io::stderr().lock(), "{args}")
         }
     };
     match result {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            crate::log_writer::flush();
             std::process::exit(CLOSED_PIPE_EXIT.load(Ordering::Relaxed))
         }
         Err(e) => {
             // Best effort: stderr may be the stream that failed.
             let _ = writeln!(std::io::stderr(), "hotproxy: cannot write output: {e}");
+            crate::log_writer::flush();
             std::process::exit(1)
         }
     }

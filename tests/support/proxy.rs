@@ -16,6 +16,8 @@ pub static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 pub struct Proxy {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// Set: stderr is read no further (a stalled log collector).
+    stalled: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Proxy {
@@ -157,15 +159,32 @@ impl Proxy {
         let sink = lines.clone();
         let stderr = child.stderr.take().unwrap();
         let echo = !QUIET.load(std::sync::atomic::Ordering::Relaxed);
+        let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stall = stalled.clone();
         std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut stderr = BufReader::new(stderr).lines();
+            while let Some(Ok(line)) = stderr.next() {
                 if echo {
                     eprintln!("[hotproxy] {line}");
                 }
                 sink.lock().unwrap().push(line);
+                while stall.load(std::sync::atomic::Ordering::SeqCst) {
+                    std::thread::park();
+                }
             }
         });
-        Proxy { child, lines }
+        Proxy {
+            child,
+            lines,
+            stalled,
+        }
+    }
+
+    /// Stop reading the proxy's stderr (after at most one more line), the
+    /// pipe left open: a log collector that stalled.
+    pub fn stall_stderr(&self) {
+        self.stalled
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The process id, for reading `/proc/PID/*` (memory, CPU time).
